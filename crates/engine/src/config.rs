@@ -1,0 +1,99 @@
+//! Engine settings: plain values, serde-friendly. Injected components (the store, the
+//! clock, the SQL policy) are passed to [`crate::EngineBuilder`] instead.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::DEFAULT_PREFIX;
+
+/// What to do when an upload finds that someone else uploaded first (DESIGN §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    /// Seed rule `conflict-last-write-wins`: log a warning, upload over the winner as
+    /// `max(local, remote) + 1`.
+    #[default]
+    LastWriteWins,
+    /// Refuse with a conflict; keep the losing database aside.
+    Strict,
+    /// Run the request's work again on the winner; after bounded tries, answer as strict.
+    Rebase,
+}
+
+impl std::fmt::Display for ConflictPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictPolicy::LastWriteWins => "last-write-wins",
+            ConflictPolicy::Strict => "strict",
+            ConflictPolicy::Rebase => "rebase",
+        })
+    }
+}
+
+impl std::str::FromStr for ConflictPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "last-write-wins" => Ok(Self::LastWriteWins),
+            "strict" => Ok(Self::Strict),
+            "rebase" => Ok(Self::Rebase),
+            other => Err(format!(
+                "unknown conflict policy {other:?}; expected last-write-wins, strict or rebase"
+            )),
+        }
+    }
+}
+
+/// Database sizes worth telling an operator about (seed: "Size Thresholds").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeThresholds {
+    /// Above this an upload logs at info level (default 512 KiB).
+    pub info_bytes: u64,
+    /// Above this an upload logs a warning (default 1 MiB).
+    pub warn_bytes: u64,
+}
+
+impl Default for SizeThresholds {
+    fn default() -> Self {
+        Self {
+            info_bytes: 512 * 1024,
+            warn_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Local databases live at `{data_dir}/{user_id}/database.sqlite`.
+    pub data_dir: PathBuf,
+    /// Objects live at `{prefix}/{user_id}/database.sqlite`.
+    pub prefix: String,
+    /// The conflict policy.
+    pub conflict: ConflictPolicy,
+    /// Size thresholds for logging.
+    pub size_thresholds: SizeThresholds,
+    /// This instance's id, recorded as `cellar-writer` on every upload.
+    pub writer_id: String,
+    /// How many users' databases stay open and warm at most.
+    pub cache_capacity: usize,
+    /// How many times `rebase` runs a request's work before answering as `strict`,
+    /// and how many overwrites `last-write-wins` tries in a row.
+    pub max_conflict_retries: u32,
+}
+
+impl EngineConfig {
+    /// Defaults for everything but the local folder.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            conflict: ConflictPolicy::default(),
+            size_thresholds: SizeThresholds::default(),
+            writer_id: format!("cellar-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            cache_capacity: 1024,
+            max_conflict_retries: 8,
+        }
+    }
+}

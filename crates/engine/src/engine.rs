@@ -1,0 +1,320 @@
+//! [`Engine`]: a cheap-to-clone handle over the shared state of one Cellar instance.
+
+use std::fs;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tracing::{error, info, warn};
+
+use crate::cache::Slots;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::events::{Event, Resolution};
+use crate::layout::Layout;
+use crate::local::SyncState;
+use crate::metrics::EngineMetrics;
+use crate::session::{Committed, Session};
+use crate::store::{Store, StoreCapabilities};
+use crate::sync::{pending, upload::RemoteHead};
+use crate::tracked::{SqlPolicy, TrackedConnection};
+use crate::{ConflictPolicy, EngineConfig, UserId, Version};
+
+/// The state every clone of an [`Engine`] shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: EngineConfig,
+    pub layout: Layout,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub sql_policy: Option<SqlPolicyHolder>,
+    pub slots: Slots,
+    pub events: broadcast::Sender<Event>,
+    pub metrics: EngineMetrics,
+    pub capabilities: StoreCapabilities,
+}
+
+/// A [`SqlPolicy`] with a `Debug` that does not try to print a closure.
+#[derive(Clone)]
+pub(crate) struct SqlPolicyHolder(pub SqlPolicy);
+
+impl std::fmt::Debug for SqlPolicyHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqlPolicy")
+    }
+}
+
+impl Shared {
+    /// Sends an event to subscribers; having none is fine.
+    pub fn publish(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Publishes a conflict event.
+    pub fn publish_conflict(
+        &self,
+        user: &UserId,
+        local_version: Version,
+        remote: &RemoteHead,
+        resolution: Resolution,
+    ) {
+        self.publish(Event::Conflict {
+            user_id: user.to_string(),
+            policy: self.config.conflict,
+            local_version,
+            remote_version: remote.version,
+            local_writer: self.config.writer_id.clone(),
+            remote_writer: remote.writer.clone(),
+            resolution,
+        });
+    }
+
+    /// Opens a tracked connection to `user`'s local database.
+    pub async fn open_connection(&self, user: &UserId) -> Result<TrackedConnection> {
+        let layout = self.layout.clone();
+        let owned = user.clone();
+        let policy = self.sql_policy.clone().map(|holder| holder.0);
+        blocking(move || {
+            let conn = crate::local::open_database(&layout, &owned)?;
+            Ok(TrackedConnection::new(conn, policy))
+        })
+        .await
+    }
+}
+
+/// Runs blocking work (SQLite, file system) off the async threads.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join| Error::Work(format!("blocking task failed: {join}").into()))?
+}
+
+/// One Cellar instance: per-user databases on local disk, the bucket as source of truth.
+///
+/// Cloning is cheap; every clone shares the same caches, locks and event channel.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// Builds an [`Engine`] from settings and injected components.
+#[derive(Debug)]
+pub struct EngineBuilder {
+    config: EngineConfig,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    sql_policy: Option<SqlPolicyHolder>,
+}
+
+impl EngineBuilder {
+    /// Replaces the system clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds an authorization policy applied to every request statement.
+    pub fn sql_policy(mut self, policy: SqlPolicy) -> Self {
+        self.sql_policy = Some(SqlPolicyHolder(policy));
+        self
+    }
+
+    /// Probes the store, refuses unsafe combinations, finishes pending uploads left by an
+    /// earlier run, and returns the engine.
+    pub async fn open(self) -> Result<Engine> {
+        let layout = Layout::new(&self.config.data_dir, &self.config.prefix);
+        fs::create_dir_all(layout.data_dir()).map_err(Error::io(layout.data_dir()))?;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let capabilities = crate::store::probe(self.store.as_ref(), &layout.probe_key(&nonce)).await?;
+        check_capabilities(&capabilities, self.config.conflict)?;
+        let (events, _) = broadcast::channel(1024);
+        let engine = Engine {
+            shared: Arc::new(Shared {
+                slots: Slots::new(self.config.cache_capacity),
+                config: self.config,
+                layout,
+                store: self.store,
+                clock: self.clock,
+                sql_policy: self.sql_policy,
+                events,
+                metrics: EngineMetrics::default(),
+                capabilities,
+            }),
+        };
+        engine.finish_pending_uploads().await;
+        Ok(engine)
+    }
+}
+
+/// Says loudly what an incapable store means, and refuses policies that need conditions.
+fn check_capabilities(found: &StoreCapabilities, policy: ConflictPolicy) -> Result<()> {
+    if !found.metadata_round_trips {
+        return Err(Error::Config(
+            "the object store does not return user metadata (x-amz-meta-*), so versions \
+             cannot be tracked"
+                .into(),
+        ));
+    }
+    if found.detects_conflicts() {
+        return Ok(());
+    }
+    error!(?found, "the object store ignores conditional writes: conflicts between \
+        instances will NOT be detected and concurrent writers may overwrite each other");
+    if policy == ConflictPolicy::LastWriteWins {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "sync.conflict = \"{policy}\" needs conditional writes (If-Match / If-None-Match), \
+             which this object store ignores ({found:?})"
+        )))
+    }
+}
+
+/// A user's database as [`Engine::status`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DbStatus {
+    /// Whose database.
+    pub user_id: String,
+    /// Its current version (0: never written).
+    pub version: Version,
+    /// Size of the local file in bytes.
+    pub size_bytes: u64,
+    /// When the current version was uploaded.
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Engine {
+    /// Starts building an engine over `store`.
+    pub fn builder(config: EngineConfig, store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            config,
+            store,
+            clock: Arc::new(SystemClock),
+            sql_policy: None,
+        }
+    }
+
+    /// Builds an engine with the system clock and no extra SQL policy.
+    pub async fn open(config: EngineConfig, store: Arc<dyn Store>) -> Result<Engine> {
+        Self::builder(config, store).open().await
+    }
+
+    /// Begins a request for `user`: takes the user's lock, brings the local copy up to the
+    /// bucket's version, and opens a transaction. See [`Session`].
+    pub async fn begin(&self, user: &UserId) -> Result<Session> {
+        Session::begin(Arc::clone(&self.shared), user.clone()).await
+    }
+
+    /// Runs `work` as one request for `user`: in one transaction on a fresh copy, then ONE
+    /// upload if it wrote (seed rule `write-batched`). Success means the bucket has it.
+    ///
+    /// `work` may run more than once: under `rebase`, a conflict runs it again on the
+    /// winner's database. It must therefore do all its effects through the connection.
+    pub async fn transact<T, F>(&self, user: &UserId, work: F) -> Result<Committed<T>>
+    where
+        F: Fn(&TrackedConnection) -> Result<T> + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let work = Arc::new(work);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut session = self.begin(user).await?;
+            let step = Arc::clone(&work);
+            let value = session.run(move |conn| step(conn)).await?;
+            let rebase = self.shared.config.conflict == ConflictPolicy::Rebase
+                && tries <= self.shared.config.max_conflict_retries;
+            match session.commit_or_retry(rebase).await? {
+                Some(landed) => return Ok(landed.with_value(value)),
+                None => continue,
+            }
+        }
+    }
+
+    /// The status of `user`'s database, after the version check.
+    pub async fn status(&self, user: &UserId) -> Result<DbStatus> {
+        let session = self.begin(user).await?;
+        let state = session.base().clone();
+        let path = self.shared.layout.database_path(user);
+        let size_bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        drop(session);
+        Ok(status_of(user, &state, size_bytes))
+    }
+
+    /// A consistent copy of `user`'s database as of the bucket's current version.
+    pub async fn snapshot(&self, user: &UserId) -> Result<(Version, Vec<u8>)> {
+        let mut session = self.begin(user).await?;
+        let version = session.base().version;
+        let bytes = session
+            .run(|conn| Ok(crate::snapshot::Snapshot::take(conn.raw())?.bytes().to_vec()))
+            .await?;
+        Ok((version, bytes))
+    }
+
+    /// Subscribes to version and conflict events of all users on this instance.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// What the start-up probe found about the store.
+    pub fn capabilities(&self) -> StoreCapabilities {
+        self.shared.capabilities
+    }
+
+    /// Counters and histograms since start.
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.shared.metrics
+    }
+
+    /// How many users' databases are warm in the cache.
+    pub fn cached_databases(&self) -> usize {
+        self.shared.slots.warm_count()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// The store behind this engine.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Where things live.
+    pub fn layout(&self) -> &Layout {
+        &self.shared.layout
+    }
+
+    /// Finishes every pending upload found on disk (start-up). Failures are logged; the
+    /// user's next request tries again before it is served.
+    async fn finish_pending_uploads(&self) {
+        let Ok(entries) = fs::read_dir(self.shared.layout.data_dir()) else {
+            return;
+        };
+        let users = entries
+            .flatten()
+            .filter_map(|entry| UserId::new(entry.file_name().to_string_lossy().into_owned()).ok())
+            .filter(|user| self.shared.layout.pending_record_path(user).exists());
+        for user in users {
+            let slot = self.shared.slots.get(&user);
+            let mut guard = slot.lock().await;
+            match pending::finish_pending(&self.shared, &user, &mut guard).await {
+                Ok(()) => info!(user = %user, "finished a pending upload left by an earlier run"),
+                Err(err) => warn!(user = %user, error = %err, "a pending upload is still pending"),
+            }
+        }
+    }
+}
+
+fn status_of(user: &UserId, state: &SyncState, size_bytes: u64) -> DbStatus {
+    DbStatus {
+        user_id: user.to_string(),
+        version: state.version,
+        size_bytes,
+        updated_at: state.updated_at,
+    }
+}

@@ -1,0 +1,134 @@
+//! The engine's error type: what happened, and (through [`ErrorKind`]) what a caller should do.
+
+use std::path::PathBuf;
+
+use crate::store::StoreError;
+use crate::{UserId, Version};
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A user id failed validation; nothing was touched.
+    #[error("invalid user id \"{input}\": {reason}")]
+    InvalidUserId {
+        /// The offending input, escaped and shortened.
+        input: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+
+    /// Another writer uploaded after this request's version check (strict mode, or
+    /// rebase/last-write-wins after their bounded retries). The losing database is kept
+    /// aside in the user's folder.
+    #[error(
+        "conflict for user {user}: this request started from version {expected}, \
+         but version {found} was uploaded meanwhile"
+    )]
+    Conflict {
+        /// Whose database.
+        user: UserId,
+        /// The version the request had seen.
+        expected: Version,
+        /// The version found in the bucket.
+        found: Version,
+    },
+
+    /// The write is committed to a local pending-upload record, not yet to the bucket.
+    /// It is uploaded before this user is served again.
+    #[error(
+        "the write for user {user} is kept locally as version {version} and is pending \
+         upload; the store failed: {source}"
+    )]
+    SyncPending {
+        /// Whose database.
+        user: UserId,
+        /// The version the pending upload will carry.
+        version: Version,
+        /// Why the upload failed.
+        source: StoreError,
+    },
+
+    /// The object store failed; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// SQL failed (syntax, constraint, refused by an authorizer, interrupted...).
+    #[error("SQL error: {0}")]
+    Sql(#[from] rusqlite::Error),
+
+    /// A request went past one of its limits.
+    #[error("limit exceeded: more than {limit} {what}")]
+    LimitExceeded {
+        /// Which limit.
+        what: &'static str,
+        /// Its value.
+        limit: u64,
+    },
+
+    /// Local disk I/O failed.
+    #[error("local storage error at {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
+    /// The store returned something Cellar's own checks reject: a body that does not
+    /// match its checksum, missing metadata, or a version older than one already seen.
+    #[error("the store returned an inconsistent object for user {user}: {detail}")]
+    Inconsistent {
+        /// Whose database.
+        user: UserId,
+        /// What exactly was wrong, with the evidence.
+        detail: String,
+    },
+
+    /// The configuration asks for something this store cannot do safely.
+    #[error("unsafe configuration: {0}")]
+    Config(String),
+
+    /// The request's own work failed with an error of the caller's.
+    #[error("{0}")]
+    Work(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// What a caller should do about an [`Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Fix the input (bad user id, bad SQL).
+    InvalidInput,
+    /// Start again from the newer version.
+    Conflict,
+    /// Retry later: the store is down; nothing was changed.
+    Unavailable,
+    /// Retry later: the write is kept locally and will be uploaded.
+    SyncPending,
+    /// Not the caller's fault and not retryable as is.
+    Internal,
+}
+
+impl Error {
+    /// Classifies the error for callers (the HTTP layer maps this to a status).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidUserId { .. }
+            | Error::Sql(_)
+            | Error::Work(_)
+            | Error::LimitExceeded { .. } => ErrorKind::InvalidInput,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::SyncPending { .. } => ErrorKind::SyncPending,
+            Error::Store(_) | Error::Inconsistent { .. } => ErrorKind::Unavailable,
+            Error::Io { .. } | Error::Config(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

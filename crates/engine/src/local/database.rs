@@ -1,0 +1,79 @@
+//! Opening the local database and replacing it with a downloaded image.
+
+use std::fs;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::layout::Layout;
+use crate::local::SyncState;
+use crate::UserId;
+
+/// Opens (creating if needed) the user's local database with durable settings.
+pub fn open_database(layout: &Layout, user: &UserId) -> Result<Connection> {
+    let dir = layout.user_dir(user);
+    fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(layout.database_path(user), flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+/// Replaces the user's local database with `image` (already checked against its checksum),
+/// never leaving the old file's `-journal`, `-wal` or `-shm` beside the new one.
+///
+/// Every connection to the old file must be closed first. Order, each step durable:
+/// 1. the image goes to a temp file, fsynced;
+/// 2. the old file is renamed aside, so no companion can pair with `database.sqlite`;
+/// 3. the old companions are removed (a hot journal replayed onto a different file
+///    corrupts it);
+/// 4. the temp file is renamed into place; 5. the old file is removed;
+/// 6. the caller saves the new [`SyncState`].
+///
+/// A crash after 2 and before 4 leaves no database file: [`reset_if_missing`] then clears
+/// the companions and the sync state, and the next request downloads again.
+pub fn install_image(layout: &Layout, user: &UserId, image: &[u8]) -> Result<()> {
+    let target = layout.database_path(user);
+    let temp = layout.download_temp_path(user);
+    let retired = layout.retired_path(user);
+    fsutil::write_synced(&temp, image)?;
+    if target.exists() {
+        fsutil::rename_synced(&target, &retired)?;
+    }
+    remove_companions(layout, user)?;
+    fsutil::rename_synced(&temp, &target)?;
+    fsutil::remove_if_exists(&retired)
+}
+
+/// Recovers from a crash in the middle of [`install_image`]: with no database file, no
+/// companion and no sync state may survive. Returns the state to use.
+pub fn reset_if_missing(layout: &Layout, user: &UserId, state: SyncState) -> Result<SyncState> {
+    if layout.database_path(user).exists() {
+        return Ok(state);
+    }
+    remove_companions(layout, user)?;
+    fsutil::remove_if_exists(&layout.retired_path(user))?;
+    fsutil::remove_if_exists(&layout.sync_state_path(user))?;
+    Ok(SyncState::default())
+}
+
+fn remove_companions(layout: &Layout, user: &UserId) -> Result<()> {
+    for companion in layout.companion_paths(user) {
+        fsutil::remove_if_exists(&companion)?;
+    }
+    Ok(())
+}
+
+/// True when `path` holds a SQLite database that passes `PRAGMA integrity_check`.
+pub fn is_intact(path: &Path) -> bool {
+    let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return false;
+    };
+    conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
+        .is_ok_and(|verdict| verdict == "ok")
+}

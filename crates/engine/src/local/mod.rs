@@ -1,0 +1,9 @@
+//! The local side: the cached SQLite file, what it was synced to, and pending uploads.
+
+mod database;
+mod pending;
+mod state;
+
+pub use database::{install_image, is_intact, open_database, reset_if_missing};
+pub use pending::PendingUpload;
+pub use state::SyncState;

@@ -1,0 +1,309 @@
+//! [`Session`]: one request's hold on one user's database, from the version check to the
+//! upload. The HTTP layers drive it step by step; [`crate::Engine::transact`] runs it whole.
+
+use std::sync::Arc;
+
+use rusqlite::InterruptHandle;
+use tokio::sync::OwnedMutexGuard;
+use tracing::{error, info, warn};
+
+use crate::cache::SlotState;
+use crate::engine::{Shared, blocking};
+use crate::error::{Error, Result};
+use crate::events::Resolution;
+use crate::local::{PendingUpload, SyncState};
+use crate::metrics::EngineMetrics;
+use crate::snapshot::Snapshot;
+use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
+use crate::sync::{aside, pull};
+use crate::tracked::TrackedConnection;
+use crate::{UserId, Version};
+
+/// The outcome of a request that finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed<T> {
+    /// What the work returned.
+    pub value: T,
+    /// The version the database is at now (the uploaded one, if the request wrote).
+    pub version: Version,
+    /// True exactly when the request changed the database and therefore uploaded.
+    pub wrote: bool,
+}
+
+impl Committed<()> {
+    pub(crate) fn with_value<T>(self, value: T) -> Committed<T> {
+        Committed {
+            value,
+            version: self.version,
+            wrote: self.wrote,
+        }
+    }
+}
+
+/// How [`Session::finish`] ended.
+enum Finished {
+    Landed(Committed<()>),
+    Refused { remote: RemoteHead, image: Snapshot, version: Version },
+}
+
+/// One request on one user's database.
+///
+/// Holding a session holds the user's lock on this instance. The request's SQL runs in one
+/// transaction that is committed locally only after the bucket has the upload; dropping a
+/// session without [`Session::commit`] rolls everything back.
+pub struct Session {
+    shared: Arc<Shared>,
+    user: UserId,
+    guard: OwnedMutexGuard<SlotState>,
+    base: SyncState,
+    conn: Option<TrackedConnection>,
+}
+
+impl Session {
+    /// Takes the lock, runs `version-compare-on-start`, opens the transaction.
+    pub(crate) async fn begin(shared: Arc<Shared>, user: UserId) -> Result<Self> {
+        let slot = shared.slots.get(&user);
+        let mut guard = slot.lock_owned().await;
+        let base = pull::version_compare_on_start(&shared, &user, &mut guard).await?;
+        let conn = match guard.conn.take() {
+            Some(conn) => conn,
+            None => shared.open_connection(&user).await?,
+        };
+        conn.begin()?;
+        Ok(Self {
+            shared,
+            user,
+            guard,
+            base,
+            conn: Some(conn),
+        })
+    }
+
+    /// Whose database this is.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
+    /// The version the request started from (at least the bucket's at its start).
+    pub fn base(&self) -> &SyncState {
+        &self.base
+    }
+
+    /// True once the request wrote.
+    pub fn wrote(&self) -> bool {
+        self.conn.as_ref().is_some_and(TrackedConnection::wrote)
+    }
+
+    /// Interrupts whatever statement is running (timeouts).
+    pub fn interrupt_handle(&self) -> Option<InterruptHandle> {
+        self.conn.as_ref().map(TrackedConnection::interrupt_handle)
+    }
+
+    /// Runs `work` on the tracked connection, off the async threads.
+    pub async fn run<T, F>(&mut self, work: F) -> Result<T>
+    where
+        F: FnOnce(&TrackedConnection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.take_conn()?;
+        let (conn, outcome) = blocking(move || {
+            let outcome = work(&conn);
+            Ok((conn, outcome))
+        })
+        .await?;
+        self.conn = Some(conn);
+        outcome
+    }
+
+    /// Ends the request: with no write, nothing happens; with writes, one upload as
+    /// version + 1, then the local commit. A lost conflict is refused and kept aside.
+    pub async fn commit(mut self) -> Result<Committed<()>> {
+        match self.finish().await? {
+            Finished::Landed(committed) => Ok(committed),
+            Finished::Refused { remote, image, version } => Err(self.refuse(remote, image, version).await),
+        }
+    }
+
+    /// Like [`Session::commit`], but a lost conflict with `rebase` set answers `None`:
+    /// the caller runs the work again on the winner.
+    pub(crate) async fn commit_or_retry(mut self, rebase: bool) -> Result<Option<Committed<()>>> {
+        match self.finish().await? {
+            Finished::Landed(committed) => Ok(Some(committed)),
+            Finished::Refused { remote, .. } if rebase => {
+                info!(user = %self.user, local_version = self.base.version.get(),
+                    remote_version = remote.version.get(), "conflict: rebasing the request on the winner");
+                self.shared
+                    .publish_conflict(&self.user, self.base.version, &remote, Resolution::Rebased);
+                Ok(None)
+            }
+            Finished::Refused { remote, image, version } => Err(self.refuse(remote, image, version).await),
+        }
+    }
+
+    async fn finish(&mut self) -> Result<Finished> {
+        let conn = self.take_conn()?;
+        if !conn.wrote() {
+            conn.rollback();
+            self.guard.conn = Some(conn);
+            return Ok(Finished::Landed(Committed {
+                value: (),
+                version: self.base.version,
+                wrote: false,
+            }));
+        }
+        let (conn, image) = blocking(move || {
+            let image = Snapshot::take(conn.raw());
+            Ok((conn, image))
+        })
+        .await?;
+        let mut image = match image {
+            Ok(image) => image,
+            Err(err) => return Err(self.abandon(conn, err.into())),
+        };
+        let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
+        match upload::sync_on_mutation(&self.shared, &self.user, &mut image, plan).await {
+            Ok(uploaded) => {
+                self.commit_locally(conn, uploaded).await
+            }
+            Err(UploadFailure::Refused { remote }) => {
+                let version = self.base.version.next();
+                self.guard.conn = Some(conn);
+                self.rollback();
+                Ok(Finished::Refused { remote, image, version })
+            }
+            Err(UploadFailure::Unavailable { source, attempted }) => {
+                Err(self.keep_pending(conn, image, attempted, source).await)
+            }
+            Err(UploadFailure::Failed(err)) => Err(self.abandon(conn, err)),
+        }
+    }
+
+    /// The bucket has the upload: commit the local transaction and record the new state.
+    /// If the local commit fails, the local copy stays at the old version and the next
+    /// request downloads the new one: the request still succeeded.
+    async fn commit_locally(&mut self, conn: TrackedConnection, uploaded: upload::Uploaded) -> Result<Finished> {
+        let state = SyncState {
+            version: uploaded.version,
+            etag: Some(uploaded.etag),
+            updated_at: Some(uploaded.updated_at),
+        };
+        let layout = self.shared.layout.clone();
+        let user = self.user.clone();
+        let saved = state.clone();
+        let (conn, outcome) = blocking(move || {
+            let outcome = conn
+                .control("COMMIT")
+                .map_err(Error::from)
+                .and_then(|()| saved.save(&layout.sync_state_path(&user)));
+            Ok((conn, outcome))
+        })
+        .await?;
+        match outcome {
+            Ok(()) => {
+                self.guard.conn = Some(conn);
+                self.guard.sync = Some(state);
+            }
+            Err(err) => {
+                warn!(user = %self.user, version = uploaded.version.get(), error = %err,
+                    "uploaded, but the local commit failed; the next request downloads the upload");
+                self.guard.sync = None;
+            }
+        }
+        Ok(Finished::Landed(Committed {
+            value: (),
+            version: uploaded.version,
+            wrote: true,
+        }))
+    }
+
+    /// The upload failed and may or may not have landed: keep the image as a pending
+    /// upload, roll back locally, and say so (`sync_pending`).
+    async fn keep_pending(
+        &mut self,
+        conn: TrackedConnection,
+        image: Snapshot,
+        attempted: UploadPlan,
+        source: crate::store::StoreError,
+    ) -> Error {
+        let record = PendingUpload {
+            version: attempted.version,
+            base_etag: match attempted.condition {
+                crate::store::PutCondition::Match(etag) => Some(etag),
+                crate::store::PutCondition::Create => None,
+            },
+            base_version: attempted.base_version,
+            sha256: image.sha256(),
+        };
+        let layout = self.shared.layout.clone();
+        let user = self.user.clone();
+        let saved = blocking(move || record.save(&layout, &user, &image)).await;
+        self.guard.conn = Some(conn);
+        self.rollback();
+        EngineMetrics::add(&self.shared.metrics.pending_uploads, 1);
+        match saved {
+            Ok(()) => Error::SyncPending {
+                user: self.user.clone(),
+                version: attempted.version,
+                source,
+            },
+            Err(err) => {
+                error!(user = %self.user, error = %err, "could not record a pending upload");
+                err
+            }
+        }
+    }
+
+    /// Strict answer to a lost conflict: keep the losing database aside, refuse.
+    async fn refuse(&mut self, remote: RemoteHead, image: Snapshot, version: Version) -> Error {
+        match aside::keep_aside(&self.shared, &self.user, &image, version).await {
+            Ok(path) => warn!(user = %self.user, local_version = self.base.version.get(),
+                remote_version = remote.version.get(), remote_writer = %remote.writer,
+                kept_at = %path.display(), "conflict: write refused, losing database kept aside"),
+            Err(err) => error!(user = %self.user, error = %err,
+                "conflict: write refused and the losing database could not be kept aside"),
+        }
+        self.shared
+            .publish_conflict(&self.user, self.base.version, &remote, Resolution::Refused);
+        Error::Conflict {
+            user: self.user.clone(),
+            expected: self.base.version,
+            found: remote.version,
+        }
+    }
+
+    fn abandon(&mut self, conn: TrackedConnection, err: Error) -> Error {
+        self.guard.conn = Some(conn);
+        self.rollback();
+        err
+    }
+
+    fn take_conn(&mut self) -> Result<TrackedConnection> {
+        self.conn.take().ok_or_else(|| {
+            Error::Work("the request's connection was lost after a panic in its work".into())
+        })
+    }
+
+    fn rollback(&mut self) {
+        if let Some(conn) = &self.guard.conn {
+            conn.rollback();
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.rollback();
+            self.guard.conn = Some(conn);
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,334 @@
+//! A local folder as the object store: the embedded default, no server needed.
+//!
+//! `object_store`'s `LocalFileSystem` keeps neither metadata nor conditional updates, so
+//! this store is Cellar's own. Each object is three files beside each other:
+//!
+//! - `{key}`: the body, a plain file (a user's database is a plain SQLite file);
+//! - `{key}.cellar-meta`: JSON with the ETag and metadata: the commit point of a write;
+//! - `{key}.cellar-lock`: an advisory file lock (shared to read, exclusive to write),
+//!   so compare-and-swap is atomic across processes, and released if a process dies.
+//!
+//! A write, under the exclusive lock: body to `{key}.cellar-incoming` (fsync), metadata
+//! to a temp file (fsync) renamed over `{key}.cellar-meta` (the commit), then the incoming
+//! body renamed over `{key}`. A crash between the two renames leaves an incoming file
+//! whose hash matches the committed metadata: the next access finishes the rename
+//! (roll forward). An incoming file that does not match was never committed and is removed.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError, check_condition,
+    content_etag,
+};
+use crate::fsutil;
+use crate::metadata::RawMetadata;
+
+const META_SUFFIX: &str = ".cellar-meta";
+const INCOMING_SUFFIX: &str = ".cellar-incoming";
+const LOCK_SUFFIX: &str = ".cellar-lock";
+
+/// Objects as files under a root folder, with metadata and compare-and-swap.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: Arc<PathBuf>,
+}
+
+/// The committed state of one object, stored in `{key}.cellar-meta`.
+#[derive(Serialize, Deserialize)]
+struct MetaFile {
+    etag: ETag,
+    size: u64,
+    metadata: RawMetadata,
+}
+
+/// The files of one object.
+struct ObjectFiles {
+    body: PathBuf,
+    meta: PathBuf,
+    incoming: PathBuf,
+    lock: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: Arc::new(root.into()),
+        }
+    }
+
+    fn files(&self, key: &str) -> Result<ObjectFiles, StoreError> {
+        let relative = Path::new(key);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if key.is_empty() || !plain {
+            return Err(StoreError::unavailable("resolve", key, "key is not a plain relative path"));
+        }
+        let body = self.root.join(relative);
+        let with = |suffix: &str| {
+            let mut path = body.clone().into_os_string();
+            path.push(suffix);
+            PathBuf::from(path)
+        };
+        Ok(ObjectFiles {
+            meta: with(META_SUFFIX),
+            incoming: with(INCOMING_SUFFIX),
+            lock: with(LOCK_SUFFIX),
+            body,
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        key: &str,
+        op: &'static str,
+        work: impl FnOnce(&ObjectFiles) -> io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let files = self.files(key)?;
+        let owned_key = key.to_owned();
+        tokio::task::spawn_blocking(move || work(&files))
+            .await
+            .map_err(|join| StoreError::unavailable(op, &owned_key, join))?
+            .map_err(|err| StoreError::unavailable(op, &owned_key, err))
+    }
+}
+
+impl ObjectFiles {
+    /// Takes the object's lock, shared or exclusive, finishing an interrupted write first.
+    fn lock(&self, exclusive: bool) -> io::Result<File> {
+        if let Some(parent) = self.lock.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)?;
+        if exclusive || self.incoming.exists() {
+            lock.lock()?;
+            self.finish_interrupted_write()?;
+        } else {
+            lock.lock_shared()?;
+        }
+        Ok(lock)
+    }
+
+    fn finish_interrupted_write(&self) -> io::Result<()> {
+        let incoming = match fs::read(&self.incoming) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        let committed = self.read_meta()?.map(|meta| meta.etag);
+        if committed == Some(content_etag(&incoming)) {
+            fs::rename(&self.incoming, &self.body)?;
+        } else {
+            fs::remove_file(&self.incoming)?;
+        }
+        sync_dir(&self.body)
+    }
+
+    fn read_meta(&self) -> io::Result<Option<MetaFile>> {
+        match fs::read(&self.meta) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn info(meta: MetaFile) -> ObjectInfo {
+        ObjectInfo {
+            etag: meta.etag,
+            size: meta.size,
+            metadata: meta.metadata,
+        }
+    }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+fn to_io(err: crate::Error) -> io::Error {
+    io::Error::other(err.to_string())
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
+        let if_none_match = if_none_match.cloned();
+        self.blocking(key, "get", move |files| {
+            let _lock = files.lock(false)?;
+            let Some(meta) = files.read_meta()? else {
+                return Ok(Fetched::NotFound);
+            };
+            if Some(&meta.etag) == if_none_match.as_ref() {
+                return Ok(Fetched::NotModified);
+            }
+            let body = Bytes::from(fs::read(&files.body)?);
+            Ok(Fetched::Found {
+                info: ObjectFiles::info(meta),
+                body,
+            })
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        self.blocking(key, "head", |files| {
+            let _lock = files.lock(false)?;
+            Ok(files.read_meta()?.map(ObjectFiles::info))
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: RawMetadata,
+        condition: PutCondition,
+    ) -> Result<ETag, StoreError> {
+        let owned_key = key.to_owned();
+        let outcome = self
+            .blocking(key, "put", move |files| {
+                let _lock = files.lock(true)?;
+                let current = files.read_meta()?.map(|meta| meta.etag);
+                if let Err(refused) = check_condition(&owned_key, current.as_ref(), &condition) {
+                    return Ok(Err(refused));
+                }
+                let meta = MetaFile {
+                    etag: content_etag(&body),
+                    size: body.len() as u64,
+                    metadata,
+                };
+                fsutil::write_synced(&files.incoming, &body).map_err(to_io)?;
+                let meta_json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+                fsutil::replace_atomically(&files.meta, &meta_json).map_err(to_io)?;
+                fs::rename(&files.incoming, &files.body)?;
+                sync_dir(&files.body)?;
+                Ok(Ok(meta.etag))
+            })
+            .await?;
+        outcome
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let root = Arc::clone(&self.root);
+        let owned_prefix = prefix.to_owned();
+        let listed = tokio::task::spawn_blocking(move || list_metas(&root, &owned_prefix))
+            .await
+            .map_err(|join| StoreError::unavailable("list", prefix, join))?;
+        listed.map_err(|err| StoreError::unavailable("list", prefix, err))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.blocking(key, "delete", |files| {
+            let _lock = files.lock(true)?;
+            for path in [&files.meta, &files.body] {
+                match fs::remove_file(path) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Walks the root for committed objects (those with a metadata file) under `prefix`.
+fn list_metas(root: &Path, prefix: &str) -> io::Result<Vec<Listed>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(root) else { continue };
+            let Some(key) = relative.to_str().and_then(|k| k.strip_suffix(META_SUFFIX)) else {
+                continue;
+            };
+            if key.starts_with(prefix) {
+                let meta: MetaFile =
+                    serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?;
+                found.push(Listed {
+                    key: key.to_owned(),
+                    size: meta.size,
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_interrupted_write_is_rolled_forward_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let first = store
+            .put("u/db", Bytes::from_static(b"one"), RawMetadata::new(), PutCondition::Create)
+            .await
+            .unwrap();
+        let files = store.files("u/db").unwrap();
+        // Simulate a crash after the metadata rename and before the body rename.
+        let meta = MetaFile {
+            etag: content_etag(b"two"),
+            size: 3,
+            metadata: RawMetadata::new(),
+        };
+        fs::write(&files.incoming, b"two").unwrap();
+        fs::write(&files.meta, serde_json::to_vec(&meta).unwrap()).unwrap();
+        let Fetched::Found { info, body } = store.get("u/db", Some(&first)).await.unwrap() else {
+            panic!("expected the committed second write");
+        };
+        assert_eq!((&body[..], info.etag), (&b"two"[..], content_etag(b"two")));
+        assert!(!files.incoming.exists());
+    }
+
+    #[tokio::test]
+    async fn an_uncommitted_incoming_body_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let etag = store
+            .put("u/db", Bytes::from_static(b"one"), RawMetadata::new(), PutCondition::Create)
+            .await
+            .unwrap();
+        let files = store.files("u/db").unwrap();
+        fs::write(&files.incoming, b"half-written").unwrap();
+        assert_eq!(store.head("u/db").await.unwrap().unwrap().etag, etag);
+        assert!(matches!(store.get("u/db", Some(&etag)).await.unwrap(), Fetched::NotModified));
+        assert_eq!(fs::read(&files.body).unwrap(), b"one");
+        assert!(!files.incoming.exists());
+    }
+
+    #[tokio::test]
+    async fn keys_that_escape_the_root_are_refused() {
+        let store = LocalStore::new("/tmp/never-used");
+        for key in ["../x", "/etc/passwd", "a/../../b", ""] {
+            assert!(store.head(key).await.is_err(), "{key}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The remote side: one narrow trait over object storage, and its implementations.
+//!
+//! The engine needs five things of a bucket: read an object with its metadata (optionally
+//! only if it changed), read just the metadata, write conditionally, list, delete.
+//! Conditional writes are what make conflicts visible (DESIGN §3): `If-None-Match: *`
+//! for a user's first upload, `If-Match: <etag>` afterwards.
+
+mod local;
+mod memory;
+mod probe;
+mod s3;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use local::LocalStore;
+pub use memory::MemoryStore;
+pub use probe::{StoreCapabilities, probe};
+pub use s3::{S3Settings, S3Store};
+
+use crate::metadata::RawMetadata;
+
+/// An object's entity tag, as the store returned it (quotes included, if any).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ETag(pub String);
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the store knows about an object, without its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's current ETag.
+    pub etag: ETag,
+    /// Body size in bytes.
+    pub size: u64,
+    /// User metadata (`x-amz-meta-*` without the prefix).
+    pub metadata: RawMetadata,
+}
+
+/// The answer to a (conditional) read.
+#[derive(Clone, Debug)]
+pub enum Fetched {
+    /// No object at that key.
+    NotFound,
+    /// The object still has the ETag the caller named.
+    NotModified,
+    /// The object, current.
+    Found {
+        /// Its ETag and metadata.
+        info: ObjectInfo,
+        /// Its bytes.
+        body: Bytes,
+    },
+}
+
+/// The precondition of every write: Cellar never overwrites blindly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Only if no object exists (`If-None-Match: *`).
+    Create,
+    /// Only if the object still has this ETag (`If-Match`).
+    Match(ETag),
+}
+
+/// One object found by [`Store::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write's precondition failed: someone else wrote the object first.
+    #[error("conditional write refused for {key}: the object changed since it was read")]
+    PreconditionFailed {
+        /// The key written.
+        key: String,
+    },
+    /// The store could not be reached or answered with an error.
+    #[error("object store unavailable ({operation} {key}): {message}")]
+    Unavailable {
+        /// What was attempted (`get`, `put`, ...).
+        operation: &'static str,
+        /// The key concerned.
+        key: String,
+        /// The underlying error, rendered.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Builds an [`StoreError::Unavailable`].
+    pub fn unavailable(operation: &'static str, key: &str, message: impl fmt::Display) -> Self {
+        StoreError::Unavailable {
+            operation,
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The narrow interface the engine needs of an object store.
+///
+/// Implementations must make [`Store::put`] atomic with its precondition: of two racing
+/// writers naming the same ETag, at most one succeeds.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// Reads an object and its metadata; with `if_none_match`, answers
+    /// [`Fetched::NotModified`] when the object still has that ETag (one round trip).
+    async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError>;
+
+    /// Reads an object's ETag and metadata, or `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// Writes an object with metadata if `condition` holds; returns the new ETag.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: RawMetadata,
+        condition: PutCondition,
+    ) -> Result<ETag, StoreError>;
+
+    /// Lists the objects under `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError>;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Checks a write's precondition against the object's current ETag, for the stores
+/// that implement compare-and-swap themselves (memory, local folder).
+fn check_condition(
+    key: &str,
+    current: Option<&ETag>,
+    condition: &PutCondition,
+) -> Result<(), StoreError> {
+    let holds = match (condition, current) {
+        (PutCondition::Create, None) => true,
+        (PutCondition::Match(expected), Some(current)) => expected == current,
+        _ => false,
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(StoreError::PreconditionFailed { key: key.to_owned() })
+    }
+}
+
+/// A content-derived ETag, as S3-compatible stores make them: identical bytes give an
+/// identical ETag. The memory and folder stores use it so that they share S3's ABA
+/// hazard and the engine's defence against it is exercised everywhere.
+fn content_etag(body: &[u8]) -> ETag {
+    use sha2::{Digest, Sha256};
+    ETag(hex::encode(&Sha256::digest(body)[..16]))
+}
+
+#[cfg(test)]
+mod tests;

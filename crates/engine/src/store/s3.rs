@@ -1,0 +1,193 @@
+//! S3-compatible stores (R2, S3, MinIO, Garage, SeaweedFS) over the `object_store` crate.
+//!
+//! Metadata travels as `Attribute::Metadata` (`x-amz-meta-*`). `ObjectStore::head` does
+//! not return it, so [`Store::head`] is a `GET` with `head: true`. Conditions map to
+//! `PutMode::Create` (`If-None-Match: *`) and `PutMode::Update` (`If-Match`).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, UpdateVersion,
+};
+
+use super::{ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
+use crate::metadata::RawMetadata;
+
+/// Where an S3-compatible bucket is and how to reach it. Credentials are never part of
+/// the settings: they come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+#[derive(Clone, Debug, Default)]
+pub struct S3Settings {
+    /// The bucket name.
+    pub bucket: String,
+    /// Endpoint URL for non-AWS stores (R2: `https://<account>.r2.cloudflarestorage.com`).
+    pub endpoint: Option<String>,
+    /// Region (`auto` for R2).
+    pub region: Option<String>,
+    /// Allow plain `http://` endpoints (local MinIO or SeaweedFS).
+    pub allow_http: bool,
+}
+
+/// A bucket reached through `object_store`'s S3 client.
+#[derive(Debug)]
+pub struct S3Store {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl S3Store {
+    /// Builds the client; reads credentials from the environment.
+    pub fn new(settings: &S3Settings) -> Result<Self, StoreError> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_allow_http(settings.allow_http)
+            .with_retry(RetryConfig {
+                max_retries: 4,
+                retry_timeout: Duration::from_secs(20),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &settings.region {
+            builder = builder.with_region(region);
+        }
+        let inner = builder
+            .build()
+            .map_err(|err| StoreError::unavailable("connect", &settings.bucket, err))?;
+        Ok(Self::from_object_store(Arc::new(inner)))
+    }
+
+    /// Wraps an already built `object_store` client.
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner }
+    }
+
+    async fn get_opts(&self, key: &str, options: GetOptions) -> Result<Fetched, StoreError> {
+        let result = match self.inner.get_opts(&Path::from(key), options).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::NotFound),
+            Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
+            Err(err) => return Err(StoreError::unavailable("get", key, err)),
+        };
+        let info = ObjectInfo {
+            etag: ETag(result.meta.e_tag.clone().unwrap_or_default()),
+            size: result.meta.size,
+            metadata: user_metadata(&result.attributes),
+        };
+        let body = if result.range.is_empty() {
+            Bytes::new()
+        } else {
+            result
+                .bytes()
+                .await
+                .map_err(|err| StoreError::unavailable("get", key, err))?
+        };
+        Ok(Fetched::Found { info, body })
+    }
+}
+
+fn user_metadata(attributes: &Attributes) -> RawMetadata {
+    attributes
+        .iter()
+        .filter_map(|(attribute, value)| match attribute {
+            Attribute::Metadata(name) => Some((name.to_string(), value.as_ref().to_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
+        let options = GetOptions {
+            if_none_match: if_none_match.map(|etag| etag.0.clone()),
+            ..GetOptions::default()
+        };
+        self.get_opts(key, options).await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let options = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.get_opts(key, options).await? {
+            Fetched::Found { info, .. } => Ok(Some(info)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: RawMetadata,
+        condition: PutCondition,
+    ) -> Result<ETag, StoreError> {
+        let mode = match condition {
+            PutCondition::Create => PutMode::Create,
+            PutCondition::Match(etag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(etag.0),
+                version: None,
+            }),
+        };
+        let attributes = metadata
+            .into_iter()
+            .map(|(name, value)| (Attribute::Metadata(Cow::Owned(name)), AttributeValue::from(value)))
+            .collect();
+        let options = PutOptions {
+            mode,
+            attributes,
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .put_opts(&Path::from(key), PutPayload::from_bytes(body), options)
+            .await
+        {
+            Ok(result) => Ok(ETag(result.e_tag.unwrap_or_default())),
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
+            ) => Err(StoreError::PreconditionFailed { key: key.to_owned() }),
+            Err(err) => Err(StoreError::unavailable("put", key, err)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        let prefix_path = Path::from(prefix.trim_end_matches('/'));
+        let objects: Vec<_> = self
+            .inner
+            .list(Some(&prefix_path))
+            .try_collect()
+            .await
+            .map_err(|err| StoreError::unavailable("list", prefix, err))?;
+        let mut listed: Vec<Listed> = objects
+            .into_iter()
+            .map(|meta| Listed {
+                key: meta.location.to_string(),
+                size: meta.size,
+            })
+            .collect();
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listed)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(StoreError::unavailable("delete", key, err)),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Seed rules `write-tracked-connection` and `write-detect-operations`.
+//!
+//! All of a request's SQL runs through a [`TrackedConnection`], which knows whether the
+//! request wrote by asking SQLite, never by reading the SQL text: a statement writes when
+//! `sqlite3_stmt_readonly` says it may change the database, it is not an `EXPLAIN`, and it
+//! ran to completion. That covers DML in any spelling (CTEs, `REPLACE`, UPSERT,
+//! `RETURNING`), DDL, writing pragmas, `ANALYZE` and triggers, and leaves out reads, failed
+//! statements and work that is rolled back (the engine discards the whole transaction).
+//!
+//! The connection always runs inside the engine's transaction; transaction control from the
+//! request (`BEGIN`, `COMMIT`, `ROLLBACK`) is refused by the authorizer, so a request can
+//! never commit locally what the bucket has not got. Savepoints remain available.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::Value;
+use rusqlite::fallible_iterator::FallibleIterator;
+use rusqlite::{Connection, InterruptHandle, Params, Row, Statement};
+
+use crate::error::{Error, Result};
+
+/// An extra authorization policy for request SQL (the server's sandbox plugs in here).
+pub type SqlPolicy = Arc<dyn Fn(&AuthContext<'_>) -> Authorization + Send + Sync>;
+
+/// The result of one statement run through [`TrackedConnection::run`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatementOutput {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// Rows, each as many values as columns.
+    pub rows: Vec<Vec<Value>>,
+    /// Rows inserted, updated or deleted (0 for a statement that did not write).
+    pub rows_affected: u64,
+    /// The rowid of the row this statement inserted, if it inserted one.
+    pub last_insert_rowid: Option<i64>,
+}
+
+/// A SQLite connection that records whether the request wrote.
+pub struct TrackedConnection {
+    conn: Connection,
+    wrote: Cell<bool>,
+    engine_control: Arc<AtomicBool>,
+}
+
+impl TrackedConnection {
+    /// Wraps `conn`, installing the authorizer that keeps transaction control with the engine
+    /// and applies `policy` to everything else.
+    pub fn new(conn: Connection, policy: Option<SqlPolicy>) -> Self {
+        let engine_control = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&engine_control);
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if let AuthAction::Transaction { .. } = ctx.action {
+                return if flag.load(Ordering::Relaxed) {
+                    Authorization::Allow
+                } else {
+                    Authorization::Deny
+                };
+            }
+            policy.as_ref().map_or(Authorization::Allow, |policy| policy(&ctx))
+        }));
+        Self {
+            conn,
+            wrote: Cell::new(false),
+            engine_control,
+        }
+    }
+
+    /// Runs one statement with parameters; returns the number of rows changed.
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let writes = statement_writes(&stmt);
+        let changed = stmt.execute(params)?;
+        self.record(writes);
+        Ok(changed)
+    }
+
+    /// Runs several statements separated by `;`, discarding any rows they return.
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        let mut batch = rusqlite::Batch::new(&self.conn, sql);
+        while let Some(mut stmt) = batch.next()? {
+            let writes = statement_writes(&stmt);
+            let mut rows = stmt.raw_query();
+            while rows.next()?.is_some() {}
+            self.record(writes);
+        }
+        Ok(())
+    }
+
+    /// Runs a query and maps its first row; errors if it returns none.
+    pub fn query_row<T, P, F>(&self, sql: &str, params: P, map: F) -> Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        let mut stmt = self.conn.prepare(sql)?;
+        let writes = statement_writes(&stmt);
+        let value = stmt.query_row(params, map)?;
+        self.record(writes);
+        Ok(value)
+    }
+
+    /// Runs a query and maps every row.
+    pub fn query_map<T, P, F>(&self, sql: &str, params: P, mut map: F) -> Result<Vec<T>>
+    where
+        P: Params,
+        F: FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        let mut stmt = self.conn.prepare(sql)?;
+        let writes = statement_writes(&stmt);
+        let mut rows = stmt.query(params)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(map(row)?);
+        }
+        self.record(writes);
+        Ok(out)
+    }
+
+    /// Runs one statement of any kind and collects its output, refusing more than
+    /// `max_rows` rows (the statement is abandoned; the engine rolls the request back).
+    pub fn run(&self, sql: &str, params: &[Value], max_rows: usize) -> Result<StatementOutput> {
+        let mut stmt = self.conn.prepare(sql)?;
+        if stmt.parameter_count() != params.len() {
+            return Err(Error::Sql(rusqlite::Error::InvalidParameterCount(
+                params.len(),
+                stmt.parameter_count(),
+            )));
+        }
+        let writes = statement_writes(&stmt);
+        let columns = column_names(&stmt);
+        let changes_before = self.conn.total_changes();
+        let rowid_before = self.conn.last_insert_rowid();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        let mut collected = Vec::new();
+        while let Some(row) = rows.next()? {
+            if collected.len() == max_rows {
+                return Err(Error::LimitExceeded {
+                    what: "result rows",
+                    limit: max_rows as u64,
+                });
+            }
+            let values = (0..columns.len())
+                .map(|i| row.get::<_, Value>(i))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            collected.push(values);
+        }
+        drop(rows);
+        self.record(writes);
+        let rows_affected = if writes { self.conn.changes() } else { 0 };
+        let rowid_after = self.conn.last_insert_rowid();
+        let inserted = writes && self.conn.total_changes() > changes_before && rowid_after != rowid_before;
+        Ok(StatementOutput {
+            columns,
+            rows: collected,
+            rows_affected,
+            last_insert_rowid: inserted.then_some(rowid_after),
+        })
+    }
+
+    /// True once any statement of this request wrote.
+    pub fn wrote(&self) -> bool {
+        self.wrote.get()
+    }
+
+    /// A handle that interrupts the statement running on this connection (for timeouts).
+    pub fn interrupt_handle(&self) -> InterruptHandle {
+        self.conn.get_interrupt_handle()
+    }
+
+    fn record(&self, writes: bool) {
+        if writes {
+            self.wrote.set(true);
+        }
+    }
+
+    /// Runs engine-owned SQL (transaction control), bypassing tracking and the policy.
+    pub(crate) fn control(&self, sql: &str) -> rusqlite::Result<()> {
+        self.engine_control.store(true, Ordering::Relaxed);
+        let outcome = self.conn.execute_batch(sql);
+        self.engine_control.store(false, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Starts the request's transaction and forgets earlier writes.
+    pub(crate) fn begin(&self) -> rusqlite::Result<()> {
+        self.wrote.set(false);
+        self.control("BEGIN")
+    }
+
+    /// Ends the request's transaction without keeping anything (a no-op outside one).
+    pub(crate) fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            // A failed rollback leaves SQLite to roll back when the connection closes,
+            // and the caller drops the connection in that case.
+            let _ = self.control("ROLLBACK");
+        }
+    }
+
+    /// The raw connection, for the engine's own reads (serialize, status).
+    pub(crate) fn raw(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::fmt::Debug for TrackedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedConnection")
+            .field("path", &self.conn.path())
+            .field("wrote", &self.wrote.get())
+            .finish()
+    }
+}
+
+/// Asks SQLite whether `stmt` may write: not read-only and not an `EXPLAIN`.
+fn statement_writes(stmt: &Statement<'_>) -> bool {
+    !stmt.readonly() && stmt.is_explain() == 0
+}
+
+fn column_names(stmt: &Statement<'_>) -> Vec<String> {
+    stmt.column_names().into_iter().map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests;
