@@ -225,13 +225,18 @@ impl Engine {
             let mut session = self.begin(user).await?;
             let step = Arc::clone(&work);
             let value = session.run(move |conn| step(conn)).await?;
-            let rebase = self.shared.config.conflict == ConflictPolicy::Rebase
-                && tries <= self.shared.config.max_conflict_retries;
-            match session.commit_or_retry(rebase).await? {
+            match session.commit_or_rebase(self.may_rebase(tries)).await? {
                 Some(landed) => return Ok(landed.with_value(value)),
                 None => continue,
             }
         }
+    }
+
+    /// True when a request that lost a conflict on its `tries`-th run should run again
+    /// (policy `rebase`, within its bounded number of tries).
+    pub fn may_rebase(&self, tries: u32) -> bool {
+        self.shared.config.conflict == ConflictPolicy::Rebase
+            && tries <= self.shared.config.max_conflict_retries
     }
 
     /// The status of `user`'s database, after the version check.
@@ -287,6 +292,10 @@ impl Engine {
     /// Where things live.
     pub fn layout(&self) -> &Layout {
         &self.shared.layout
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Finishes every pending upload found on disk (start-up). Failures are logged; the

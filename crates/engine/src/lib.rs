@@ -20,6 +20,7 @@
 //!
 //! The protocol and its invariants are described in `docs/sync-protocol.md`.
 
+mod admin;
 mod cache;
 mod clock;
 mod config;
@@ -39,6 +40,7 @@ mod tracked;
 mod user;
 mod version;
 
+pub use admin::{RemoteDatabase, Verification};
 pub use clock::{Clock, SystemClock};
 pub use config::{ConflictPolicy, EngineConfig, SizeThresholds};
 pub use engine::{DbStatus, Engine, EngineBuilder};

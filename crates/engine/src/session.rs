@@ -124,9 +124,10 @@ impl Session {
         }
     }
 
-    /// Like [`Session::commit`], but a lost conflict with `rebase` set answers `None`:
-    /// the caller runs the work again on the winner.
-    pub(crate) async fn commit_or_retry(mut self, rebase: bool) -> Result<Option<Committed<()>>> {
+    /// Like [`Session::commit`], but when `rebase` is true a lost conflict answers `None`
+    /// instead of an error: the caller runs its work again in a new session, which starts
+    /// from the winner. Callers pass `rebase` from [`crate::Engine::may_rebase`].
+    pub async fn commit_or_rebase(mut self, rebase: bool) -> Result<Option<Committed<()>>> {
         match self.finish().await? {
             Finished::Landed(committed) => Ok(Some(committed)),
             Finished::Refused { remote, .. } if rebase => {

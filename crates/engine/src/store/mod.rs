@@ -5,6 +5,7 @@
 //! Conditional writes are what make conflicts visible (DESIGN §3): `If-None-Match: *`
 //! for a user's first upload, `If-Match: <etag>` afterwards.
 
+mod faulty;
 mod local;
 mod memory;
 mod probe;
@@ -15,6 +16,7 @@ use std::fmt;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use faulty::{Fault, FaultRates, FaultyStore, Operation};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 pub use probe::{StoreCapabilities, probe};
@@ -137,6 +139,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// A shared store is a store (tests keep a handle on the store they give the engine).
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
+        (**self).get(key, if_none_match).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        (**self).head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, metadata: RawMetadata, condition: PutCondition) -> Result<ETag, StoreError> {
+        (**self).put(key, body, metadata, condition).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        (**self).list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
 }
 
 /// Checks a write's precondition against the object's current ETag, for the stores

@@ -1,0 +1,171 @@
+//! Operator actions on the bucket (the CLI's `users`, `status`, `pull`, `push`, `verify`).
+//! They go through the same user lock and the same checks as requests.
+
+use bytes::Bytes;
+
+use crate::engine::{Engine, blocking};
+use crate::error::{Error, Result};
+use crate::metadata::SnapshotMetadata;
+use crate::snapshot::{Snapshot, looks_like_sqlite, sha256_hex};
+use crate::store::{ETag, Fetched, Listed};
+use crate::sync::pull;
+use crate::sync::upload::{self, UploadFailure, UploadPlan};
+use crate::{SyncState, UserId, Version};
+
+/// A user's object in the bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteDatabase {
+    /// Whose database.
+    pub user: UserId,
+    /// Its ETag.
+    pub etag: ETag,
+    /// What it says about itself.
+    pub metadata: SnapshotMetadata,
+}
+
+/// What [`Engine::verify`] found about one user's object.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Verification {
+    /// Whose database.
+    pub user_id: String,
+    /// The version checked.
+    pub version: Version,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// The body hashes to its `cellar-sha256`.
+    pub checksum_ok: bool,
+    /// `PRAGMA integrity_check` answered `ok`.
+    pub integrity_ok: bool,
+    /// What was wrong, if anything.
+    pub problems: Vec<String>,
+}
+
+impl Verification {
+    /// True when every check passed.
+    pub fn ok(&self) -> bool {
+        self.checksum_ok && self.integrity_ok
+    }
+}
+
+impl Engine {
+    /// Every user with a database in the bucket, with its object size.
+    pub async fn list_users(&self) -> Result<Vec<(UserId, u64)>> {
+        let layout = self.layout();
+        let listed = self.store().list(&layout.users_prefix()).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|Listed { key, size }| layout.user_of_key(&key).map(|user| (user, size)))
+            .collect())
+    }
+
+    /// The bucket's view of `user`, or `None` if the user has no object.
+    pub async fn remote_status(&self, user: &UserId) -> Result<Option<RemoteDatabase>> {
+        let key = self.layout().database_key(user);
+        let Some(info) = self.store().head(&key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(RemoteDatabase {
+            user: user.clone(),
+            etag: info.etag,
+            metadata: parse(user, &info.metadata)?,
+        }))
+    }
+
+    /// Downloads `user`'s object, checked against its checksum.
+    pub async fn download(&self, user: &UserId) -> Result<Option<(SnapshotMetadata, Bytes)>> {
+        let key = self.layout().database_key(user);
+        let Fetched::Found { info, body } = self.store().get(&key, None).await? else {
+            return Ok(None);
+        };
+        let metadata = parse(user, &info.metadata)?;
+        let actual = sha256_hex(&body);
+        if actual != metadata.sha256 {
+            return Err(Error::Inconsistent {
+                user: user.clone(),
+                detail: format!("{key}: cellar-sha256 says {} but the body hashes to {actual}", metadata.sha256),
+            });
+        }
+        Ok(Some((metadata, body)))
+    }
+
+    /// Checks `user`'s object: checksum against metadata, and `PRAGMA integrity_check`.
+    pub async fn verify(&self, user: &UserId) -> Result<Option<Verification>> {
+        let key = self.layout().database_key(user);
+        let Fetched::Found { info, body } = self.store().get(&key, None).await? else {
+            return Ok(None);
+        };
+        let metadata = parse(user, &info.metadata)?;
+        let mut problems = Vec::new();
+        let actual = sha256_hex(&body);
+        let checksum_ok = actual == metadata.sha256;
+        if !checksum_ok {
+            problems.push(format!("checksum mismatch: metadata {} body {actual}", metadata.sha256));
+        }
+        let verdict = blocking(move || integrity_check(&body)).await?;
+        let integrity_ok = verdict == "ok";
+        if !integrity_ok {
+            problems.push(format!("integrity_check: {verdict}"));
+        }
+        Ok(Some(Verification {
+            user_id: user.to_string(),
+            version: metadata.version,
+            size_bytes: info.size,
+            checksum_ok,
+            integrity_ok,
+            problems,
+        }))
+    }
+
+    /// Uploads `image` (a SQLite database file) as `user`'s new version: one more than the
+    /// bucket's, conditional on the bucket not changing meanwhile, then installs it locally.
+    pub async fn push(&self, user: &UserId, image: Vec<u8>) -> Result<Version> {
+        if !looks_like_sqlite(&image) {
+            return Err(Error::Work("the file is not a SQLite database (bad header)".into()));
+        }
+        let checked = image.clone();
+        let verdict = blocking(move || integrity_check(&checked)).await?;
+        if verdict != "ok" {
+            return Err(Error::Work(format!("the file fails PRAGMA integrity_check: {verdict}").into()));
+        }
+        let shared = self.shared();
+        let slot = shared.slots.get(user);
+        let mut guard = slot.lock().await;
+        let current = pull::version_compare_on_start(shared, user, &mut guard).await?;
+        let mut snapshot = Snapshot::from_bytes(image);
+        let plan = UploadPlan::on_top_of(current.version, current.etag.clone());
+        let uploaded = match upload::sync_on_mutation(shared, user, &mut snapshot, plan).await {
+            Ok(uploaded) => uploaded,
+            Err(UploadFailure::Refused { remote }) => {
+                return Err(Error::Conflict { user: user.clone(), expected: current.version, found: remote.version });
+            }
+            Err(UploadFailure::Unavailable { source, .. }) => return Err(Error::Store(source)),
+            Err(UploadFailure::Failed(err)) => return Err(err),
+        };
+        let state = SyncState {
+            version: uploaded.version,
+            etag: Some(uploaded.etag),
+            updated_at: Some(uploaded.updated_at),
+        };
+        pull::install(shared, user, &mut guard, snapshot.bytes().to_vec(), state).await?;
+        Ok(uploaded.version)
+    }
+}
+
+fn parse(user: &UserId, raw: &crate::RawMetadata) -> Result<SnapshotMetadata> {
+    SnapshotMetadata::from_raw(raw).map_err(|detail| Error::Inconsistent {
+        user: user.clone(),
+        detail,
+    })
+}
+
+/// Runs `PRAGMA integrity_check` on an image through a temp file; returns SQLite's verdict.
+fn integrity_check(image: &[u8]) -> Result<String> {
+    let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
+    let path = dir.path().join("check.sqlite");
+    std::fs::write(&path, image).map_err(Error::io(&path))?;
+    let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let verdict = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
+        .unwrap_or_else(|err| err.to_string());
+    Ok(verdict)
+}

@@ -1,0 +1,61 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cellar_engine::{Committed, ConflictPolicy, Engine, EngineConfig, Result, Store, UserId};
+
+pub fn user(name: &str) -> UserId {
+    UserId::new(name).unwrap()
+}
+
+pub fn config(dir: &Path, policy: ConflictPolicy, writer: &str) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
+    config.conflict = policy;
+    config.writer_id = writer.to_owned();
+    config
+}
+
+pub async fn engine(store: Arc<dyn Store>, dir: &Path, policy: ConflictPolicy, writer: &str) -> Engine {
+    Engine::open(config(dir, policy, writer), store).await.unwrap()
+}
+
+/// Creates the `t` table (if needed) and appends `value`, as one request.
+pub async fn append(engine: &Engine, user: &UserId, value: i64) -> Result<Committed<()>> {
+    engine
+        .transact(user, move |conn| {
+            conn.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER)", [])?;
+            conn.execute("INSERT INTO t VALUES (?1)", [value])?;
+            Ok(())
+        })
+        .await
+}
+
+/// The values in `t`, in order (empty if the table does not exist).
+pub async fn values(engine: &Engine, user: &UserId) -> Vec<i64> {
+    engine
+        .transact(user, |conn| {
+            let exists: i64 = conn.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 't'",
+                [],
+                |r| r.get(0),
+            )?;
+            if exists == 0 {
+                return Ok(Vec::new());
+            }
+            conn.query_map("SELECT v FROM t ORDER BY rowid", [], |r| r.get(0))
+        })
+        .await
+        .unwrap()
+        .value
+}
+
+/// The version in the bucket's metadata for `user`.
+pub async fn remote_version(engine: &Engine, user: &UserId) -> u64 {
+    engine
+        .remote_status(user)
+        .await
+        .unwrap()
+        .map_or(0, |remote| remote.metadata.version.get())
+}

@@ -1,0 +1,188 @@
+//! The request path on the folder and memory stores: version check, one upload per
+//! writing request, downloads that never pair a file with a stale journal, ABA.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cellar_engine::store::{Fetched, Store};
+use cellar_engine::{ConflictPolicy, Error, LocalStore, MemoryStore, Version};
+use common::*;
+
+#[tokio::test]
+async fn a_new_user_starts_empty_at_version_zero_and_uploads_nothing_until_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let engine = engine(store.clone(), dir.path(), ConflictPolicy::Strict, "a").await;
+    let alice = user("alice");
+    let status = engine.status(&alice).await.unwrap();
+    assert_eq!(status.version, Version::ZERO);
+    let read = engine
+        .transact(&alice, |conn| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)))
+        .await
+        .unwrap();
+    assert_eq!((read.value, read.wrote, read.version), (0, false, Version::ZERO));
+    assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), 0);
+    assert!(engine.remote_status(&alice).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn many_writes_in_one_request_make_one_upload_with_version_plus_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(Arc::new(MemoryStore::new()), dir.path(), ConflictPolicy::Strict, "a").await;
+    let alice = user("alice");
+    let committed = engine
+        .transact(&alice, |conn| {
+            conn.execute_batch("CREATE TABLE t(v); CREATE INDEX iv ON t(v);")?;
+            for i in 0..50 {
+                conn.execute("INSERT INTO t VALUES (?1)", [i])?;
+            }
+            conn.execute("UPDATE t SET v = v + 1", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((committed.version, committed.wrote), (Version::new(1), true));
+    assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), 1);
+    append(&engine, &alice, 7).await.unwrap();
+    assert_eq!(remote_version(&engine, &alice).await, 2);
+    assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), 2);
+    let remote = engine.remote_status(&alice).await.unwrap().unwrap();
+    assert_eq!(remote.metadata.writer, "a");
+}
+
+#[tokio::test]
+async fn a_failed_request_changes_nothing_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(Arc::new(MemoryStore::new()), dir.path(), ConflictPolicy::Strict, "a").await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    let failed = engine
+        .transact(&alice, |conn| {
+            conn.execute("INSERT INTO t VALUES (2)", [])?;
+            conn.execute("INSERT INTO nowhere VALUES (3)", [])?;
+            Ok(())
+        })
+        .await;
+    assert!(matches!(failed, Err(Error::Sql(_))), "{failed:?}");
+    assert_eq!(values(&engine, &alice).await, [1]);
+    assert_eq!(remote_version(&engine, &alice).await, 1);
+}
+
+#[tokio::test]
+async fn a_second_instance_reads_the_first_ones_write_on_its_next_request() {
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(tempfile::tempdir().unwrap().keep()));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
+    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    let alice = user("alice");
+    append(&a, &alice, 1).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1]);
+    append(&b, &alice, 2).await.unwrap();
+    assert_eq!(values(&a, &alice).await, [1, 2]);
+    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
+    assert_eq!(a.metrics().downloads.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn restoring_identical_content_never_lets_a_stale_writer_move_the_version_back() {
+    // ABA: S3 ETags are content hashes. If v3 had v1's exact bytes, an instance still at
+    // v1 would get "not modified", pass If-Match, and upload v2 over v3.
+    let store = Arc::new(MemoryStore::new());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
+    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    let alice = user("alice");
+    append(&a, &alice, 1).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1]); // b is at v1 now
+    let key = a.layout().database_key(&alice);
+    let Fetched::Found { info: v1_info, body: v1_bytes } = store.get(&key, None).await.unwrap() else {
+        panic!("v1 missing");
+    };
+    append(&a, &alice, 2).await.unwrap(); // v2
+    let restored = a.push(&alice, v1_bytes.to_vec()).await.unwrap(); // v3, v1's content
+    assert_eq!(restored, Version::new(3));
+    let v3 = store.head(&key).await.unwrap().unwrap();
+    assert_ne!(v3.etag, v1_info.etag, "the same content uploaded as another version must get another ETag");
+    // b, still at v1's ETag, must see v3 and build v4 on it.
+    let committed = append(&b, &alice, 4).await.unwrap();
+    assert_eq!(committed.version, Version::new(4));
+    assert_eq!(values(&a, &alice).await, [1, 4]);
+}
+
+#[tokio::test]
+async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
+    // Build a "killed in the middle of a commit" local copy: the database file already
+    // has some of the new pages and its hot rollback journal is beside it.
+    let store = Arc::new(MemoryStore::new());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
+    let alice = user("alice");
+    a.transact(&alice, |conn| {
+        conn.execute_batch(
+            "CREATE TABLE t(v); CREATE TABLE filler(b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO filler SELECT randomblob(1000) FROM n;",
+        )?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    drop(a);
+    let local_db = dir_a.path().join("alice/database.sqlite");
+    let crashed = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(&local_db).unwrap();
+        conn.execute_batch("PRAGMA cache_size = 2; BEGIN; UPDATE filler SET b = randomblob(1000);")
+            .unwrap();
+        // The small cache forced pages out to the file, so a hot journal exists now.
+        std::fs::copy(&local_db, crashed.path().join("database.sqlite")).unwrap();
+        std::fs::copy(dir_a.path().join("alice/database.sqlite-journal"), crashed.path().join("database.sqlite-journal"))
+            .unwrap();
+        conn.execute_batch("ROLLBACK").unwrap();
+    }
+    // Meanwhile another instance moved the bucket on.
+    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    b.transact(&alice, |conn| {
+        conn.execute_batch("DELETE FROM filler; INSERT INTO t VALUES (42);")
+    })
+    .await
+    .unwrap();
+    // Put the crashed copy in place of a's local database and restart a.
+    for name in ["database.sqlite", "database.sqlite-journal"] {
+        std::fs::copy(crashed.path().join(name), dir_a.path().join("alice").join(name)).unwrap();
+    }
+    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
+    assert_eq!(values(&a, &alice).await, [42]);
+    let filler = a
+        .transact(&alice, |conn| conn.query_row("SELECT count(*) FROM filler", [], |r| r.get::<_, i64>(0)))
+        .await
+        .unwrap();
+    assert_eq!(filler.value, 0);
+    assert!(!dir_a.path().join("alice/database.sqlite-journal").exists());
+    assert!(cellar_engine::is_intact(&local_db));
+}
+
+#[tokio::test]
+async fn a_corrupted_download_is_refused_and_nothing_is_installed() {
+    let store = Arc::new(MemoryStore::new());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
+    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    let alice = user("alice");
+    append(&a, &alice, 1).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1]);
+    append(&a, &alice, 2).await.unwrap();
+    // Flip bytes of v2 in the bucket, keeping its metadata.
+    let key = a.layout().database_key(&alice);
+    let Fetched::Found { info, body } = store.get(&key, None).await.unwrap() else { panic!() };
+    let mut bad = body.to_vec();
+    let last = bad.len() - 10;
+    bad[last] ^= 0xff;
+    let condition = cellar_engine::store::PutCondition::Match(info.etag);
+    store.put(&key, bad.into(), info.metadata, condition).await.unwrap();
+    let err = b.status(&alice).await.unwrap_err();
+    assert!(err.to_string().contains("cellar-sha256"), "{err}");
+    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1, "only v1 was installed");
+}
