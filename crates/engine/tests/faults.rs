@@ -1,0 +1,143 @@
+//! Durability under store failures (invariants 1 and 2): a failure at every step of the
+//! upload path either changes nothing or is answered `sync_pending` and finished later.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cellar_engine::store::{Fault, FaultyStore, Operation};
+use cellar_engine::{ConflictPolicy, Engine, Error, MemoryStore, Version};
+use common::*;
+
+async fn faulty_engine(dir: &std::path::Path) -> (Arc<FaultyStore<MemoryStore>>, Engine) {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let engine = engine(store.clone(), dir, ConflictPolicy::Strict, "a").await;
+    (store, engine)
+}
+
+#[tokio::test]
+async fn a_failed_version_check_changes_nothing_and_says_the_store_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = faulty_engine(dir.path()).await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    store.inject(Operation::Get, Fault::Error);
+    let err = append(&engine, &alice, 2).await.unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err}");
+    assert!(err.to_string().contains("injected fault"), "{err}");
+    assert_eq!(values(&engine, &alice).await, [1]);
+}
+
+#[tokio::test]
+async fn an_upload_that_never_arrived_is_pending_then_uploaded_before_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = faulty_engine(dir.path()).await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    store.inject(Operation::Put, Fault::Error);
+    let err = append(&engine, &alice, 2).await.unwrap_err();
+    assert!(matches!(err, Error::SyncPending { version, .. } if version == Version::new(2)), "{err}");
+    assert!(err.to_string().contains("pending upload"), "{err}");
+    assert_eq!(remote_version(&engine, &alice).await, 1, "not in the bucket yet");
+    // The next request finishes the pending upload first, then sees the write.
+    assert_eq!(values(&engine, &alice).await, [1, 2]);
+    assert_eq!(remote_version(&engine, &alice).await, 2);
+    assert!(!dir.path().join("alice/pending.json").exists());
+}
+
+#[tokio::test]
+async fn an_upload_whose_answer_was_lost_is_adopted_not_uploaded_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = faulty_engine(dir.path()).await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    store.inject(Operation::Put, Fault::DropAfterApplying);
+    let err = append(&engine, &alice, 2).await.unwrap_err();
+    assert!(matches!(err, Error::SyncPending { .. }), "{err}");
+    assert_eq!(remote_version(&engine, &alice).await, 2, "it did land");
+    let uploads_before = engine.metrics().uploads.load(Ordering::Relaxed);
+    assert_eq!(values(&engine, &alice).await, [1, 2]);
+    assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), uploads_before);
+    assert_eq!(remote_version(&engine, &alice).await, 2);
+}
+
+#[tokio::test]
+async fn while_the_store_stays_down_the_user_gets_sync_pending_not_stale_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = faulty_engine(dir.path()).await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    store.inject(Operation::Put, Fault::Error);
+    append(&engine, &alice, 2).await.unwrap_err();
+    store.inject(Operation::Head, Fault::Error);
+    let err = engine.status(&alice).await.unwrap_err();
+    assert!(matches!(err, Error::SyncPending { .. }), "{err}");
+    assert_eq!(values(&engine, &alice).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_pending_upload_left_by_a_crash_is_finished_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let alice = user("alice");
+    {
+        let engine = engine(store.clone(), dir.path(), ConflictPolicy::Strict, "a").await;
+        append(&engine, &alice, 1).await.unwrap();
+        store.inject(Operation::Put, Fault::Error);
+        append(&engine, &alice, 2).await.unwrap_err();
+    }
+    let restarted = engine(store.clone(), dir.path(), ConflictPolicy::Strict, "a").await;
+    assert!(!dir.path().join("alice/pending.json").exists(), "finished at open");
+    assert_eq!(remote_version(&restarted, &alice).await, 2);
+    assert_eq!(values(&restarted, &alice).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn a_pending_write_that_lost_a_conflict_in_strict_mode_is_kept_aside() {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
+    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    let alice = user("alice");
+    append(&a, &alice, 1).await.unwrap();
+    store.inject(Operation::Put, Fault::Error);
+    append(&a, &alice, 2).await.unwrap_err();
+    append(&b, &alice, 3).await.unwrap(); // b wins version 2
+    assert_eq!(values(&a, &alice).await, [1, 3]);
+    let kept: Vec<_> = std::fs::read_dir(dir_a.path().join("alice/conflicts")).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+}
+
+#[tokio::test]
+async fn under_random_faults_every_acknowledged_write_is_in_the_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = faulty_engine(dir.path()).await;
+    let alice = user("alice");
+    store.set_rates(
+        Some(cellar_engine::store::FaultRates {
+            error_rate: 0.1,
+            drop_rate: 0.1,
+            ..Default::default()
+        }),
+        7,
+    );
+    let mut acknowledged = Vec::new();
+    for i in 0..200 {
+        match append(&engine, &alice, i).await {
+            Ok(_) => acknowledged.push(i),
+            Err(Error::Store(_) | Error::SyncPending { .. }) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert!(store.injected() > 20, "faults were injected: {}", store.injected());
+    store.set_rates(None, 0);
+    let fresh = tempfile::tempdir().unwrap();
+    let reader = common::engine(store.clone(), fresh.path(), ConflictPolicy::Strict, "reader").await;
+    values(&engine, &alice).await; // finishes anything pending
+    let final_values = values(&reader, &alice).await;
+    for i in &acknowledged {
+        assert!(final_values.contains(i), "acknowledged write {i} is missing");
+    }
+    assert!(acknowledged.len() > 100, "{} acknowledged", acknowledged.len());
+}
