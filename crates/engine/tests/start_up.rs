@@ -1,0 +1,121 @@
+//! The start-up probe and the size thresholds.
+
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use cellar_engine::store::{ETag, Fetched, Listed, ObjectInfo, PutCondition, StoreError};
+use cellar_engine::{ConflictPolicy, Engine, EngineConfig, Error, MemoryStore, RawMetadata, SizeThresholds, Store};
+use common::*;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// A store that accepts every write, ignoring its precondition (as some S3 clones do).
+#[derive(Debug, Default)]
+struct IgnoresConditions(MemoryStore);
+
+#[async_trait::async_trait]
+impl Store for IgnoresConditions {
+    async fn get(&self, key: &str, inm: Option<&ETag>) -> Result<Fetched, StoreError> {
+        self.0.get(key, inm).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        self.0.head(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes, meta: RawMetadata, _: PutCondition) -> Result<ETag, StoreError> {
+        let condition = match self.0.head(key).await? {
+            Some(info) => PutCondition::Match(info.etag),
+            None => PutCondition::Create,
+        };
+        self.0.put(key, body, meta, condition).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.0.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn strict_and_rebase_are_refused_on_a_store_that_ignores_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    for policy in [ConflictPolicy::Strict, ConflictPolicy::Rebase] {
+        let err = Engine::open(config(dir.path(), policy, "a"), Arc::new(IgnoresConditions::default()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(err.to_string().contains("conditional writes"), "{err}");
+    }
+    let engine = Engine::open(config(dir.path(), ConflictPolicy::LastWriteWins, "a"), Arc::new(IgnoresConditions::default()))
+        .await
+        .unwrap();
+    assert!(!engine.capabilities().detects_conflicts());
+}
+
+/// Size log lines seen: (level, user, size).
+fn size_logs() -> &'static Mutex<Vec<(tracing::Level, String, u64)>> {
+    static LOGS: OnceLock<Mutex<Vec<(tracing::Level, String, u64)>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(SizeLogs)).unwrap();
+        Mutex::new(Vec::new())
+    })
+}
+
+struct SizeLogs;
+
+#[derive(Default)]
+struct SizeFields(String, u64);
+
+impl tracing::field::Visit for SizeFields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "size_bytes" {
+            self.1 = value;
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "user" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SizeLogs {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() == "cellar::size" {
+            let mut fields = SizeFields::default();
+            event.record(&mut fields);
+            size_logs().lock().unwrap().push((*event.metadata().level(), fields.0, fields.1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn uploads_log_info_above_the_first_threshold_and_warn_above_the_second() {
+    size_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EngineConfig::new(dir.path());
+    config.size_thresholds = SizeThresholds { info_bytes: 64 * 1024, warn_bytes: 256 * 1024 };
+    let engine = Engine::open(config, Arc::new(MemoryStore::new())).await.unwrap();
+    let grow = |kib: i64| {
+        move |conn: &cellar_engine::TrackedConnection| {
+            conn.execute("CREATE TABLE IF NOT EXISTS b(x)", [])?;
+            conn.execute("INSERT INTO b VALUES (zeroblob(?1 * 1024))", [kib])?;
+            Ok(())
+        }
+    };
+    let small = user("small");
+    engine.transact(&small, grow(8)).await.unwrap();
+    let medium = user("medium");
+    engine.transact(&medium, grow(100)).await.unwrap();
+    let large = user("large");
+    engine.transact(&large, grow(400)).await.unwrap();
+    let logs = size_logs().lock().unwrap().clone();
+    let level_of = |name: &str| logs.iter().filter(|(_, user, _)| user == name).map(|(level, _, size)| (*level, *size)).collect::<Vec<_>>();
+    assert!(level_of("small").is_empty(), "{logs:?}");
+    let medium_logs = level_of("medium");
+    assert_eq!(medium_logs.len(), 1);
+    assert_eq!(medium_logs[0].0, tracing::Level::INFO);
+    assert!(medium_logs[0].1 > 100 * 1024);
+    assert_eq!(level_of("large")[0].0, tracing::Level::WARN);
+}
