@@ -13,6 +13,7 @@ use crate::events::{Event, Resolution};
 use crate::layout::Layout;
 use crate::local::SyncState;
 use crate::metrics::EngineMetrics;
+use crate::sandbox::SqlLimits;
 use crate::session::{Committed, Session};
 use crate::store::{Store, StoreCapabilities};
 use crate::sync::{pending, upload::RemoteHead};
@@ -27,6 +28,7 @@ pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub sql_policy: Option<SqlPolicyHolder>,
+    pub sql_limits: Option<SqlLimits>,
     pub slots: Slots,
     pub events: broadcast::Sender<Event>,
     pub metrics: EngineMetrics,
@@ -73,8 +75,12 @@ impl Shared {
         let layout = self.layout.clone();
         let owned = user.clone();
         let policy = self.sql_policy.clone().map(|holder| holder.0);
+        let limits = self.sql_limits;
         blocking(move || {
             let conn = crate::local::open_database(&layout, &owned)?;
+            if let Some(limits) = limits {
+                limits.apply(&conn)?;
+            }
             Ok(TrackedConnection::new(conn, policy))
         })
         .await
@@ -107,6 +113,7 @@ pub struct EngineBuilder {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sql_policy: Option<SqlPolicyHolder>,
+    sql_limits: Option<SqlLimits>,
 }
 
 impl EngineBuilder {
@@ -116,10 +123,36 @@ impl EngineBuilder {
         self
     }
 
-    /// Adds an authorization policy applied to every request statement.
+    /// Adds an authorization policy applied to every request statement, after the sandbox's.
     pub fn sql_policy(mut self, policy: SqlPolicy) -> Self {
         self.sql_policy = Some(SqlPolicyHolder(policy));
         self
+    }
+
+    /// Sets the sandbox's size limits (the sandbox is on by default).
+    pub fn sql_limits(mut self, limits: SqlLimits) -> Self {
+        self.sql_limits = Some(limits);
+        self
+    }
+
+    /// Turns the SQL sandbox off: for applications whose SQL is their own, never an end
+    /// user's. Transaction control stays with the engine either way.
+    pub fn without_sandbox(mut self) -> Self {
+        self.sql_limits = None;
+        self
+    }
+
+    /// The sandbox's policy (when on) followed by the caller's.
+    fn effective_policy(&self) -> Option<SqlPolicyHolder> {
+        let sandbox = self.sql_limits.map(|_| crate::sandbox::sandbox_policy());
+        let extra = self.sql_policy.clone().map(|holder| holder.0);
+        match (sandbox, extra) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(SqlPolicyHolder(one)),
+            (Some(first), Some(then)) => Some(SqlPolicyHolder(Arc::new(move |ctx| {
+                first(ctx).or_else(|| then(ctx))
+            }))),
+        }
     }
 
     /// Probes the store, refuses unsafe combinations, finishes pending uploads left by an
@@ -131,6 +164,7 @@ impl EngineBuilder {
         let capabilities = crate::store::probe(self.store.as_ref(), &layout.probe_key(&nonce)).await?;
         check_capabilities(&capabilities, self.config.conflict)?;
         let (events, _) = broadcast::channel(1024);
+        let sql_policy = self.effective_policy();
         let engine = Engine {
             shared: Arc::new(Shared {
                 slots: Slots::new(self.config.cache_capacity),
@@ -138,7 +172,8 @@ impl EngineBuilder {
                 layout,
                 store: self.store,
                 clock: self.clock,
-                sql_policy: self.sql_policy,
+                sql_policy,
+                sql_limits: self.sql_limits,
                 events,
                 metrics: EngineMetrics::default(),
                 capabilities,
@@ -194,6 +229,7 @@ impl Engine {
             store,
             clock: Arc::new(SystemClock),
             sql_policy: None,
+            sql_limits: Some(SqlLimits::default()),
         }
     }
 

@@ -56,6 +56,13 @@ pub enum Error {
     #[error("SQL error: {0}")]
     Sql(#[from] rusqlite::Error),
 
+    /// The SQL sandbox refused part of a statement.
+    #[error("refused by the SQL sandbox: {what}")]
+    Forbidden {
+        /// What was refused, and why.
+        what: String,
+    },
+
     /// A request went past one of its limits.
     #[error("limit exceeded: more than {limit} {what}")]
     LimitExceeded {
@@ -98,6 +105,8 @@ pub enum Error {
 pub enum ErrorKind {
     /// Fix the input (bad user id, bad SQL).
     InvalidInput,
+    /// Don't: the SQL sandbox refuses it.
+    Forbidden,
     /// Start again from the newer version.
     Conflict,
     /// Retry later: the store is down; nothing was changed.
@@ -116,6 +125,7 @@ impl Error {
             | Error::Sql(_)
             | Error::Work(_)
             | Error::LimitExceeded { .. } => ErrorKind::InvalidInput,
+            Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::SyncPending { .. } => ErrorKind::SyncPending,
             Error::Store(_) | Error::Inconsistent { .. } => ErrorKind::Unavailable,

@@ -12,7 +12,7 @@
 //! never commit locally what the bucket has not got. Savepoints remain available.
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -22,8 +22,9 @@ use rusqlite::{Connection, InterruptHandle, Params, Row, Statement};
 
 use crate::error::{Error, Result};
 
-/// An extra authorization policy for request SQL (the server's sandbox plugs in here).
-pub type SqlPolicy = Arc<dyn Fn(&AuthContext<'_>) -> Authorization + Send + Sync>;
+/// An extra authorization policy for request SQL: answers why an action is refused, or
+/// `None` to allow it. The sandbox ([`crate::sandbox::sandbox_policy`]) is one.
+pub type SqlPolicy = Arc<dyn Fn(&AuthContext<'_>) -> Option<String> + Send + Sync>;
 
 /// The result of one statement run through [`TrackedConnection::run`].
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -43,6 +44,7 @@ pub struct TrackedConnection {
     conn: Connection,
     wrote: Cell<bool>,
     engine_control: Arc<AtomicBool>,
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl TrackedConnection {
@@ -50,29 +52,40 @@ impl TrackedConnection {
     /// and applies `policy` to everything else.
     pub fn new(conn: Connection, policy: Option<SqlPolicy>) -> Self {
         let engine_control = Arc::new(AtomicBool::new(false));
+        let refused = Arc::new(Mutex::new(None));
         let flag = Arc::clone(&engine_control);
+        let last_refusal = Arc::clone(&refused);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            if let AuthAction::Transaction { .. } = ctx.action {
-                return if flag.load(Ordering::Relaxed) {
-                    Authorization::Allow
-                } else {
+            let refusal = match ctx.action {
+                AuthAction::Transaction { .. } if !flag.load(Ordering::Relaxed) => Some(
+                    "transaction control (BEGIN, COMMIT, ROLLBACK): a request is already one \
+                     transaction; use SAVEPOINT instead"
+                        .to_owned(),
+                ),
+                AuthAction::Transaction { .. } => None,
+                _ => policy.as_ref().and_then(|policy| policy(&ctx)),
+            };
+            match refusal {
+                None => Authorization::Allow,
+                Some(reason) => {
+                    *last_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
                     Authorization::Deny
-                };
+                }
             }
-            policy.as_ref().map_or(Authorization::Allow, |policy| policy(&ctx))
         }));
         Self {
             conn,
             wrote: Cell::new(false),
             engine_control,
+            refused,
         }
     }
 
     /// Runs one statement with parameters; returns the number of rows changed.
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> Result<usize> {
-        let mut stmt = self.conn.prepare(sql)?;
+        let mut stmt = self.prepare(sql)?;
         let writes = statement_writes(&stmt);
-        let changed = stmt.execute(params)?;
+        let changed = stmt.execute(params).map_err(|e| self.explain_refusal(e))?;
         self.record(writes);
         Ok(changed)
     }
@@ -80,10 +93,10 @@ impl TrackedConnection {
     /// Runs several statements separated by `;`, discarding any rows they return.
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         let mut batch = rusqlite::Batch::new(&self.conn, sql);
-        while let Some(mut stmt) = batch.next()? {
+        while let Some(mut stmt) = batch.next().map_err(|err| self.explain_refusal(err))? {
             let writes = statement_writes(&stmt);
             let mut rows = stmt.raw_query();
-            while rows.next()?.is_some() {}
+            while rows.next().map_err(|e| self.explain_refusal(e))?.is_some() {}
             self.record(writes);
         }
         Ok(())
@@ -95,9 +108,9 @@ impl TrackedConnection {
         P: Params,
         F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
     {
-        let mut stmt = self.conn.prepare(sql)?;
+        let mut stmt = self.prepare(sql)?;
         let writes = statement_writes(&stmt);
-        let value = stmt.query_row(params, map)?;
+        let value = stmt.query_row(params, map).map_err(|e| self.explain_refusal(e))?;
         self.record(writes);
         Ok(value)
     }
@@ -108,11 +121,11 @@ impl TrackedConnection {
         P: Params,
         F: FnMut(&Row<'_>) -> rusqlite::Result<T>,
     {
-        let mut stmt = self.conn.prepare(sql)?;
+        let mut stmt = self.prepare(sql)?;
         let writes = statement_writes(&stmt);
-        let mut rows = stmt.query(params)?;
+        let mut rows = stmt.query(params).map_err(|e| self.explain_refusal(e))?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
+        while let Some(row) = rows.next().map_err(|e| self.explain_refusal(e))? {
             out.push(map(row)?);
         }
         self.record(writes);
@@ -122,7 +135,7 @@ impl TrackedConnection {
     /// Runs one statement of any kind and collects its output, refusing more than
     /// `max_rows` rows (the statement is abandoned; the engine rolls the request back).
     pub fn run(&self, sql: &str, params: &[Value], max_rows: usize) -> Result<StatementOutput> {
-        let mut stmt = self.conn.prepare(sql)?;
+        let mut stmt = self.prepare(sql)?;
         if stmt.parameter_count() != params.len() {
             return Err(Error::Sql(rusqlite::Error::InvalidParameterCount(
                 params.len(),
@@ -133,9 +146,11 @@ impl TrackedConnection {
         let columns = column_names(&stmt);
         let changes_before = self.conn.total_changes();
         let rowid_before = self.conn.last_insert_rowid();
-        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params))
+            .map_err(|e| self.explain_refusal(e))?;
         let mut collected = Vec::new();
-        while let Some(row) = rows.next()? {
+        while let Some(row) = rows.next().map_err(|e| self.explain_refusal(e))? {
             if collected.len() == max_rows {
                 return Err(Error::LimitExceeded {
                     what: "result rows",
@@ -168,6 +183,27 @@ impl TrackedConnection {
     /// A handle that interrupts the statement running on this connection (for timeouts).
     pub fn interrupt_handle(&self) -> InterruptHandle {
         self.conn.get_interrupt_handle()
+    }
+
+    /// Prepares `sql`, turning an authorizer refusal into [`Error::Forbidden`].
+    fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.conn.prepare(sql).map_err(|err| self.explain_refusal(err))
+    }
+
+    /// Names what the authorizer refused; `VACUUM` (and so `VACUUM INTO`, which SQLite
+    /// only authorizes once it runs) is refused because a request is always a transaction.
+    fn explain_refusal(&self, err: rusqlite::Error) -> Error {
+        let reason = self.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let vacuum = matches!(&err, rusqlite::Error::SqliteFailure(_, Some(message))
+            if message.starts_with("cannot VACUUM"));
+        match reason {
+            Some(what) => Error::Forbidden { what },
+            None if vacuum => Error::Forbidden {
+                what: "VACUUM and VACUUM INTO are not allowed in a request".into(),
+            },
+            None => Error::Sql(err),
+        }
     }
 
     fn record(&self, writes: bool) {
