@@ -23,6 +23,7 @@
 mod admin;
 mod cache;
 mod clock;
+pub mod crash;
 mod config;
 mod engine;
 mod error;

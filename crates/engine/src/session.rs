@@ -8,6 +8,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{error, info, warn};
 
 use crate::cache::SlotState;
+use crate::crash::crash_point;
 use crate::engine::{Shared, blocking};
 use crate::error::{Error, Result};
 use crate::events::Resolution;
@@ -162,6 +163,7 @@ impl Session {
             Err(err) => return Err(self.abandon(conn, err.into())),
         };
         let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
+        crash_point("before-upload");
         match upload::sync_on_mutation(&self.shared, &self.user, &mut image, plan).await {
             Ok(uploaded) => {
                 self.commit_locally(conn, uploaded).await
@@ -191,11 +193,12 @@ impl Session {
         let layout = self.shared.layout.clone();
         let user = self.user.clone();
         let saved = state.clone();
+        crash_point("after-upload-before-commit");
         let (conn, outcome) = blocking(move || {
-            let outcome = conn
-                .control("COMMIT")
-                .map_err(Error::from)
-                .and_then(|()| saved.save(&layout.sync_state_path(&user)));
+            let outcome = conn.control("COMMIT").map_err(Error::from).and_then(|()| {
+                crash_point("after-commit-before-state");
+                saved.save(&layout.sync_state_path(&user))
+            });
             Ok((conn, outcome))
         })
         .await?;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::layout::Layout;
@@ -44,9 +45,11 @@ pub fn install_image(layout: &Layout, user: &UserId, image: &[u8]) -> Result<()>
     fsutil::write_synced(&temp, image)?;
     if target.exists() {
         fsutil::rename_synced(&target, &retired)?;
+        crash_point("install-old-file-retired");
     }
     remove_companions(layout, user)?;
     fsutil::rename_synced(&temp, &target)?;
+    crash_point("install-before-state");
     fsutil::remove_if_exists(&retired)
 }
 

@@ -8,6 +8,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::layout::Layout;
@@ -32,6 +33,7 @@ impl PendingUpload {
     /// Durably records `image` as pending.
     pub fn save(&self, layout: &Layout, user: &UserId, image: &Snapshot) -> Result<()> {
         fsutil::write_synced(&layout.pending_image_path(user), image.bytes())?;
+        crash_point("pending-image-written");
         let record = serde_json::to_vec_pretty(self).map_err(|err| Error::Io {
             path: layout.pending_record_path(user),
             source: io::Error::other(err),
