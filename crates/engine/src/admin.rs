@@ -129,7 +129,7 @@ impl Engine {
         }
         let shared = self.shared();
         let slot = shared.slots.get(user);
-        let mut guard = slot.lock().await;
+        let mut guard = slot.state.lock().await;
         let current = pull::version_compare_on_start(shared, user, &mut guard).await?;
         let mut snapshot = Snapshot::from_bytes(image);
         let plan = UploadPlan::on_top_of(current.version, current.etag.clone());

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use lru::LruCache;
 
 use crate::UserId;
+use crate::group::QueuedWork;
 use crate::local::SyncState;
 use crate::tracked::TrackedConnection;
 
@@ -23,10 +24,34 @@ pub(crate) struct SlotState {
     pub conn: Option<TrackedConnection>,
     /// What the local file was synced to; `None` until read from disk.
     pub sync: Option<SyncState>,
+    /// When this instance last uploaded the user's database (for pacing).
+    pub last_upload: Option<std::time::Instant>,
 }
 
-/// A user's slot: the async mutex is the per-user request lock.
-pub(crate) type Slot = Arc<tokio::sync::Mutex<SlotState>>;
+/// A user's slot: the per-user request lock over the warm state, and the queue of work
+/// waiting to be committed together (group commit).
+#[derive(Debug, Default)]
+pub(crate) struct UserSlot {
+    /// Held for the whole of a request (or a group of them).
+    pub state: Arc<tokio::sync::Mutex<SlotState>>,
+    /// Work submitted through [`crate::Engine::transact`] and not yet taken by a leader.
+    pub queue: Mutex<Vec<Arc<dyn QueuedWork>>>,
+}
+
+impl UserSlot {
+    /// Adds work to the queue.
+    pub fn enqueue(&self, work: Arc<dyn QueuedWork>) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(work);
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self) -> Vec<Arc<dyn QueuedWork>> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A shared handle on a user's slot.
+pub(crate) type Slot = Arc<UserSlot>;
 
 /// All slots, warm and in use.
 #[derive(Debug)]
@@ -36,7 +61,7 @@ pub(crate) struct Slots {
 
 #[derive(Debug)]
 struct Inner {
-    live: HashMap<UserId, Weak<tokio::sync::Mutex<SlotState>>>,
+    live: HashMap<UserId, Weak<UserSlot>>,
     warm: LruCache<UserId, Slot>,
 }
 

@@ -81,6 +81,10 @@ pub struct EngineConfig {
     /// How many times `rebase` runs a request's work before answering as `strict`,
     /// and how many overwrites `last-write-wins` tries in a row.
     pub max_conflict_retries: u32,
+    /// Pacing: the least time between two uploads of one user's database by this
+    /// instance (R2 accepts about one write per second per key). Writes arriving meanwhile
+    /// are committed together. Zero: no pacing.
+    pub min_upload_interval: std::time::Duration,
 }
 
 impl EngineConfig {
@@ -94,6 +98,7 @@ impl EngineConfig {
             writer_id: format!("cellar-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             cache_capacity: 1024,
             max_conflict_retries: 8,
+            min_upload_interval: std::time::Duration::ZERO,
         }
     }
 }

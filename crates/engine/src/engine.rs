@@ -10,6 +10,7 @@ use crate::cache::Slots;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::events::{Event, Resolution};
+use crate::group::{self, Job};
 use crate::layout::Layout;
 use crate::local::SyncState;
 use crate::metrics::EngineMetrics;
@@ -247,6 +248,10 @@ impl Engine {
     /// Runs `work` as one request for `user`: in one transaction on a fresh copy, then ONE
     /// upload if it wrote (seed rule `write-batched`). Success means the bucket has it.
     ///
+    /// Requests for one user that arrive while an upload is in flight are committed
+    /// together and share the next upload (group commit, `group.rs`), each in its own
+    /// savepoint: one failing does not fail the others.
+    ///
     /// `work` may run more than once: under `rebase`, a conflict runs it again on the
     /// winner's database. It must therefore do all its effects through the connection.
     pub async fn transact<T, F>(&self, user: &UserId, work: F) -> Result<Committed<T>>
@@ -254,18 +259,10 @@ impl Engine {
         F: Fn(&TrackedConnection) -> Result<T> + Send + Sync + 'static,
         T: Send + 'static,
     {
-        let work = Arc::new(work);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let mut session = self.begin(user).await?;
-            let step = Arc::clone(&work);
-            let value = session.run(move |conn| step(conn)).await?;
-            match session.commit_or_rebase(self.may_rebase(tries)).await? {
-                Some(landed) => return Ok(landed.with_value(value)),
-                None => continue,
-            }
-        }
+        let job = Arc::new(Job::new(work));
+        self.shared.slots.get(user).enqueue(job.clone());
+        group::lead(&self.shared, user, self).await;
+        job.outcome().await
     }
 
     /// True when a request that lost a conflict on its `tries`-th run should run again
@@ -346,7 +343,7 @@ impl Engine {
             .filter(|user| self.shared.layout.pending_record_path(user).exists());
         for user in users {
             let slot = self.shared.slots.get(&user);
-            let mut guard = slot.lock().await;
+            let mut guard = slot.state.lock().await;
             match pending::finish_pending(&self.shared, &user, &mut guard).await {
                 Ok(()) => info!(user = %user, "finished a pending upload left by an earlier run"),
                 Err(err) => warn!(user = %user, error = %err, "a pending upload is still pending"),

@@ -133,6 +133,34 @@ impl Error {
         }
     }
 
+    /// A copy of this error for each request of a group that failed together. Variants
+    /// that cannot be cloned keep their kind and message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::InvalidUserId { input, reason } => Error::InvalidUserId { input: input.clone(), reason },
+            Error::Conflict { user, expected, found } => Error::Conflict {
+                user: user.clone(),
+                expected: *expected,
+                found: *found,
+            },
+            Error::SyncPending { user, version, source } => Error::SyncPending {
+                user: user.clone(),
+                version: *version,
+                source: source.clone(),
+            },
+            Error::Store(source) => Error::Store(source.clone()),
+            Error::Inconsistent { user, detail } => Error::Inconsistent { user: user.clone(), detail: detail.clone() },
+            Error::Config(message) => Error::Config(message.clone()),
+            Error::Forbidden { what } => Error::Forbidden { what: what.clone() },
+            Error::LimitExceeded { what, limit } => Error::LimitExceeded { what, limit: *limit },
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Sql(_) | Error::Work(_) => Error::Work(self.to_string().into()),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();

@@ -29,6 +29,7 @@ mod engine;
 mod error;
 mod events;
 mod fsutil;
+mod group;
 pub mod layout;
 mod local;
 mod metadata;

@@ -31,16 +31,6 @@ pub struct Committed<T> {
     pub wrote: bool,
 }
 
-impl Committed<()> {
-    pub(crate) fn with_value<T>(self, value: T) -> Committed<T> {
-        Committed {
-            value,
-            version: self.version,
-            wrote: self.wrote,
-        }
-    }
-}
-
 /// How [`Session::finish`] ended.
 enum Finished {
     Landed(Committed<()>),
@@ -64,7 +54,16 @@ impl Session {
     /// Takes the lock, runs `version-compare-on-start`, opens the transaction.
     pub(crate) async fn begin(shared: Arc<Shared>, user: UserId) -> Result<Self> {
         let slot = shared.slots.get(&user);
-        let mut guard = slot.lock_owned().await;
+        let guard = Arc::clone(&slot.state).lock_owned().await;
+        Self::start(shared, user, guard).await
+    }
+
+    /// Like [`Session::begin`], with the user's lock already held.
+    pub(crate) async fn start(
+        shared: Arc<Shared>,
+        user: UserId,
+        mut guard: OwnedMutexGuard<SlotState>,
+    ) -> Result<Self> {
         let base = pull::version_compare_on_start(&shared, &user, &mut guard).await?;
         let conn = match guard.conn.take() {
             Some(conn) => conn,
@@ -88,6 +87,11 @@ impl Session {
     /// The version the request started from (at least the bucket's at its start).
     pub fn base(&self) -> &SyncState {
         &self.base
+    }
+
+    /// When this instance last uploaded this user's database.
+    pub(crate) fn last_upload(&self) -> Option<std::time::Instant> {
+        self.guard.last_upload
     }
 
     /// True once the request wrote.
@@ -206,6 +210,7 @@ impl Session {
             Ok(()) => {
                 self.guard.conn = Some(conn);
                 self.guard.sync = Some(state);
+                self.guard.last_upload = Some(std::time::Instant::now());
             }
             Err(err) => {
                 warn!(user = %self.user, version = uploaded.version.get(), error = %err,

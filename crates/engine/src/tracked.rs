@@ -206,6 +206,11 @@ impl TrackedConnection {
         }
     }
 
+    /// Sets the write flag (group commit tracks each piece of work apart).
+    pub(crate) fn set_wrote(&self, wrote: bool) {
+        self.wrote.set(wrote);
+    }
+
     fn record(&self, writes: bool) {
         if writes {
             self.wrote.set(true);

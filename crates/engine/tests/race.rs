@@ -69,6 +69,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarningCounter {
 
 struct Outcome {
     acknowledged: Vec<i64>,
+    /// The version each acknowledged write landed in.
+    versions: HashMap<i64, u64>,
     refused: usize,
     stale_reads: Vec<String>,
     final_values: Vec<i64>,
@@ -94,11 +96,14 @@ async fn race(store: Arc<dyn Store>, policy: ConflictPolicy, tag: &str) -> Outco
             results
         })
     });
-    let mut outcome = Outcome { acknowledged: vec![], refused: 0, stale_reads: vec![], final_values: vec![] };
+    let mut outcome = Outcome { acknowledged: vec![], versions: HashMap::new(), refused: 0, stale_reads: vec![], final_values: vec![] };
     for task in futures::future::join_all(tasks).await {
         for (value, result) in task.unwrap() {
             match result {
-                Ok(_) => outcome.acknowledged.push(value),
+                Ok(committed) => {
+                    outcome.acknowledged.push(value);
+                    outcome.versions.insert(value, committed.version.get());
+                }
                 Err(Error::Conflict { .. }) => outcome.refused += 1,
                 Err(err @ Error::Inconsistent { .. }) => outcome.stale_reads.push(err.to_string()),
                 Err(other) => panic!("{tag}: unexpected error {other}"),
@@ -133,10 +138,17 @@ fn assert_last_write_wins(outcome: &Outcome, tag: &str) {
         .iter()
         .flat_map(|side| seen.get(&format!("{tag}-{side}")).cloned().unwrap_or_default())
         .collect();
-    let lost = outcome.acknowledged.iter().filter(|v| !outcome.final_values.contains(v)).count();
-    // Each overwrite can lose at most the versions it skipped over; no loss goes unexplained.
-    let explainable: u64 = mine.iter().map(|(local, remote)| remote.saturating_sub(*local)).sum();
-    assert!(lost as u64 <= explainable, "{tag}: {lost} lost writes but only {explainable} explained by {} warnings", mine.len());
+    let lost: Vec<&i64> = outcome.acknowledged.iter().filter(|v| !outcome.final_values.contains(v)).collect();
+    // No loss goes unexplained: every lost write landed in a version that some logged
+    // overwrite skipped over (local_version < version <= remote_version).
+    for value in &lost {
+        let version = outcome.versions[value];
+        assert!(
+            mine.iter().any(|(local, remote)| *local < version && version <= *remote),
+            "{tag}: write {value} (version {version}) was lost without a warning covering it; warnings: {mine:?}"
+        );
+    }
+    let lost = lost.len();
     assert_eq!(outcome.refused, 0, "{tag}: last-write-wins refuses nothing");
     eprintln!("{tag}: {} acknowledged, {lost} overwritten, {} conflict warnings", outcome.acknowledged.len(), mine.len());
 }

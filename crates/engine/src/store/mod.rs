@@ -81,7 +81,7 @@ pub struct Listed {
 }
 
 /// A store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The write's precondition failed: someone else wrote the object first.
     #[error("conditional write refused for {key}: the object changed since it was read")]

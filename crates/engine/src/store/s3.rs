@@ -46,14 +46,16 @@ impl S3Store {
     pub fn new(settings: &S3Settings) -> Result<Self, StoreError> {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&settings.bucket)
-            .with_allow_http(settings.allow_http)
             .with_retry(RetryConfig {
                 max_retries: 4,
                 retry_timeout: Duration::from_secs(20),
                 ..RetryConfig::default()
             })
             .with_client_options(
+                // Client options hold `allow_http` too: set it here, not on the builder,
+                // or these options would reset it.
                 ClientOptions::new()
+                    .with_allow_http(settings.allow_http)
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(120)),
             );

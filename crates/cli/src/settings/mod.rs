@@ -1,0 +1,347 @@
+//! Settings: one TOML file, overridden by `CELLAR_*` environment variables, overridden by
+//! flags (DESIGN §7). Each key is listed once, in [`keys`], with its parser; every error
+//! names the key and the source of the offending value.
+//!
+//! Settings are plain values. The components they describe are built from them:
+//! [`Settings::engine_config`], [`Settings::open_store`], [`Settings::server_options`].
+
+mod error;
+mod keys;
+mod store_url;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cellar_engine::{
+    ConflictPolicy, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store, SizeThresholds, Store,
+};
+use cellar_server::{AuthMode, Limits, ServerOptions};
+
+pub use error::{ConfigError, Source};
+pub use store_url::StoreUrl;
+
+use keys::{ENV_PREFIX, Raw};
+
+/// The file read when `--config` is not given; it may be absent.
+pub const DEFAULT_FILE: &str = "cellar.toml";
+
+/// HS256 keys shorter than the hash are refused (RFC 7518 §3.2).
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Which configuration file to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// `cellar.toml` in the current folder, if there is one.
+    Default,
+    /// A file named with `--config`; it must exist.
+    Named(PathBuf),
+}
+
+/// A value for a key given on the command line.
+#[derive(Clone, Debug)]
+pub struct Flag {
+    /// The key it sets.
+    pub key: &'static str,
+    /// The flag as typed, for error messages.
+    pub flag: &'static str,
+    /// Its value.
+    pub value: String,
+}
+
+/// The `CELLAR_*` environment variables, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Environment(BTreeMap<String, String>);
+
+impl Environment {
+    /// This process's `CELLAR_*` variables.
+    pub fn from_process() -> Result<Self, ConfigError> {
+        std::env::vars_os()
+            .filter_map(|(name, value)| name.into_string().ok().map(|name| (name, value)))
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .map(|(name, value)| match value.into_string() {
+                Ok(value) => Ok((name, value)),
+                Err(_) => Err(ConfigError::NotUtf8 { name }),
+            })
+            .collect()
+    }
+}
+
+impl FromIterator<(String, String)> for Environment {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(vars: I) -> Self {
+        Self(vars.into_iter().collect())
+    }
+}
+
+/// How callers prove who they are (`auth.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Trust `X-User-Id`.
+    Header,
+    /// HS256 bearer tokens.
+    Jwt,
+}
+
+/// A secret; `Debug` does not print it.
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Every setting, resolved, and where each came from.
+#[derive(Debug)]
+pub struct Settings {
+    /// `server.listen`: where `cellar serve` binds.
+    pub listen: SocketAddr,
+    /// `data_dir`: the local copies.
+    pub data_dir: PathBuf,
+    /// `store.url`: the bucket.
+    pub store_url: StoreUrl,
+    /// `store.endpoint`: an S3-compatible endpoint (R2, MinIO, SeaweedFS).
+    pub store_endpoint: Option<String>,
+    /// `store.region` (`auto` for R2).
+    pub store_region: Option<String>,
+    /// `store.allow_http`: plain-HTTP endpoints (local MinIO, SeaweedFS).
+    pub store_allow_http: bool,
+    /// `sync.conflict`.
+    pub conflict: ConflictPolicy,
+    /// `sync.size_info_bytes`, `sync.size_warn_bytes`.
+    pub size_thresholds: SizeThresholds,
+    /// `auth.mode`.
+    pub auth_mode: AuthKind,
+    /// `auth.jwt_secret`.
+    pub jwt_secret: Option<Secret>,
+    /// `auth.trusted_proxy`: header mode may listen off loopback.
+    pub trusted_proxy: bool,
+    /// `limits.*`: the server's request limits.
+    pub limits: Limits,
+    sources: BTreeMap<&'static str, Source>,
+}
+
+/// One value from one source, not yet checked.
+struct Entry {
+    key: String,
+    value: Raw,
+    source: Source,
+}
+
+impl Settings {
+    /// The embedded default: a local folder store, header auth on 127.0.0.1:8080.
+    fn defaults() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            data_dir: PathBuf::from("./cellar-data/local"),
+            store_url: StoreUrl::Folder(PathBuf::from("./cellar-data/bucket")),
+            store_endpoint: None,
+            store_region: None,
+            store_allow_http: false,
+            conflict: ConflictPolicy::default(),
+            size_thresholds: SizeThresholds::default(),
+            auth_mode: AuthKind::Header,
+            jwt_secret: None,
+            trusted_proxy: false,
+            limits: Limits::default(),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    /// Reads `file`, then `env`, then `flags`, each overriding the one before, and checks
+    /// that the result makes sense as a whole.
+    pub fn load(file: &ConfigFile, env: &Environment, flags: &[Flag]) -> Result<Self, ConfigError> {
+        let mut settings = Self::defaults();
+        let entries = file_entries(file)?
+            .into_iter()
+            .chain(env_entries(env))
+            .chain(flags.iter().map(|flag| Entry {
+                key: flag.key.to_owned(),
+                value: Raw::Text(flag.value.clone()),
+                source: Source::Flag(flag.flag),
+            }));
+        for entry in entries {
+            settings.apply(entry)?;
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn apply(&mut self, entry: Entry) -> Result<(), ConfigError> {
+        let Some(key) = keys::find(&entry.key) else {
+            return Err(ConfigError::UnknownKey {
+                hint: keys::hint_for(&entry.key),
+                key: entry.key,
+                origin: entry.source,
+            });
+        };
+        key.set(self, &entry.value).map_err(|reason| ConfigError::InvalidValue {
+            key: key.name,
+            origin: entry.source.clone(),
+            reason,
+        })?;
+        self.sources.insert(key.name, entry.source);
+        Ok(())
+    }
+
+    /// Where the value of `key` came from.
+    pub fn source_of(&self, key: &'static str) -> Source {
+        self.sources.get(key).cloned().unwrap_or(Source::Default)
+    }
+
+    /// An error about the current value of `key`.
+    pub fn invalid(&self, key: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::InvalidValue { key, origin: self.source_of(key), reason: reason.into() }
+    }
+
+    /// Checks what no single key can: combinations.
+    fn check(&self) -> Result<(), ConfigError> {
+        let SizeThresholds { info_bytes, warn_bytes } = self.size_thresholds;
+        if info_bytes > warn_bytes {
+            return Err(self.invalid(
+                "sync.size_info_bytes",
+                format!("{info_bytes} is above sync.size_warn_bytes ({warn_bytes})"),
+            ));
+        }
+        if !matches!(self.store_url, StoreUrl::S3 { .. }) {
+            let s3_only = ["store.endpoint", "store.region", "store.allow_http"];
+            if let Some(key) = s3_only.into_iter().find(|key| self.sources.contains_key(key)) {
+                return Err(self.invalid(
+                    key,
+                    format!(
+                        "it applies to s3:// stores only, but store.url is {} (from {})",
+                        self.store_url,
+                        self.source_of("store.url")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's settings.
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut config = EngineConfig::new(&self.data_dir);
+        config.prefix = self.store_url.prefix().to_owned();
+        config.conflict = self.conflict;
+        config.size_thresholds = self.size_thresholds;
+        config
+    }
+
+    /// The object store named by `store.*`. S3 credentials come from `AWS_ACCESS_KEY_ID`
+    /// and `AWS_SECRET_ACCESS_KEY`, never from the settings.
+    pub fn open_store(&self) -> Result<Arc<dyn Store>, ConfigError> {
+        Ok(match &self.store_url {
+            StoreUrl::Folder(root) => Arc::new(LocalStore::new(root)),
+            StoreUrl::Memory => Arc::new(MemoryStore::new()),
+            StoreUrl::S3 { bucket, .. } => {
+                let s3 = S3Settings {
+                    bucket: bucket.clone(),
+                    endpoint: self.store_endpoint.clone(),
+                    region: self.store_region.clone(),
+                    allow_http: self.store_allow_http,
+                };
+                Arc::new(S3Store::new(&s3).map_err(|err| ConfigError::Store {
+                    url: self.store_url.to_string(),
+                    reason: err.to_string(),
+                })?)
+            }
+        })
+    }
+
+    /// The server's options: identity mode and request limits. Only the server needs a JWT
+    /// secret, so only here is its absence an error.
+    pub fn server_options(&self) -> Result<ServerOptions, ConfigError> {
+        let auth = match self.auth_mode {
+            AuthKind::Header => AuthMode::Header { trusted_proxy: self.trusted_proxy },
+            AuthKind::Jwt => AuthMode::Jwt { secret: self.jwt_secret()?.to_owned() },
+        };
+        Ok(ServerOptions { auth, limits: self.limits.clone() })
+    }
+
+    /// The JWT secret, required and long enough.
+    fn jwt_secret(&self) -> Result<&str, ConfigError> {
+        let Some(Secret(secret)) = &self.jwt_secret else {
+            return Err(ConfigError::Missing {
+                key: "auth.jwt_secret",
+                reason: format!(
+                    "auth.mode is \"jwt\" (from {}); set it in the file or in CELLAR_AUTH_JWT_SECRET",
+                    self.source_of("auth.mode")
+                ),
+            });
+        };
+        if secret.len() < MIN_JWT_SECRET_BYTES {
+            return Err(self.invalid(
+                "auth.jwt_secret",
+                format!("an HS256 secret needs at least {MIN_JWT_SECRET_BYTES} bytes"),
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+/// The file's values, or none when the default file is absent.
+fn file_entries(file: &ConfigFile) -> Result<Vec<Entry>, ConfigError> {
+    let (path, required) = match file {
+        ConfigFile::Default => (Path::new(DEFAULT_FILE), false),
+        ConfigFile::Named(path) => (path.as_path(), true),
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
+        Err(source) => return Err(ConfigError::Unreadable { path: path.to_owned(), source }),
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(|err| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })?;
+    let mut leaves = Vec::new();
+    flatten("", table, &mut leaves);
+    Ok(leaves
+        .into_iter()
+        .map(|(key, value)| Entry { key, value: Raw::Toml(value), source: Source::File(path.to_owned()) })
+        .collect())
+}
+
+/// Turns nested tables into dotted keys (`[store] url = …` becomes `store.url`).
+fn flatten(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (name, value) in table {
+        let key = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        match value {
+            toml::Value::Table(inner) => flatten(&key, inner, out),
+            leaf => out.push((key, leaf)),
+        }
+    }
+}
+
+/// The environment's values. An empty variable counts as unset. Variables outside the
+/// settings' sections (`CELLAR_CONFIG`, `CELLAR_VENV`) are someone else's and are left
+/// alone; one inside a section that names no key (`CELLAR_STORE_URLL`) is a typo.
+fn env_entries(env: &Environment) -> Vec<Entry> {
+    env.0
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .filter_map(|(name, value)| {
+            let key = match keys::find_by_env_var(name) {
+                Some(key) => key.name.to_owned(),
+                None => key_in_a_section(name)?,
+            };
+            Some(Entry { key, value: Raw::Text(value.clone()), source: Source::Env(name.clone()) })
+        })
+        .collect()
+}
+
+/// The dotted key an unknown `CELLAR_SECTION_REST` variable was meant to set, if it is in
+/// the namespace of a section.
+fn key_in_a_section(var: &str) -> Option<String> {
+    let rest = var.strip_prefix(ENV_PREFIX)?.to_lowercase();
+    keys::sections().find_map(|section| {
+        let name = rest.strip_prefix(section)?.strip_prefix('_')?;
+        Some(format!("{section}.{name}"))
+    })
+}
+
+#[cfg(test)]
+mod tests;

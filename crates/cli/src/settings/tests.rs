@@ -1,0 +1,178 @@
+use std::time::Duration;
+
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> Environment {
+    vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A config file with `text` in a temp folder (kept alive by the returned guard).
+fn file(text: &str) -> (tempfile::TempDir, ConfigFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cellar.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, ConfigFile::Named(path))
+}
+
+fn flag(key: &'static str, flag: &'static str, value: &str) -> Flag {
+    Flag { key, flag, value: value.to_owned() }
+}
+
+fn load_err(file: &ConfigFile, env: &Environment, flags: &[Flag]) -> String {
+    Settings::load(file, env, flags).expect_err("should be refused").to_string()
+}
+
+#[test]
+fn no_file_at_all_gives_the_embedded_default() {
+    let settings = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
+    assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(settings.data_dir, Path::new("./cellar-data/local"));
+    assert_eq!(settings.store_url, StoreUrl::Folder("./cellar-data/bucket".into()));
+    assert_eq!(settings.engine_config().prefix, "cellar-users");
+    assert_eq!(settings.conflict, ConflictPolicy::LastWriteWins);
+    assert_eq!(settings.size_thresholds, SizeThresholds { info_bytes: 524_288, warn_bytes: 1_048_576 });
+    let options = settings.server_options().unwrap();
+    assert!(matches!(options.auth, AuthMode::Header { trusted_proxy: false }));
+    assert_eq!(settings.source_of("store.url"), Source::Default);
+}
+
+#[test]
+fn env_overrides_the_file_and_flags_override_env() {
+    let (dir, config) = file(
+        "data_dir = \"/from/file\"\n\
+         [store]\nurl = \"file:///file-bucket\"\n\
+         [sync]\nconflict = \"strict\"\nsize_info_bytes = 10\n",
+    );
+    let vars = env(&[("CELLAR_STORE_URL", "file:///env-bucket"), ("CELLAR_SYNC_CONFLICT", "rebase")]);
+    let flags = [flag("store.url", "--store-url", "s3://flag-bucket/tenants")];
+    let settings = Settings::load(&config, &vars, &flags).unwrap();
+
+    assert_eq!(settings.data_dir, Path::new("/from/file"));
+    assert_eq!(settings.size_thresholds.info_bytes, 10);
+    assert_eq!(settings.conflict, ConflictPolicy::Rebase);
+    assert_eq!(settings.store_url, StoreUrl::S3 { bucket: "flag-bucket".into(), prefix: "tenants".into() });
+    assert_eq!(settings.source_of("data_dir"), Source::File(dir.path().join("cellar.toml")));
+    assert_eq!(settings.source_of("sync.conflict"), Source::Env("CELLAR_SYNC_CONFLICT".into()));
+    assert_eq!(settings.source_of("store.url"), Source::Flag("--store-url"));
+}
+
+#[test]
+fn an_unknown_key_in_the_file_is_named_with_the_file_and_the_keys_of_its_section() {
+    let (_dir, config) = file("[store]\nbukcet = \"x\"\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(err.contains("unknown key store.bukcet"), "{err}");
+    assert!(err.contains("config file") && err.contains("cellar.toml"), "{err}");
+    assert!(err.contains("store.url") && !err.contains("sync.conflict"), "{err}");
+}
+
+#[test]
+fn an_invalid_value_names_the_key_and_the_environment_variable() {
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_CONFLICT", "sometimes")]), &[]);
+    assert!(err.contains("invalid value for sync.conflict"), "{err}");
+    assert!(err.contains("environment variable CELLAR_SYNC_CONFLICT"), "{err}");
+    assert!(err.contains("last-write-wins, strict or rebase"), "{err}");
+}
+
+#[test]
+fn an_invalid_flag_value_names_the_flag() {
+    let err = load_err(&ConfigFile::Default, &env(&[]), &[flag("server.listen", "--listen", "localhost")]);
+    assert!(err.contains("server.listen") && err.contains("flag --listen"), "{err}");
+    assert!(err.contains("IP:PORT"), "{err}");
+}
+
+#[test]
+fn a_value_of_the_wrong_toml_type_is_refused() {
+    let (_dir, config) = file("[sync]\nsize_info_bytes = \"big\"\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(err.contains("sync.size_info_bytes") && err.contains("expected an integer, found string"), "{err}");
+    let (_dir, config) = file("[store]\nallow_http = 1\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(err.contains("store.allow_http") && err.contains("true or false"), "{err}");
+}
+
+#[test]
+fn malformed_toml_names_the_file() {
+    let (_dir, config) = file("[store\nurl = 1");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(err.contains("cellar.toml is not valid TOML"), "{err}");
+}
+
+#[test]
+fn a_named_config_file_must_exist() {
+    let err = load_err(&ConfigFile::Named("/nonexistent/cellar.toml".into()), &env(&[]), &[]);
+    assert!(err.contains("cannot read config file /nonexistent/cellar.toml"), "{err}");
+}
+
+#[test]
+fn a_typo_in_a_section_variable_is_refused_and_foreign_variables_are_left_alone() {
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_STORE_URLL", "memory://")]), &[]);
+    assert!(err.contains("unknown key store.urll") && err.contains("CELLAR_STORE_URLL"), "{err}");
+    let foreign = env(&[("CELLAR_VENV", "/venv"), ("CELLAR_CONFIG", "x.toml"), ("CELLAR_DATA_DIR", "/d")]);
+    let settings = Settings::load(&ConfigFile::Default, &foreign, &[]).unwrap();
+    assert_eq!(settings.data_dir, Path::new("/d"));
+}
+
+#[test]
+fn an_empty_variable_counts_as_unset() {
+    let settings = Settings::load(&ConfigFile::Default, &env(&[("CELLAR_STORE_URL", "")]), &[]).unwrap();
+    assert_eq!(settings.source_of("store.url"), Source::Default);
+}
+
+#[test]
+fn credentials_in_the_file_are_refused_with_a_pointer_to_the_environment() {
+    let (_dir, config) = file("[store]\nurl = \"s3://b\"\naccess_key_id = \"AKIA\"\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(err.contains("store.access_key_id") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+}
+
+#[test]
+fn s3_settings_on_a_folder_store_are_refused() {
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_STORE_ENDPOINT", "http://127.0.0.1:9000")]), &[]);
+    assert!(err.contains("store.endpoint") && err.contains("CELLAR_STORE_ENDPOINT"), "{err}");
+    assert!(err.contains("file://./cellar-data/bucket (from the default)"), "{err}");
+}
+
+#[test]
+fn an_s3_url_builds_a_store_with_its_endpoint_and_prefix() {
+    let (_dir, config) = file(
+        "[store]\nurl = \"s3://my-bucket/cellar-users\"\n\
+         endpoint = \"http://127.0.0.1:9\"\nregion = \"auto\"\nallow_http = true\n",
+    );
+    let settings = Settings::load(&config, &env(&[]), &[]).unwrap();
+    assert_eq!(settings.engine_config().prefix, "cellar-users");
+    assert!(settings.open_store().is_ok());
+}
+
+#[test]
+fn size_thresholds_must_be_in_order() {
+    let vars = env(&[("CELLAR_SYNC_SIZE_INFO_BYTES", "2000"), ("CELLAR_SYNC_SIZE_WARN_BYTES", "1000")]);
+    let err = load_err(&ConfigFile::Default, &vars, &[]);
+    assert!(err.contains("sync.size_info_bytes") && err.contains("sync.size_warn_bytes (1000)"), "{err}");
+}
+
+#[test]
+fn limits_are_read_and_must_be_positive() {
+    let (_dir, config) = file("[limits]\nquery_timeout_ms = 1500\nmax_statements = 7\n");
+    let settings = Settings::load(&config, &env(&[]), &[]).unwrap();
+    let limits = settings.server_options().unwrap().limits;
+    assert_eq!((limits.query_timeout, limits.max_statements), (Duration::from_millis(1500), 7));
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_LIMITS_MAX_RESULT_ROWS", "0")]), &[]);
+    assert!(err.contains("limits.max_result_rows") && err.contains("at least 1"), "{err}");
+}
+
+#[test]
+fn jwt_mode_needs_a_long_secret_to_serve() {
+    let mode = ("CELLAR_AUTH_MODE", "jwt");
+    let settings = Settings::load(&ConfigFile::Default, &env(&[mode]), &[]).unwrap();
+    let err = settings.server_options().expect_err("no secret").to_string();
+    assert!(err.contains("auth.jwt_secret is not set") && err.contains("CELLAR_AUTH_MODE"), "{err}");
+
+    let short = env(&[mode, ("CELLAR_AUTH_JWT_SECRET", "short")]);
+    let err = Settings::load(&ConfigFile::Default, &short, &[]).unwrap().server_options().expect_err("short");
+    assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+
+    let good = env(&[mode, ("CELLAR_AUTH_JWT_SECRET", &"k".repeat(32))]);
+    let settings = Settings::load(&ConfigFile::Default, &good, &[]).unwrap();
+    assert!(!format!("{settings:?}").contains("kkkk"), "the secret must not be printed");
+    assert!(matches!(settings.server_options().unwrap().auth, AuthMode::Jwt { .. }));
+}

@@ -1,0 +1,196 @@
+//! Group commit (seed rule `write-batched`, across requests): work for one user that
+//! arrives while that user's upload is in flight waits for the lock, and whoever takes the
+//! lock next runs ALL waiting work in one transaction, each piece in its own savepoint,
+//! and makes ONE upload for all of it. Each piece is acknowledged only when an upload
+//! containing its writes has landed.
+//!
+//! With `sync.min_upload_interval` set (pacing, for stores like R2 that accept about one
+//! write per second per key), a group that wrote waits out the interval before uploading,
+//! and work arriving meanwhile joins it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::engine::Shared;
+use crate::error::{Error, Result};
+use crate::session::{Committed, Session};
+use crate::tracked::TrackedConnection;
+use crate::{UserId, Version};
+
+/// One request's work waiting in a user's queue.
+pub(crate) trait QueuedWork: Send + Sync + std::fmt::Debug {
+    /// Runs the work; keeps its value inside; true when it succeeded.
+    fn run(&self, conn: &TrackedConnection) -> bool;
+    /// Delivers the group's outcome: the uploaded version, or why it failed.
+    fn complete(&self, group: Result<Version, &Error>);
+}
+
+/// A typed piece of work and, once known, its outcome.
+pub(crate) struct Job<T, F> {
+    work: F,
+    state: Mutex<JobState<T>>,
+    done: tokio::sync::Notify,
+}
+
+struct JobState<T> {
+    ran: Option<(Result<T>, bool)>,
+    outcome: Option<Result<Committed<T>>>,
+}
+
+impl<T, F> Job<T, F>
+where
+    F: Fn(&TrackedConnection) -> Result<T> + Send + Sync,
+    T: Send,
+{
+    pub fn new(work: F) -> Self {
+        Self {
+            work,
+            state: Mutex::new(JobState { ran: None, outcome: None }),
+            done: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until a group containing this job has finished, and takes the outcome.
+    pub async fn outcome(&self) -> Result<Committed<T>> {
+        loop {
+            let finished = self.done.notified();
+            if let Some(outcome) = self.state().outcome.take() {
+                return outcome;
+            }
+            finished.await;
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, JobState<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T, F> std::fmt::Debug for Job<T, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl<T, F> QueuedWork for Job<T, F>
+where
+    F: Fn(&TrackedConnection) -> Result<T> + Send + Sync,
+    T: Send,
+{
+    fn run(&self, conn: &TrackedConnection) -> bool {
+        conn.set_wrote(false);
+        let result = (self.work)(conn);
+        let ok = result.is_ok();
+        self.state().ran = Some((result, conn.wrote()));
+        ok
+    }
+
+    fn complete(&self, group: Result<Version, &Error>) {
+        let mut state = self.state();
+        let outcome = match (state.ran.take(), group) {
+            (Some((Err(own), _)), _) => Err(own),
+            (Some((Ok(value), wrote)), Ok(version)) => Ok(Committed { value, version, wrote }),
+            (_, Err(err)) => Err(err.duplicate()),
+            (None, Ok(_)) => Err(Error::Work("the request's work never ran".into())),
+        };
+        state.outcome = Some(outcome);
+        drop(state);
+        self.done.notify_waiters();
+    }
+}
+
+/// Takes the user's lock and runs everything queued as one group (again, under rebase,
+/// until it lands or is refused). Returns at once if an earlier leader took the queue.
+pub(crate) async fn lead(shared: &Arc<Shared>, user: &UserId, engine: &crate::Engine) {
+    let slot = shared.slots.get(user);
+    let mut tries = 0;
+    let mut group = Vec::new();
+    loop {
+        tries += 1;
+        let guard = Arc::clone(&slot.state).lock_owned().await;
+        group.extend(slot.drain());
+        if group.is_empty() {
+            return; // an earlier leader took this caller's work
+        }
+        let mut session = match Session::start(Arc::clone(shared), user.clone(), guard).await {
+            Ok(session) => session,
+            Err(err) => return complete_all(&group, Err(&err)),
+        };
+        if let Err(err) = run_group(&mut session, &group).await {
+            return complete_all(&group, Err(&err));
+        }
+        if let Err(err) = pace(shared, &slot, &mut session, &mut group).await {
+            return complete_all(&group, Err(&err));
+        }
+        match session.commit_or_rebase(engine.may_rebase(tries)).await {
+            Ok(Some(committed)) => return complete_all(&group, Ok(committed.version)),
+            Ok(None) => {
+                // Rebase: run the same group again on the winner, after a jittered pause
+                // so that two instances racing for one user do not collide in lockstep.
+                tokio::time::sleep(backoff(tries)).await;
+            }
+            Err(err) => return complete_all(&group, Err(&err)),
+        }
+    }
+}
+
+/// Runs `group` in the session's transaction, each piece in a savepoint: a piece that
+/// fails is rolled back alone.
+async fn run_group(session: &mut Session, group: &[Arc<dyn QueuedWork>]) -> Result<()> {
+    let group = group.to_vec();
+    session
+        .run(move |conn| {
+            let mut wrote = conn.wrote();
+            for work in &group {
+                conn.control("SAVEPOINT cellar_group")?;
+                if work.run(conn) {
+                    wrote |= conn.wrote();
+                    conn.control("RELEASE cellar_group")?;
+                } else {
+                    conn.control("ROLLBACK TO cellar_group; RELEASE cellar_group")?;
+                }
+            }
+            conn.set_wrote(wrote);
+            Ok(())
+        })
+        .await
+}
+
+/// Pacing: a group that wrote waits until the minimum interval since this user's last
+/// upload has passed; work that arrived meanwhile joins the group.
+async fn pace(
+    shared: &Shared,
+    slot: &crate::cache::UserSlot,
+    session: &mut Session,
+    group: &mut Vec<Arc<dyn QueuedWork>>,
+) -> Result<()> {
+    let interval = shared.config.min_upload_interval;
+    if interval.is_zero() || !session.wrote() {
+        return Ok(());
+    }
+    if let Some(last) = session.last_upload() {
+        let ready = last + interval;
+        if ready > Instant::now() {
+            tokio::time::sleep_until(ready.into()).await;
+        }
+    }
+    let joined = slot.drain();
+    if !joined.is_empty() {
+        run_group(session, &joined).await?;
+        group.extend(joined);
+    }
+    Ok(())
+}
+
+/// A random pause, growing with the number of tries (up to about 64 ms).
+fn backoff(tries: u32) -> std::time::Duration {
+    use rand::Rng;
+    let ceiling_ms = 1u64 << tries.min(6);
+    std::time::Duration::from_micros(rand::rng().random_range(0..ceiling_ms * 1000))
+}
+
+fn complete_all(group: &[Arc<dyn QueuedWork>], outcome: Result<Version, &Error>) {
+    for work in group {
+        work.complete(outcome);
+    }
+}

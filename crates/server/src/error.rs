@@ -1,0 +1,268 @@
+//! The one place where failures become HTTP answers: `{"error": {"code", "message"}}` with
+//! the codes and statuses of DESIGN §5.
+
+use std::fmt;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use cellar_engine::rusqlite::{self, ErrorCode as SqliteCode};
+use cellar_engine::{Error, ErrorKind};
+use http::StatusCode;
+use tracing::{error, warn};
+
+/// The `code` of an error answer; each has one HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: malformed input (JSON, user id, parameters, a limit on results).
+    BadRequest,
+    /// 400: SQLite refused the SQL (syntax, constraint, parameter count...).
+    SqlError,
+    /// 401: no identity, or one that does not verify.
+    Unauthorized,
+    /// 403: SQL outside the sandbox.
+    Forbidden,
+    /// 404: no such route.
+    NotFound,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed,
+    /// 408: the request's SQL ran past its time limit and was interrupted.
+    QueryTimeout,
+    /// 409: another writer uploaded first; this request changed nothing.
+    Conflict,
+    /// 413: the request is larger than a limit allows.
+    PayloadTooLarge,
+    /// 500: a fault of this server; details are in its log, not in the answer.
+    Internal,
+    /// 503: the object store failed; nothing was changed.
+    StoreUnavailable,
+    /// 503: the write is kept locally and will be uploaded before anything newer is served.
+    SyncPending,
+}
+
+impl ErrorCode {
+    /// The code as it appears in the JSON body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::SqlError => "sql_error",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::QueryTimeout => "query_timeout",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::Internal => "internal",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::SyncPending => "sync_pending",
+        }
+    }
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::SqlError => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::QueryTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::StoreUnavailable | ErrorCode::SyncPending => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answer. Handlers behind [`crate::DatabaseSyncLayer`] return it; any
+/// [`cellar_engine::Error`] converts into it with `?`.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    /// 413 `payload_too_large`.
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PayloadTooLarge, message)
+    }
+
+    /// 500 `internal`: logs `detail` and answers without it.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        error!(detail = %detail, "internal error");
+        Self::new(
+            ErrorCode::Internal,
+            "internal error; the details are in the server log",
+        )
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Prefixes the message with what was being done (`statement 2 (…)`).
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
+    /// Turns an axum extractor rejection into the JSON shape, keeping 413 apart.
+    pub(crate) fn rejected(status: StatusCode, text: String) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(text),
+            _ => Self::bad_request(text),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    /// Engine errors by what the caller should do ([`ErrorKind`]), refined by variant.
+    fn from(err: Error) -> Self {
+        let code = match (&err, err.kind()) {
+            (Error::Sql(sql), _) => sql_code(sql),
+            (_, ErrorKind::InvalidInput) => ErrorCode::BadRequest,
+            (_, ErrorKind::Forbidden) => ErrorCode::Forbidden,
+            (_, ErrorKind::Conflict) => ErrorCode::Conflict,
+            (_, ErrorKind::Unavailable) => ErrorCode::StoreUnavailable,
+            (_, ErrorKind::SyncPending) => ErrorCode::SyncPending,
+            (_, ErrorKind::Internal) => return Self::internal(err),
+        };
+        let message = match (&err, code) {
+            (Error::Sql(_), ErrorCode::Forbidden) => format!("refused by the SQL sandbox ({err})"),
+            (_, ErrorCode::QueryTimeout) => {
+                "the SQL ran past the time limit and was interrupted; nothing was changed".into()
+            }
+            _ => err.to_string(),
+        };
+        Self::new(code, message)
+    }
+}
+
+/// SQLite's own verdict on the SQL: sandbox refusal, interruption, oversize, or plain error.
+fn sql_code(err: &rusqlite::Error) -> ErrorCode {
+    match err.sqlite_error_code() {
+        Some(SqliteCode::AuthorizationForStatementDenied) => ErrorCode::Forbidden,
+        Some(SqliteCode::OperationInterrupted) => ErrorCode::QueryTimeout,
+        Some(SqliteCode::TooBig) => ErrorCode::PayloadTooLarge,
+        Some(
+            SqliteCode::SystemIoFailure
+            | SqliteCode::DatabaseCorrupt
+            | SqliteCode::DiskFull
+            | SqliteCode::CannotOpen
+            | SqliteCode::NotADatabase,
+        ) => ErrorCode::Internal,
+        _ => ErrorCode::SqlError,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        if status.is_server_error() {
+            warn!(code = %self.code, message = %self.message, "answering with an error");
+        }
+        let body = serde_json::json!({
+            "error": { "code": self.code.as_str(), "message": self.message }
+        });
+        (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cellar_engine::rusqlite::ffi;
+    use cellar_engine::{UserId, Version};
+
+    fn sqlite(code: std::os::raw::c_int) -> Error {
+        Error::Sql(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
+    }
+
+    #[test]
+    fn engine_errors_map_to_the_codes_of_the_design() {
+        let user = UserId::new("alice").expect("valid id");
+        let cases = [
+            (sqlite(ffi::SQLITE_AUTH), ErrorCode::Forbidden, 403),
+            (
+                Error::Forbidden {
+                    what: "ATTACH".into(),
+                },
+                ErrorCode::Forbidden,
+                403,
+            ),
+            (sqlite(ffi::SQLITE_INTERRUPT), ErrorCode::QueryTimeout, 408),
+            (sqlite(ffi::SQLITE_CONSTRAINT), ErrorCode::SqlError, 400),
+            (sqlite(ffi::SQLITE_TOOBIG), ErrorCode::PayloadTooLarge, 413),
+            (
+                Error::Conflict {
+                    user: user.clone(),
+                    expected: Version::new(1),
+                    found: Version::new(2),
+                },
+                ErrorCode::Conflict,
+                409,
+            ),
+            (
+                Error::Inconsistent {
+                    user: user.clone(),
+                    detail: "bad checksum".into(),
+                },
+                ErrorCode::StoreUnavailable,
+                503,
+            ),
+            (
+                Error::LimitExceeded {
+                    what: "result rows",
+                    limit: 3,
+                },
+                ErrorCode::BadRequest,
+                400,
+            ),
+            (Error::Config("nope".into()), ErrorCode::Internal, 500),
+        ];
+        for (err, code, status) in cases {
+            let api = ApiError::from(err);
+            assert_eq!(api.code(), code, "{api}");
+            assert_eq!(api.code().status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_details() {
+        let api = ApiError::from(Error::Config("secret path /etc/x".into()));
+        assert!(!api.message().contains("/etc/x"), "{}", api.message());
+    }
+}

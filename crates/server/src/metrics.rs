@@ -1,0 +1,204 @@
+//! `GET /metrics`: Prometheus text. HTTP requests by route and status are counted here;
+//! everything about syncing comes from [`cellar_engine::EngineMetrics`].
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cellar_engine::{Engine, Histogram};
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+
+use crate::routes::AppState;
+
+/// The route label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Requests answered, by route and status.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl HttpMetrics {
+    fn record(&self, route: &str, status: StatusCode) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        *requests
+            .entry((route.to_owned(), status.as_u16()))
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<((String, u16), u64)> {
+        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        requests
+            .iter()
+            .map(|(key, count)| (key.clone(), *count))
+            .collect()
+    }
+}
+
+/// Middleware: counts every answer by its route pattern (never the raw path, whose user
+/// ids or junk would make the label set unbounded).
+pub(crate) async fn count(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    state.http.record(&route, response.status());
+    response
+}
+
+/// The handler.
+pub(crate) async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        exposition(&state.http, &state.engine),
+    )
+}
+
+fn exposition(http: &HttpMetrics, engine: &Engine) -> String {
+    let mut out = Exposition::default();
+    out.family(
+        "cellar_http_requests_total",
+        "counter",
+        "HTTP requests answered, by route and status.",
+    );
+    for ((route, status), count) in http.snapshot() {
+        out.sample(
+            "cellar_http_requests_total",
+            &format!("route=\"{route}\",status=\"{status}\""),
+            count,
+        );
+    }
+    let m = engine.metrics();
+    let counters: [(&str, &str, &AtomicU64); 6] = [
+        (
+            "cellar_uploads_total",
+            "Database snapshots uploaded.",
+            &m.uploads,
+        ),
+        (
+            "cellar_upload_bytes_total",
+            "Bytes uploaded.",
+            &m.bytes_uploaded,
+        ),
+        (
+            "cellar_downloads_total",
+            "Database snapshots downloaded.",
+            &m.downloads,
+        ),
+        (
+            "cellar_download_bytes_total",
+            "Bytes downloaded.",
+            &m.bytes_downloaded,
+        ),
+        (
+            "cellar_conflicts_total",
+            "Uploads that found another writer first.",
+            &m.conflicts,
+        ),
+        (
+            "cellar_pending_uploads_total",
+            "Uploads that failed and were kept pending.",
+            &m.pending_uploads,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        out.family(name, "counter", help);
+        out.sample(name, "", counter.load(Ordering::Relaxed));
+    }
+    out.histogram(
+        "cellar_sync_in_seconds",
+        "Time spent on the version check at request start.",
+        &m.sync_in_latency,
+    );
+    out.histogram(
+        "cellar_upload_seconds",
+        "Time spent uploading.",
+        &m.upload_latency,
+    );
+    out.family(
+        "cellar_cached_databases",
+        "gauge",
+        "Users' databases warm in the cache.",
+    );
+    out.sample("cellar_cached_databases", "", engine.cached_databases());
+    out.0
+}
+
+/// The Prometheus text format, line by line.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.0
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl Display) {
+        if labels.is_empty() {
+            self.0.push_str(&format!("{name} {value}\n"));
+        } else {
+            self.0.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    }
+
+    fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) {
+        let (buckets, sum, count) = histogram.snapshot();
+        self.family(name, "histogram", help);
+        for (bound, cumulative) in buckets {
+            self.sample(
+                &format!("{name}_bucket"),
+                &format!("le=\"{bound}\""),
+                cumulative,
+            );
+        }
+        self.sample(&format!("{name}_bucket"), "le=\"+Inf\"", count);
+        self.sample(&format!("{name}_sum"), "", sum);
+        self.sample(&format!("{name}_count"), "", count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histograms_end_with_inf_sum_and_count() {
+        let histogram = Histogram::default();
+        histogram.observe(Duration::from_millis(3));
+        histogram.observe(Duration::from_secs(60));
+        let mut out = Exposition::default();
+        out.histogram("t_seconds", "test", &histogram);
+        let text = out.0;
+        assert!(
+            text.contains("t_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
+        assert!(text.contains("t_seconds_count 2\n"), "{text}");
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_and_status() {
+        let http = HttpMetrics::default();
+        http.record("/v1/query", StatusCode::OK);
+        http.record("/v1/query", StatusCode::OK);
+        http.record("/v1/query", StatusCode::BAD_REQUEST);
+        let counts = http.snapshot();
+        assert_eq!(counts[0], (("/v1/query".to_owned(), 200), 2));
+        assert_eq!(counts[1], (("/v1/query".to_owned(), 400), 1));
+    }
+}

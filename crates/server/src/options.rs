@@ -1,0 +1,84 @@
+//! What a server is told at start: how callers prove who they are, and how much one request
+//! may ask for.
+
+use std::time::Duration;
+
+/// How the user-context layer learns who is calling (DESIGN §5, "Identity").
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Trust the `X-User-Id` header. Anyone who can reach the server can claim any user, so
+    /// this is only for loopback, or behind a proxy that sets the header itself.
+    Header {
+        /// The operator says a trusted proxy sets `X-User-Id`: allows a non-loopback address
+        /// (see [`crate::check_listen_address`]).
+        trusted_proxy: bool,
+    },
+    /// Verify `Authorization: Bearer <token>`: an HS256 JWT whose `sub` is the user id and
+    /// whose `exp` has not passed.
+    Jwt {
+        /// The shared HMAC secret tokens are signed with.
+        secret: String,
+    },
+}
+
+impl std::fmt::Debug for AuthMode {
+    /// Never prints the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthMode::Header { trusted_proxy } => f
+                .debug_struct("Header")
+                .field("trusted_proxy", trusted_proxy)
+                .finish(),
+            AuthMode::Jwt { .. } => f.debug_struct("Jwt").finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Bounds on one request, so that no caller can take the server down (DESIGN §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body accepted (413 `payload_too_large` beyond). Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Most statements in one `POST /v1/query` (413 beyond). Default 100.
+    pub max_statements: usize,
+    /// Longest SQL text of one statement, in bytes (413 beyond). Default 100 KiB.
+    pub max_sql_bytes: usize,
+    /// Most rows one statement may return (400 beyond). Default 10 000.
+    pub max_result_rows: usize,
+    /// How long a request's SQL may run before it is interrupted (408 `query_timeout`).
+    /// Default 5 s.
+    pub query_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_statements: 100,
+            max_sql_bytes: 100 * 1024,
+            max_result_rows: 10_000,
+            query_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything [`crate::router`] and [`crate::serve`] need besides the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// How callers are identified.
+    pub auth: AuthMode,
+    /// Per-request bounds.
+    pub limits: Limits,
+}
+
+impl Default for ServerOptions {
+    /// Header auth (loopback only) and the default limits: the embedded default of DESIGN §7.
+    fn default() -> Self {
+        Self {
+            auth: AuthMode::Header {
+                trusted_proxy: false,
+            },
+            limits: Limits::default(),
+        }
+    }
+}

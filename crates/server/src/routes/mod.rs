@@ -1,0 +1,110 @@
+//! The v1 API (DESIGN §5) assembled from the layers, top to bottom:
+//!
+//! ```text
+//! trace ─► count requests ─► catch panics ─► route
+//!   /healthz, /metrics                        (no identity)
+//!   /v1/db, /v1/db/file, /v1/events           user context ─► handler
+//!   /v1/query                                 user context ─► parse ─► database sync ─► handler
+//! ```
+
+mod db;
+mod events;
+mod query;
+mod values;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cellar_engine::Engine;
+use http::{Method, Uri};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::auth::UserContextLayer;
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::{self, HttpMetrics};
+use crate::options::{Limits, ServerOptions};
+use crate::serve::Shutdown;
+use crate::sync::DatabaseSyncLayer;
+
+/// What the handlers share.
+pub(crate) struct AppState {
+    pub engine: Engine,
+    pub limits: Limits,
+    pub http: HttpMetrics,
+    pub shutdown: Shutdown,
+}
+
+/// The whole application.
+pub(crate) fn build(engine: Engine, options: ServerOptions, shutdown: Shutdown) -> Router {
+    let sync =
+        DatabaseSyncLayer::tracked(engine.clone(), &options.limits, shutdown.tasks().clone());
+    let state = Arc::new(AppState {
+        engine,
+        limits: options.limits,
+        http: HttpMetrics::default(),
+        shutdown,
+    });
+    let query = Router::new()
+        .route("/v1/query", post(query::run))
+        .route_layer(sync)
+        .route_layer(from_fn_with_state(Arc::clone(&state), query::parse));
+    let per_user = Router::new()
+        .route("/v1/db", get(db::status))
+        .route("/v1/db/file", get(db::file))
+        .route("/v1/events", get(events::subscribe))
+        .merge(query)
+        .route_layer(UserContextLayer::new(&options.auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::render))
+        .merge(per_user)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(Arc::clone(&state), metrics::count))
+        .layer(
+            TraceLayer::new_for_http()
+                // The path only: a query string may carry a token.
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// A panicking handler answers 500 in the JSON shape; the panic goes to the log only.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".to_owned());
+    ApiError::internal(format!("a handler panicked: {detail}")).into_response()
+}

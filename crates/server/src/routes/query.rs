@@ -1,0 +1,311 @@
+//! `POST /v1/query`: the caller's statements in ONE transaction, all or nothing.
+//!
+//! The request is read, parsed and checked against the limits by [`parse`], a middleware
+//! in front of the database-sync layer, so that a malformed or oversized request is refused
+//! before any file or object is touched. [`run`] then runs the statements through the
+//! tracked connection and commits (one upload if they wrote).
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cellar_engine::rusqlite::types::Value;
+use cellar_engine::{StatementOutput, TrackedConnection, Version};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{AppState, values};
+use crate::error::ApiError;
+use crate::options::Limits;
+use crate::sync::{Db, body_error};
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    statements: Vec<Statement>,
+}
+
+/// One statement: a bare SQL string, or `{"sql": "...", "params": [...]}`.
+#[derive(Debug)]
+struct Statement {
+    sql: String,
+    params: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatementObject {
+    sql: String,
+    #[serde(default)]
+    params: Vec<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for Statement {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StatementVisitor)
+    }
+}
+
+/// Accepts either shape with the error messages of the shape that was sent.
+struct StatementVisitor;
+
+impl<'de> Visitor<'de> for StatementVisitor {
+    type Value = Statement;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a SQL string or {\"sql\": \"...\", \"params\": [...]}")
+    }
+
+    fn visit_str<E: de::Error>(self, sql: &str) -> Result<Statement, E> {
+        Ok(Statement {
+            sql: sql.to_owned(),
+            params: Vec::new(),
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Statement, A::Error> {
+        let object = StatementObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Statement {
+            sql: object.sql,
+            params: object.params,
+        })
+    }
+}
+
+/// A statement ready to run: SQL within the limits, parameters as SQLite values.
+struct Prepared {
+    sql: String,
+    params: Vec<Value>,
+}
+
+/// The checked request, handed from [`parse`] to [`run`] as a request extension.
+#[derive(Clone)]
+pub(crate) struct PreparedQuery(Arc<Vec<Prepared>>);
+
+impl QueryRequest {
+    fn prepare(self, limits: &Limits) -> Result<PreparedQuery, ApiError> {
+        if self.statements.len() > limits.max_statements {
+            return Err(ApiError::payload_too_large(format!(
+                "{} statements in one request; the limit is {}",
+                self.statements.len(),
+                limits.max_statements
+            )));
+        }
+        let prepared = self
+            .statements
+            .into_iter()
+            .enumerate()
+            .map(|(index, statement)| statement.prepare(index, limits))
+            .collect::<Result<_, _>>()?;
+        Ok(PreparedQuery(Arc::new(prepared)))
+    }
+}
+
+impl Statement {
+    fn prepare(self, index: usize, limits: &Limits) -> Result<Prepared, ApiError> {
+        if self.sql.len() > limits.max_sql_bytes {
+            return Err(ApiError::payload_too_large(format!(
+                "statement {} has {} bytes of SQL; the limit is {}",
+                index + 1,
+                self.sql.len(),
+                limits.max_sql_bytes
+            )));
+        }
+        let params = self
+            .params
+            .into_iter()
+            .enumerate()
+            .map(|(n, param)| {
+                values::from_json(param).map_err(|reason| {
+                    ApiError::bad_request(format!(
+                        "statement {}, parameter {}: {reason}",
+                        index + 1,
+                        n + 1
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Prepared {
+            sql: self.sql,
+            params,
+        })
+    }
+}
+
+/// Middleware: reads, parses and checks the body, before the database-sync layer.
+pub(crate) async fn parse(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let limit = state.limits.max_body_bytes;
+    let parsed = async {
+        let bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|err| body_error(err, limit))?;
+        let request: QueryRequest = serde_json::from_slice(&bytes)
+            .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
+        request.prepare(&state.limits)
+    };
+    match parsed.await {
+        Ok(prepared) => {
+            parts.extensions.insert(prepared);
+            next.run(Request::from_parts(parts, Body::empty())).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The response body.
+#[derive(Serialize)]
+pub(crate) struct QueryResponse {
+    version: Version,
+    wrote: bool,
+    results: Vec<StatementResult>,
+}
+
+/// One statement's output.
+#[derive(Serialize)]
+struct StatementResult {
+    columns: Vec<String>,
+    rows: Vec<Vec<serde_json::Value>>,
+    rows_affected: u64,
+    last_insert_rowid: Option<i64>,
+}
+
+impl From<StatementOutput> for StatementResult {
+    fn from(output: StatementOutput) -> Self {
+        Self {
+            columns: output.columns,
+            rows: output
+                .rows
+                .into_iter()
+                .map(|row| row.into_iter().map(values::to_json).collect())
+                .collect(),
+            rows_affected: output.rows_affected,
+            last_insert_rowid: output.last_insert_rowid,
+        }
+    }
+}
+
+/// The handler: all statements in the request's transaction, then the commit.
+pub(crate) async fn run(
+    State(state): State<Arc<AppState>>,
+    db: Db,
+    request: Option<axum::Extension<PreparedQuery>>,
+) -> Result<Json<QueryResponse>, ApiError> {
+    let axum::Extension(PreparedQuery(statements)) = request
+        .ok_or_else(|| ApiError::internal("/v1/query is served without its parse middleware"))?;
+    let max_rows = state.limits.max_result_rows;
+    let outputs = db
+        .run(move |conn| Ok(run_all(conn, &statements, max_rows)))
+        .await??;
+    let landed = db.commit().await?;
+    Ok(Json(QueryResponse {
+        version: landed.version,
+        wrote: landed.wrote,
+        results: outputs.into_iter().map(StatementResult::from).collect(),
+    }))
+}
+
+/// Runs the statements in order; the first failure fails the request, naming the statement.
+fn run_all(
+    conn: &TrackedConnection,
+    statements: &[Prepared],
+    max_rows: usize,
+) -> Result<Vec<StatementOutput>, ApiError> {
+    statements
+        .iter()
+        .enumerate()
+        .map(|(index, statement)| {
+            conn.run(&statement.sql, &statement.params, max_rows)
+                .map_err(|err| ApiError::from(err).context(describe(index, &statement.sql)))
+        })
+        .collect()
+}
+
+/// `statement 2 (`SELECT …`)`: which statement, with a short excerpt of its SQL.
+fn describe(index: usize, sql: &str) -> String {
+    const SHOWN: usize = 60;
+    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut excerpt: String = flat.chars().take(SHOWN).collect();
+    if flat.chars().count() > SHOWN {
+        excerpt.push('…');
+    }
+    format!("statement {} (`{excerpt}`)", index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_body(body: &str) -> Result<QueryRequest, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+
+    #[test]
+    fn statements_are_bare_strings_or_objects_with_params() {
+        let request = parse_body(r#"{"statements": ["SELECT 1", {"sql": "SELECT ?", "params": [1]}, {"sql": "SELECT 2"}]}"#)
+            .expect("valid request");
+        let shapes: Vec<_> = request
+            .statements
+            .iter()
+            .map(|s| (s.sql.as_str(), s.params.len()))
+            .collect();
+        assert_eq!(shapes, [("SELECT 1", 0), ("SELECT ?", 1), ("SELECT 2", 0)]);
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_shapes_are_refused_with_their_name() {
+        let cases = [
+            (r#"{"statements": [], "extra": 1}"#, "extra"),
+            (
+                r#"{"statements": [{"sql": "SELECT 1", "param": []}]}"#,
+                "param",
+            ),
+            (r#"{"statements": [42]}"#, "a SQL string"),
+            (r#"{"statements": "SELECT 1"}"#, "sequence"),
+            (r#"{}"#, "statements"),
+        ];
+        for (body, expected) in cases {
+            let err = parse_body(body).expect_err(body).to_string();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn limits_are_checked_before_anything_runs() {
+        let limits = Limits {
+            max_statements: 2,
+            max_sql_bytes: 10,
+            ..Limits::default()
+        };
+        let too_many =
+            parse_body(r#"{"statements": ["SELECT 1", "SELECT 2", "SELECT 3"]}"#).expect("valid");
+        assert_eq!(
+            too_many.prepare(&limits).err().map(|e| e.code()),
+            Some(crate::ErrorCode::PayloadTooLarge)
+        );
+        let too_long = parse_body(r#"{"statements": ["SELECT 1 + 1 + 1"]}"#).expect("valid");
+        assert_eq!(
+            too_long.prepare(&limits).err().map(|e| e.code()),
+            Some(crate::ErrorCode::PayloadTooLarge)
+        );
+        let bad_param =
+            parse_body(r#"{"statements": [{"sql": "SELECT ?", "params": [[1]]}]}"#).expect("valid");
+        let err = bad_param.prepare(&limits).err().expect("refused");
+        assert!(err.message().contains("statement 1, parameter 1"), "{err}");
+    }
+
+    #[test]
+    fn statement_descriptions_are_short_and_on_one_line() {
+        assert_eq!(describe(0, "SELECT\n  1"), "statement 1 (`SELECT 1`)");
+        assert!(describe(4, &"x".repeat(500)).len() < 80);
+    }
+}

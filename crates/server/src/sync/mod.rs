@@ -1,0 +1,216 @@
+//! The database-sync layer (the seed's `DatabaseSyncMiddleware`): a request's path through
+//! the engine, as a tower layer.
+//!
+//! ```text
+//! request ─► engine.begin(user)       version-compare-on-start: download if the bucket is newer
+//!         ─► handler, with a [`Db`]   the request's SQL, through the TrackedConnection
+//!         ─► success?  commit          write-batched: ONE upload if it wrote, version + 1
+//!            failure?  drop            rolled back, nothing uploaded
+//!         ─► `Cellar-Version: N` on the response
+//! ```
+//!
+//! Under `sync.conflict = "rebase"` the layer buffers the request body (at most
+//! `max_body_bytes`) so that, when the upload loses a conflict, it can run the handler again
+//! on the winner's database ([`cellar_engine::Engine::may_rebase`] bounds the tries).
+//! Uploads run as tasks of their own, so a client that hangs up cannot cut one in half, and
+//! [`crate::serve`] waits for them at shutdown.
+
+mod db;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use cellar_engine::{ConflictPolicy, Engine, UserId, Version};
+use futures::future::BoxFuture;
+use http::request::Parts;
+use http::{HeaderName, HeaderValue};
+use tokio_util::task::TaskTracker;
+use tower::{Layer, Service, ServiceExt};
+
+pub use db::Db;
+
+use crate::error::ApiError;
+use crate::options::Limits;
+
+/// The header carrying the version of the caller's database a response reflects.
+pub const CELLAR_VERSION: HeaderName = HeaderName::from_static("cellar-version");
+
+/// Sets `Cellar-Version` on a response.
+pub(crate) fn set_version(response: &mut Response, version: Version) {
+    response
+        .headers_mut()
+        .insert(CELLAR_VERSION, HeaderValue::from(version.get()));
+}
+
+/// A tower layer that syncs the caller's database in before the handler and out after it.
+///
+/// It needs the caller's [`UserId`] as a request extension: put
+/// [`crate::UserContextLayer`] outside it (with axum, `.layer(sync).layer(user_context)`).
+#[derive(Clone)]
+pub struct DatabaseSyncLayer {
+    shared: Arc<SyncShared>,
+}
+
+/// What every request through one layer shares.
+pub(crate) struct SyncShared {
+    engine: Engine,
+    query_timeout: Duration,
+    max_body_bytes: usize,
+    /// Uploads in flight, which [`crate::serve`] waits for at shutdown.
+    uploads: TaskTracker,
+}
+
+impl DatabaseSyncLayer {
+    /// Syncs through `engine`; `limits` gives the SQL run time and the largest body buffered
+    /// for a rebase.
+    pub fn new(engine: Engine, limits: &Limits) -> Self {
+        Self::tracked(engine, limits, TaskTracker::new())
+    }
+
+    /// Like [`DatabaseSyncLayer::new`], with uploads tracked by `uploads`.
+    pub(crate) fn tracked(engine: Engine, limits: &Limits, uploads: TaskTracker) -> Self {
+        Self {
+            shared: Arc::new(SyncShared {
+                engine,
+                query_timeout: limits.query_timeout,
+                max_body_bytes: limits.max_body_bytes,
+                uploads,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for DatabaseSyncLayer {
+    type Service = DatabaseSync<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DatabaseSync {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service [`DatabaseSyncLayer`] wraps around a route.
+#[derive(Clone)]
+pub struct DatabaseSync<S> {
+    inner: S,
+    shared: Arc<SyncShared>,
+}
+
+impl<S> Service<Request> for DatabaseSync<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    /// Always ready: each request drives its own clone of the inner service to readiness.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let inner = self.inner.clone();
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { Ok(shared.handle(inner, request).await) })
+    }
+}
+
+impl SyncShared {
+    async fn handle<S>(self: Arc<Self>, inner: S, request: Request) -> Response
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send,
+    {
+        let Some(user) = request.extensions().get::<UserId>().cloned() else {
+            return ApiError::internal("DatabaseSyncLayer needs UserContextLayer in front of it")
+                .into_response();
+        };
+        let rebases = self.engine.config().conflict == ConflictPolicy::Rebase;
+        let mut replays = match Replays::new(request, rebases, self.max_body_bytes).await {
+            Ok(replays) => replays,
+            Err(err) => return err.into_response(),
+        };
+        let mut tries = 0;
+        while let Some(request) = replays.next() {
+            tries += 1;
+            if let Some(response) = self.attempt(inner.clone(), request, &user, tries).await {
+                return response;
+            }
+        }
+        ApiError::internal("a request whose body was not kept was asked to run again")
+            .into_response()
+    }
+
+    /// One run of the handler in one session. `None`: it lost a conflict and must run again.
+    async fn attempt<S>(
+        self: &Arc<Self>,
+        inner: S,
+        mut request: Request,
+        user: &UserId,
+        tries: u32,
+    ) -> Option<Response>
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        let session = match self.engine.begin(user).await {
+            Ok(session) => session,
+            Err(err) => return Some(ApiError::from(err).into_response()),
+        };
+        let db = Db::open(session, self.engine.may_rebase(tries), Arc::clone(self));
+        request.extensions_mut().insert(db.clone());
+        let response = match inner.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        db.finish(response).await
+    }
+}
+
+/// The request, once or as many times as a rebase needs it.
+enum Replays {
+    Once(Option<Request>),
+    Buffered { parts: Parts, body: Bytes },
+}
+
+impl Replays {
+    async fn new(request: Request, buffer: bool, limit: usize) -> Result<Self, ApiError> {
+        if !buffer {
+            return Ok(Self::Once(Some(request)));
+        }
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|err| body_error(err, limit))?;
+        Ok(Self::Buffered { parts, body })
+    }
+
+    fn next(&mut self) -> Option<Request> {
+        match self {
+            Self::Once(request) => request.take(),
+            Self::Buffered { parts, body } => {
+                Some(Request::from_parts(parts.clone(), Body::from(body.clone())))
+            }
+        }
+    }
+}
+
+/// A body that could not be read: too large (413) or cut off by the client (400).
+pub(crate) fn body_error(err: axum::Error, limit: usize) -> ApiError {
+    let too_large = std::error::Error::source(&err)
+        .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+    if too_large {
+        ApiError::payload_too_large(format!("the request body is larger than {limit} bytes"))
+    } else {
+        ApiError::bad_request(format!("could not read the request body: {err}"))
+    }
+}

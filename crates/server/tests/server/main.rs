@@ -1,0 +1,11 @@
+//! Integration tests: the real server on 127.0.0.1, a real HTTP client, real stores (a
+//! folder store, and SeaweedFS or moto from `cellar-testkit`).
+
+mod common;
+
+mod api;
+mod events;
+mod identity;
+mod layers;
+mod s3;
+mod shutdown;
