@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use lru::LruCache;
 
-use crate::UserId;
+use crate::{UserId, Version};
 use crate::group::QueuedWork;
 use crate::local::SyncState;
 use crate::tracked::TrackedConnection;
@@ -36,12 +37,28 @@ pub(crate) struct UserSlot {
     pub state: Arc<tokio::sync::Mutex<SlotState>>,
     /// Work submitted through [`crate::Engine::transact`] and not yet taken by a leader.
     pub queue: Mutex<Vec<Arc<dyn QueuedWork>>>,
+    /// The version last seen for this user on this instance, plus one (0: none yet); read
+    /// without the lock, e.g. to label an error response.
+    seen_version: AtomicU64,
 }
 
 impl UserSlot {
     /// Adds work to the queue.
     pub fn enqueue(&self, work: Arc<dyn QueuedWork>) {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(work);
+    }
+
+    /// Records the version the user's database is at.
+    pub fn remember_version(&self, version: Version) {
+        self.seen_version.store(version.get().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The version last recorded, if any.
+    pub fn seen_version(&self) -> Option<Version> {
+        match self.seen_version.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Version::new(n - 1)),
+        }
     }
 
     /// Takes everything queued.

@@ -261,8 +261,18 @@ impl Engine {
     {
         let job = Arc::new(Job::new(work));
         self.shared.slots.get(user).enqueue(job.clone());
-        group::lead(&self.shared, user, self).await;
+        // The group runs in its own task: a caller that goes away (a client hanging up)
+        // must not cut off an upload that other callers' writes are riding on.
+        let engine = self.clone();
+        let leader = user.clone();
+        tokio::spawn(async move { group::lead(&engine, &leader).await });
         job.outcome().await
+    }
+
+    /// The version `user`'s database was last seen at on this instance, without any I/O
+    /// or waiting (e.g. to label an error response); `None` if not seen recently.
+    pub fn seen_version(&self, user: &UserId) -> Option<Version> {
+        self.shared.slots.get(user).seen_version()
     }
 
     /// True when a request that lost a conflict on its `tries`-th run should run again
@@ -329,6 +339,10 @@ impl Engine {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    pub(crate) fn shared_arc(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
     }
 
     /// Finishes every pending upload found on disk (start-up). Failures are logged; the

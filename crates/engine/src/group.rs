@@ -101,7 +101,8 @@ where
 
 /// Takes the user's lock and runs everything queued as one group (again, under rebase,
 /// until it lands or is refused). Returns at once if an earlier leader took the queue.
-pub(crate) async fn lead(shared: &Arc<Shared>, user: &UserId, engine: &crate::Engine) {
+pub(crate) async fn lead(engine: &crate::Engine, user: &UserId) {
+    let shared = engine.shared_arc();
     let slot = shared.slots.get(user);
     let mut tries = 0;
     let mut group = Vec::new();
@@ -112,14 +113,14 @@ pub(crate) async fn lead(shared: &Arc<Shared>, user: &UserId, engine: &crate::En
         if group.is_empty() {
             return; // an earlier leader took this caller's work
         }
-        let mut session = match Session::start(Arc::clone(shared), user.clone(), guard).await {
+        let mut session = match Session::start(Arc::clone(&shared), user.clone(), guard).await {
             Ok(session) => session,
             Err(err) => return complete_all(&group, Err(&err)),
         };
         if let Err(err) = run_group(&mut session, &group).await {
             return complete_all(&group, Err(&err));
         }
-        if let Err(err) = pace(shared, &slot, &mut session, &mut group).await {
+        if let Err(err) = pace(&shared, &slot, &mut session, &mut group).await {
             return complete_all(&group, Err(&err));
         }
         match session.commit_or_rebase(engine.may_rebase(tries)).await {

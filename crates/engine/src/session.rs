@@ -65,6 +65,7 @@ impl Session {
         mut guard: OwnedMutexGuard<SlotState>,
     ) -> Result<Self> {
         let base = pull::version_compare_on_start(&shared, &user, &mut guard).await?;
+        shared.slots.get(&user).remember_version(base.version);
         let conn = match guard.conn.take() {
             Some(conn) => conn,
             None => shared.open_connection(&user).await?,
@@ -211,6 +212,7 @@ impl Session {
                 self.guard.conn = Some(conn);
                 self.guard.sync = Some(state);
                 self.guard.last_upload = Some(std::time::Instant::now());
+                self.shared.slots.get(&self.user).remember_version(uploaded.version);
             }
             Err(err) => {
                 warn!(user = %self.user, version = uploaded.version.get(), error = %err,

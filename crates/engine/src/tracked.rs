@@ -13,6 +13,7 @@
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
@@ -21,6 +22,9 @@ use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::{Connection, InterruptHandle, Params, Row, Statement};
 
 use crate::error::{Error, Result};
+
+/// How many SQLite VM steps pass between two checks of the time limit.
+const PROGRESS_STEPS: i32 = 10_000;
 
 /// An extra authorization policy for request SQL: answers why an action is refused, or
 /// `None` to allow it. The sandbox ([`crate::sandbox::sandbox_policy`]) is one.
@@ -45,6 +49,7 @@ pub struct TrackedConnection {
     wrote: Cell<bool>,
     engine_control: Arc<AtomicBool>,
     refused: Arc<Mutex<Option<String>>>,
+    deadline: Arc<Mutex<Option<Instant>>>,
 }
 
 impl TrackedConnection {
@@ -73,11 +78,21 @@ impl TrackedConnection {
                 }
             }
         }));
+        let deadline: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+        let watched = Arc::clone(&deadline);
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(move || {
+                let deadline = *watched.lock().unwrap_or_else(|p| p.into_inner());
+                deadline.is_some_and(|deadline| Instant::now() >= deadline)
+            }),
+        );
         Self {
             conn,
             wrote: Cell::new(false),
             engine_control,
             refused,
+            deadline,
         }
     }
 
@@ -178,6 +193,13 @@ impl TrackedConnection {
     /// True once any statement of this request wrote.
     pub fn wrote(&self) -> bool {
         self.wrote.get()
+    }
+
+    /// Interrupts any statement still running `limit` from now (`SQLITE_INTERRUPT`), until
+    /// called again; `None` lifts the limit. The error then says "interrupted".
+    pub fn set_time_limit(&self, limit: Option<Duration>) {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+            limit.map(|limit| Instant::now() + limit);
     }
 
     /// A handle that interrupts the statement running on this connection (for timeouts).

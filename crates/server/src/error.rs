@@ -148,6 +148,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Like `From<Error>`, but an [`Error::Work`] that carries an `ApiError` (a handler's
+    /// own error, passed through the engine) comes back as that error.
+    pub(crate) fn from_work(err: Error) -> Self {
+        match err {
+            Error::Work(inner) => match inner.downcast::<ApiError>() {
+                Ok(api) => *api,
+                Err(other) => Self::from(Error::Work(other)),
+            },
+            other => Self::from(other),
+        }
+    }
+}
+
 impl From<Error> for ApiError {
     /// Engine errors by what the caller should do ([`ErrorKind`]), refined by variant.
     fn from(err: Error) -> Self {

@@ -117,6 +117,20 @@ fn a_rolled_back_transaction_keeps_nothing() {
 }
 
 #[test]
+fn a_runaway_query_is_interrupted_at_its_time_limit() {
+    let conn = tracked();
+    conn.set_time_limit(Some(std::time::Duration::from_millis(50)));
+    let started = std::time::Instant::now();
+    let err = conn
+        .run("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT count(*) FROM c", &[], 10)
+        .unwrap_err();
+    assert!(err.to_string().contains("interrupted"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    conn.set_time_limit(None);
+    assert!(conn.run("SELECT 1", &[], 10).is_ok());
+}
+
+#[test]
 fn run_reports_columns_rows_changes_and_rowid() {
     let conn = tracked();
     let params = [Value::Text("p".into()), Value::Integer(3)];

@@ -4,7 +4,8 @@
 //! trace ─► count requests ─► catch panics ─► route
 //!   /healthz, /metrics                        (no identity)
 //!   /v1/db, /v1/db/file, /v1/events           user context ─► handler
-//!   /v1/query                                 user context ─► parse ─► database sync ─► handler
+//!   /v1/query                                 user context ─► parse ─► handler (Engine::transact:
+//!                                             version check, group commit, one upload)
 //! ```
 
 mod db;
@@ -31,7 +32,6 @@ use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{self, HttpMetrics};
 use crate::options::{Limits, ServerOptions};
 use crate::serve::Shutdown;
-use crate::sync::DatabaseSyncLayer;
 
 /// What the handlers share.
 pub(crate) struct AppState {
@@ -43,17 +43,16 @@ pub(crate) struct AppState {
 
 /// The whole application.
 pub(crate) fn build(engine: Engine, options: ServerOptions, shutdown: Shutdown) -> Router {
-    let sync =
-        DatabaseSyncLayer::tracked(engine.clone(), &options.limits, shutdown.tasks().clone());
     let state = Arc::new(AppState {
         engine,
         limits: options.limits,
         http: HttpMetrics::default(),
         shutdown,
     });
+    // /v1/query syncs through `Engine::transact` (group commit, rebase) rather than the
+    // sync layer, which serves handlers written against the `Db` extractor.
     let query = Router::new()
         .route("/v1/query", post(query::run))
-        .route_layer(sync)
         .route_layer(from_fn_with_state(Arc::clone(&state), query::parse));
     let per_user = Router::new()
         .route("/v1/db", get(db::status))

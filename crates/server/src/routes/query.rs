@@ -14,14 +14,14 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cellar_engine::rusqlite::types::Value;
-use cellar_engine::{StatementOutput, TrackedConnection, Version};
+use cellar_engine::{Error, StatementOutput, TrackedConnection, UserId, Version};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{AppState, values};
 use crate::error::ApiError;
 use crate::options::Limits;
-use crate::sync::{Db, body_error};
+use crate::sync::{body_error, set_version};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -194,24 +194,47 @@ impl From<StatementOutput> for StatementResult {
     }
 }
 
-/// The handler: all statements in the request's transaction, then the commit.
+/// The handler: all statements in ONE transaction through [`Engine::transact`], which
+/// does the version check, the upload if they wrote, group commit with other requests of
+/// the same user, and rebase (running the statements again on the winner).
+///
+/// [`Engine::transact`]: cellar_engine::Engine::transact
 pub(crate) async fn run(
     State(state): State<Arc<AppState>>,
-    db: Db,
+    user: axum::Extension<UserId>,
     request: Option<axum::Extension<PreparedQuery>>,
-) -> Result<Json<QueryResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let axum::Extension(PreparedQuery(statements)) = request
         .ok_or_else(|| ApiError::internal("/v1/query is served without its parse middleware"))?;
-    let max_rows = state.limits.max_result_rows;
-    let outputs = db
-        .run(move |conn| Ok(run_all(conn, &statements, max_rows)))
-        .await??;
-    let landed = db.commit().await?;
-    Ok(Json(QueryResponse {
-        version: landed.version,
-        wrote: landed.wrote,
-        results: outputs.into_iter().map(StatementResult::from).collect(),
-    }))
+    let statements = Arc::new(statements);
+    let (max_rows, time_limit) = (state.limits.max_result_rows, state.limits.query_timeout);
+    let committed = state
+        .engine
+        .transact(&user, move |conn| {
+            conn.set_time_limit(Some(time_limit));
+            let outputs = run_all(conn, &statements, max_rows);
+            conn.set_time_limit(None);
+            outputs.map_err(|api| Error::Work(Box::new(api)))
+        })
+        .await;
+    let committed = match committed {
+        Ok(committed) => committed,
+        Err(err) => {
+            let mut response = ApiError::from_work(err).into_response();
+            if let Some(version) = state.engine.seen_version(&user) {
+                set_version(&mut response, version);
+            }
+            return Ok(response);
+        }
+    };
+    let mut response = Json(QueryResponse {
+        version: committed.version,
+        wrote: committed.wrote,
+        results: committed.value.into_iter().map(StatementResult::from).collect(),
+    })
+    .into_response();
+    set_version(&mut response, committed.version);
+    Ok(response)
 }
 
 /// Runs the statements in order; the first failure fails the request, naming the statement.
