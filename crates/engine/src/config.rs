@@ -85,6 +85,10 @@ pub struct EngineConfig {
     /// instance (R2 accepts about one write per second per key). Writes arriving meanwhile
     /// are committed together. Zero: no pacing.
     pub min_upload_interval: std::time::Duration,
+    /// Check the bucket's version at the start of every request (seed rule
+    /// `version-compare-on-start`). Only benchmarks turn this off, to measure what the
+    /// check costs: without it another instance's writes are not seen.
+    pub version_check: bool,
 }
 
 impl EngineConfig {
@@ -99,6 +103,7 @@ impl EngineConfig {
             cache_capacity: 1024,
             max_conflict_retries: 8,
             min_upload_interval: std::time::Duration::ZERO,
+            version_check: true,
         }
     }
 }
