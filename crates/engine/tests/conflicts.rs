@@ -5,15 +5,12 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cellar_engine::{ConflictPolicy, Error, Event, MemoryStore, Resolution, Version};
+use cellar_engine::{ConflictPolicy, Error, Event, Resolution, Version};
 use common::*;
 
 /// Two engines on one store, both having seen version 1 of alice (values [1]).
-async fn two_instances(policy: ConflictPolicy) -> (cellar_engine::Engine, cellar_engine::Engine, Vec<tempfile::TempDir>) {
-    let store = Arc::new(MemoryStore::new());
-    let dirs = vec![tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = engine(store.clone(), dirs[0].path(), policy, "a").await;
-    let b = engine(store.clone(), dirs[1].path(), policy, "b").await;
+async fn two_instances(policy: ConflictPolicy) -> (cellar_engine::Engine, cellar_engine::Engine, [tempfile::TempDir; 2]) {
+    let Pair { a, b, dirs, .. } = pair(policy).await;
     append(&a, &user("alice"), 1).await.unwrap();
     assert_eq!(values(&b, &user("alice")).await, [1]);
     (a, b, dirs)

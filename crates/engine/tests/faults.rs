@@ -95,17 +95,14 @@ async fn a_pending_upload_left_by_a_crash_is_finished_at_start_up() {
 
 #[tokio::test]
 async fn a_pending_write_that_lost_a_conflict_in_strict_mode_is_kept_aside() {
-    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
-    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    let Pair { store, a, b, dirs } = pair(ConflictPolicy::Strict).await;
     let alice = user("alice");
     append(&a, &alice, 1).await.unwrap();
     store.inject(Operation::Put, Fault::Error);
     append(&a, &alice, 2).await.unwrap_err();
     append(&b, &alice, 3).await.unwrap(); // b wins version 2
     assert_eq!(values(&a, &alice).await, [1, 3]);
-    let kept: Vec<_> = std::fs::read_dir(dir_a.path().join("alice/conflicts")).unwrap().collect();
+    let kept: Vec<_> = std::fs::read_dir(dirs[0].path().join("alice/conflicts")).unwrap().collect();
     assert_eq!(kept.len(), 1);
 }
 

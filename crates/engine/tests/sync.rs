@@ -89,10 +89,7 @@ async fn a_second_instance_reads_the_first_ones_write_on_its_next_request() {
 async fn restoring_identical_content_never_lets_a_stale_writer_move_the_version_back() {
     // ABA: S3 ETags are content hashes. If v3 had v1's exact bytes, an instance still at
     // v1 would get "not modified", pass If-Match, and upload v2 over v3.
-    let store = Arc::new(MemoryStore::new());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
-    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    let Pair { store, a, b, dirs: _dirs } = pair(ConflictPolicy::Strict).await;
     let alice = user("alice");
     append(&a, &alice, 1).await.unwrap();
     assert_eq!(values(&b, &alice).await, [1]); // b is at v1 now
@@ -166,10 +163,7 @@ async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
 
 #[tokio::test]
 async fn a_corrupted_download_is_refused_and_nothing_is_installed() {
-    let store = Arc::new(MemoryStore::new());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
-    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
+    let Pair { store, a, b, dirs: _dirs } = pair(ConflictPolicy::Strict).await;
     let alice = user("alice");
     append(&a, &alice, 1).await.unwrap();
     assert_eq!(values(&b, &alice).await, [1]);

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cellar_engine::{Committed, ConflictPolicy, Engine, EngineConfig, Result, Store, UserId};
+use cellar_engine::store::FaultyStore;
+use cellar_engine::{Committed, ConflictPolicy, Engine, EngineConfig, MemoryStore, Result, Store, UserId};
 
 pub fn user(name: &str) -> UserId {
     UserId::new(name).unwrap()
@@ -19,6 +20,22 @@ pub fn config(dir: &Path, policy: ConflictPolicy, writer: &str) -> EngineConfig 
 
 pub async fn engine(store: Arc<dyn Store>, dir: &Path, policy: ConflictPolicy, writer: &str) -> Engine {
     Engine::open(config(dir, policy, writer), store).await.unwrap()
+}
+
+/// Two instances, "a" and "b", on one (fault-injectable) memory store.
+pub struct Pair {
+    pub store: Arc<FaultyStore<MemoryStore>>,
+    pub a: Engine,
+    pub b: Engine,
+    pub dirs: [tempfile::TempDir; 2],
+}
+
+pub async fn pair(policy: ConflictPolicy) -> Pair {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = engine(store.clone(), dirs[0].path(), policy, "a").await;
+    let b = engine(store.clone(), dirs[1].path(), policy, "b").await;
+    Pair { store, a, b, dirs }
 }
 
 /// Creates the `t` table (if needed) and appends `value`, as one request.
