@@ -82,7 +82,10 @@ impl Engine {
         if actual != metadata.sha256 {
             return Err(Error::Inconsistent {
                 user: user.clone(),
-                detail: format!("{key}: cellar-sha256 says {} but the body hashes to {actual}", metadata.sha256),
+                detail: format!(
+                    "{key}: cellar-sha256 says {} but the body hashes to {actual}",
+                    metadata.sha256
+                ),
             });
         }
         Ok(Some((metadata, body)))
@@ -99,7 +102,10 @@ impl Engine {
         let actual = sha256_hex(&body);
         let checksum_ok = actual == metadata.sha256;
         if !checksum_ok {
-            problems.push(format!("checksum mismatch: metadata {} body {actual}", metadata.sha256));
+            problems.push(format!(
+                "checksum mismatch: metadata {} body {actual}",
+                metadata.sha256
+            ));
         }
         let verdict = blocking(move || integrity_check(&body)).await?;
         let integrity_ok = verdict == "ok";
@@ -120,12 +126,16 @@ impl Engine {
     /// bucket's, conditional on the bucket not changing meanwhile, then installs it locally.
     pub async fn push(&self, user: &UserId, image: Vec<u8>) -> Result<Version> {
         if !looks_like_sqlite(&image) {
-            return Err(Error::Work("the file is not a SQLite database (bad header)".into()));
+            return Err(Error::Work(
+                "the file is not a SQLite database (bad header)".into(),
+            ));
         }
         let checked = image.clone();
         let verdict = blocking(move || integrity_check(&checked)).await?;
         if verdict != "ok" {
-            return Err(Error::Work(format!("the file fails PRAGMA integrity_check: {verdict}").into()));
+            return Err(Error::Work(
+                format!("the file fails PRAGMA integrity_check: {verdict}").into(),
+            ));
         }
         let shared = self.shared();
         let slot = shared.slots.get(user);
@@ -136,7 +146,11 @@ impl Engine {
         let uploaded = match upload::sync_on_mutation(shared, user, &mut snapshot, plan).await {
             Ok(uploaded) => uploaded,
             Err(UploadFailure::Refused { remote }) => {
-                return Err(Error::Conflict { user: user.clone(), expected: current.version, found: remote.version });
+                return Err(Error::Conflict {
+                    user: user.clone(),
+                    expected: current.version,
+                    found: remote.version,
+                });
             }
             Err(UploadFailure::Unavailable { source, .. }) => return Err(Error::Store(source)),
             Err(UploadFailure::Failed(err)) => return Err(err),
@@ -163,7 +177,8 @@ fn integrity_check(image: &[u8]) -> Result<String> {
     let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
     let path = dir.path().join("check.sqlite");
     std::fs::write(&path, image).map_err(Error::io(&path))?;
-    let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let verdict = conn
         .query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
         .unwrap_or_else(|err| err.to_string());

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 use lru::LruCache;
 
-use crate::{UserId, Version};
 use crate::group::QueuedWork;
 use crate::local::SyncState;
 use crate::tracked::TrackedConnection;
+use crate::{UserId, Version};
 
 /// The warm state of one user's database on this instance.
 #[derive(Debug, Default)]
@@ -45,12 +45,16 @@ pub(crate) struct UserSlot {
 impl UserSlot {
     /// Adds work to the queue.
     pub fn enqueue(&self, work: Arc<dyn QueuedWork>) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(work);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(work);
     }
 
     /// Records the version the user's database is at.
     pub fn remember_version(&self, version: Version) {
-        self.seen_version.store(version.get().saturating_add(1), Ordering::Relaxed);
+        self.seen_version
+            .store(version.get().saturating_add(1), Ordering::Relaxed);
     }
 
     /// The version last recorded, if any.
@@ -115,7 +119,11 @@ impl Slots {
 
     /// How many users are warm (open connection or cached state).
     pub fn warm_count(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).warm.len()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .warm
+            .len()
     }
 }
 

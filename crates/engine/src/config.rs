@@ -99,7 +99,10 @@ impl EngineConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             conflict: ConflictPolicy::default(),
             size_thresholds: SizeThresholds::default(),
-            writer_id: format!("cellar-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            writer_id: format!(
+                "cellar-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
             cache_capacity: 1024,
             max_conflict_retries: 8,
             min_upload_interval: std::time::Duration::ZERO,

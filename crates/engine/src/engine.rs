@@ -162,7 +162,8 @@ impl EngineBuilder {
         let layout = Layout::new(&self.config.data_dir, &self.config.prefix);
         fs::create_dir_all(layout.data_dir()).map_err(Error::io(layout.data_dir()))?;
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let capabilities = crate::store::probe(self.store.as_ref(), &layout.probe_key(&nonce)).await?;
+        let capabilities =
+            crate::store::probe(self.store.as_ref(), &layout.probe_key(&nonce)).await?;
         check_capabilities(&capabilities, self.config.conflict)?;
         let (events, _) = broadcast::channel(1024);
         let sql_policy = self.effective_policy();
@@ -197,8 +198,11 @@ fn check_capabilities(found: &StoreCapabilities, policy: ConflictPolicy) -> Resu
     if found.detects_conflicts() {
         return Ok(());
     }
-    error!(?found, "the object store ignores conditional writes: conflicts between \
-        instances will NOT be detected and concurrent writers may overwrite each other");
+    error!(
+        ?found,
+        "the object store ignores conditional writes: conflicts between \
+        instances will NOT be detected and concurrent writers may overwrite each other"
+    );
     if policy == ConflictPolicy::LastWriteWins {
         Ok(())
     } else {
@@ -297,7 +301,11 @@ impl Engine {
         let mut session = self.begin(user).await?;
         let version = session.base().version;
         let bytes = session
-            .run(|conn| Ok(crate::snapshot::Snapshot::take(conn.raw())?.bytes().to_vec()))
+            .run(|conn| {
+                Ok(crate::snapshot::Snapshot::take(conn.raw())?
+                    .bytes()
+                    .to_vec())
+            })
             .await?;
         Ok((version, bytes))
     }

@@ -137,22 +137,39 @@ impl Error {
     /// that cannot be cloned keep their kind and message.
     pub(crate) fn duplicate(&self) -> Error {
         match self {
-            Error::InvalidUserId { input, reason } => Error::InvalidUserId { input: input.clone(), reason },
-            Error::Conflict { user, expected, found } => Error::Conflict {
+            Error::InvalidUserId { input, reason } => Error::InvalidUserId {
+                input: input.clone(),
+                reason,
+            },
+            Error::Conflict {
+                user,
+                expected,
+                found,
+            } => Error::Conflict {
                 user: user.clone(),
                 expected: *expected,
                 found: *found,
             },
-            Error::SyncPending { user, version, source } => Error::SyncPending {
+            Error::SyncPending {
+                user,
+                version,
+                source,
+            } => Error::SyncPending {
                 user: user.clone(),
                 version: *version,
                 source: source.clone(),
             },
             Error::Store(source) => Error::Store(source.clone()),
-            Error::Inconsistent { user, detail } => Error::Inconsistent { user: user.clone(), detail: detail.clone() },
+            Error::Inconsistent { user, detail } => Error::Inconsistent {
+                user: user.clone(),
+                detail: detail.clone(),
+            },
             Error::Config(message) => Error::Config(message.clone()),
             Error::Forbidden { what } => Error::Forbidden { what: what.clone() },
-            Error::LimitExceeded { what, limit } => Error::LimitExceeded { what, limit: *limit },
+            Error::LimitExceeded { what, limit } => Error::LimitExceeded {
+                what,
+                limit: *limit,
+            },
             Error::Io { path, source } => Error::Io {
                 path: path.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),

@@ -45,7 +45,10 @@ where
     pub fn new(work: F) -> Self {
         Self {
             work,
-            state: Mutex::new(JobState { ran: None, outcome: None }),
+            state: Mutex::new(JobState {
+                ran: None,
+                outcome: None,
+            }),
             done: tokio::sync::Notify::new(),
         }
     }
@@ -89,7 +92,11 @@ where
         let mut state = self.state();
         let outcome = match (state.ran.take(), group) {
             (Some((Err(own), _)), _) => Err(own),
-            (Some((Ok(value), wrote)), Ok(version)) => Ok(Committed { value, version, wrote }),
+            (Some((Ok(value), wrote)), Ok(version)) => Ok(Committed {
+                value,
+                version,
+                wrote,
+            }),
             (_, Err(err)) => Err(err.duplicate()),
             (None, Ok(_)) => Err(Error::Work("the request's work never ran".into())),
         };

@@ -134,8 +134,14 @@ mod tests {
     #[test]
     fn local_and_remote_places_follow_the_seed_layout() {
         let layout = Layout::new("/data", "/cellar-users/");
-        assert_eq!(layout.database_path(&alice()), Path::new("/data/alice/database.sqlite"));
-        assert_eq!(layout.database_key(&alice()), "cellar-users/alice/database.sqlite");
+        assert_eq!(
+            layout.database_path(&alice()),
+            Path::new("/data/alice/database.sqlite")
+        );
+        assert_eq!(
+            layout.database_key(&alice()),
+            "cellar-users/alice/database.sqlite"
+        );
         assert_eq!(
             layout.companion_paths(&alice())[0],
             Path::new("/data/alice/database.sqlite-journal")

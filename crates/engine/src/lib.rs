@@ -23,8 +23,8 @@
 mod admin;
 mod cache;
 mod clock;
-pub mod crash;
 mod config;
+pub mod crash;
 mod engine;
 mod error;
 mod events;

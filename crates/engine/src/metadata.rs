@@ -55,7 +55,8 @@ impl SnapshotMetadata {
                 .map(String::as_str)
                 .ok_or_else(|| format!("metadata key {name} is missing"))
         };
-        let bad = |name: &str, value: &str| format!("metadata key {name} has a bad value {value:?}");
+        let bad =
+            |name: &str, value: &str| format!("metadata key {name} has a bad value {value:?}");
         let version = field(VERSION)?;
         let size = field(SIZE)?;
         let updated_at = field(UPDATED_AT)?;
@@ -99,9 +100,17 @@ mod tests {
     fn names_the_missing_or_bad_key() {
         let mut raw = sample().to_raw();
         raw.insert("cellar-version".into(), "seven".into());
-        assert!(SnapshotMetadata::from_raw(&raw).unwrap_err().contains("cellar-version"));
+        assert!(
+            SnapshotMetadata::from_raw(&raw)
+                .unwrap_err()
+                .contains("cellar-version")
+        );
         raw.remove("cellar-sha256");
         raw.insert("cellar-version".into(), "7".into());
-        assert!(SnapshotMetadata::from_raw(&raw).unwrap_err().contains("cellar-sha256"));
+        assert!(
+            SnapshotMetadata::from_raw(&raw)
+                .unwrap_err()
+                .contains("cellar-sha256")
+        );
     }
 }

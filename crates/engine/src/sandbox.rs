@@ -96,13 +96,18 @@ fn refusal(ctx: &AuthContext<'_>) -> Option<String> {
         AuthAction::Function { function_name } if is_forbidden_function(function_name) => {
             Some(format!("the function {function_name}() is not allowed"))
         }
-        AuthAction::Pragma { pragma_name, pragma_value } => pragma_refusal(pragma_name, pragma_value),
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } => pragma_refusal(pragma_name, pragma_value),
         _ => None,
     }
 }
 
 fn is_forbidden_function(name: &str) -> bool {
-    FORBIDDEN_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(name))
+    FORBIDDEN_FUNCTIONS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name))
 }
 
 fn pragma_refusal(name: &str, value: Option<&str>) -> Option<String> {
@@ -119,12 +124,17 @@ fn pragma_refusal(name: &str, value: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tracked::TrackedConnection;
     use crate::Error;
+    use crate::tracked::TrackedConnection;
 
     fn sandboxed() -> TrackedConnection {
         let conn = Connection::open_in_memory().unwrap();
-        SqlLimits { max_value_bytes: 1000, max_sql_bytes: 500 }.apply(&conn).unwrap();
+        SqlLimits {
+            max_value_bytes: 1000,
+            max_sql_bytes: 500,
+        }
+        .apply(&conn)
+        .unwrap();
         conn.execute_batch("CREATE TABLE t(x)").unwrap();
         let tracked = TrackedConnection::new(conn, Some(sandbox_policy()));
         tracked.begin().unwrap();
@@ -178,7 +188,8 @@ mod tests {
             "SELECT x, row_number() OVER (ORDER BY x) FROM t",
             "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3) SELECT n FROM c",
         ] {
-            conn.execute_batch(sql).unwrap_or_else(|err| panic!("{sql}: {err}"));
+            conn.execute_batch(sql)
+                .unwrap_or_else(|err| panic!("{sql}: {err}"));
         }
     }
 
@@ -189,6 +200,9 @@ mod tests {
         assert!(too_big.to_string().contains("too big"), "{too_big}");
         let long_sql = format!("SELECT '{}'", "x".repeat(600));
         let too_long = conn.run(&long_sql, &[], 10).unwrap_err();
-        assert!(too_long.to_string().contains("too long") || too_long.to_string().contains("too big"), "{too_long}");
+        assert!(
+            too_long.to_string().contains("too long") || too_long.to_string().contains("too big"),
+            "{too_long}"
+        );
     }
 }

@@ -34,7 +34,11 @@ pub struct Committed<T> {
 /// How [`Session::finish`] ended.
 enum Finished {
     Landed(Committed<()>),
-    Refused { remote: RemoteHead, image: Snapshot, version: Version },
+    Refused {
+        remote: RemoteHead,
+        image: Snapshot,
+        version: Version,
+    },
 }
 
 /// One request on one user's database.
@@ -126,7 +130,11 @@ impl Session {
     pub async fn commit(mut self) -> Result<Committed<()>> {
         match self.finish().await? {
             Finished::Landed(committed) => Ok(committed),
-            Finished::Refused { remote, image, version } => Err(self.refuse(remote, image, version).await),
+            Finished::Refused {
+                remote,
+                image,
+                version,
+            } => Err(self.refuse(remote, image, version).await),
         }
     }
 
@@ -139,11 +147,19 @@ impl Session {
             Finished::Refused { remote, .. } if rebase => {
                 info!(user = %self.user, local_version = self.base.version.get(),
                     remote_version = remote.version.get(), "conflict: rebasing the request on the winner");
-                self.shared
-                    .publish_conflict(&self.user, self.base.version, &remote, Resolution::Rebased);
+                self.shared.publish_conflict(
+                    &self.user,
+                    self.base.version,
+                    &remote,
+                    Resolution::Rebased,
+                );
                 Ok(None)
             }
-            Finished::Refused { remote, image, version } => Err(self.refuse(remote, image, version).await),
+            Finished::Refused {
+                remote,
+                image,
+                version,
+            } => Err(self.refuse(remote, image, version).await),
         }
     }
 
@@ -170,14 +186,16 @@ impl Session {
         let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
         crash_point("before-upload");
         match upload::sync_on_mutation(&self.shared, &self.user, &mut image, plan).await {
-            Ok(uploaded) => {
-                self.commit_locally(conn, uploaded).await
-            }
+            Ok(uploaded) => self.commit_locally(conn, uploaded).await,
             Err(UploadFailure::Refused { remote }) => {
                 let version = self.base.version.next();
                 self.guard.conn = Some(conn);
                 self.rollback();
-                Ok(Finished::Refused { remote, image, version })
+                Ok(Finished::Refused {
+                    remote,
+                    image,
+                    version,
+                })
             }
             Err(UploadFailure::Unavailable { source, attempted }) => {
                 Err(self.keep_pending(conn, image, attempted, source).await)
@@ -189,7 +207,11 @@ impl Session {
     /// The bucket has the upload: commit the local transaction and record the new state.
     /// If the local commit fails, the local copy stays at the old version and the next
     /// request downloads the new one: the request still succeeded.
-    async fn commit_locally(&mut self, conn: TrackedConnection, uploaded: upload::Uploaded) -> Result<Finished> {
+    async fn commit_locally(
+        &mut self,
+        conn: TrackedConnection,
+        uploaded: upload::Uploaded,
+    ) -> Result<Finished> {
         let state = SyncState {
             version: uploaded.version,
             etag: Some(uploaded.etag),
@@ -212,7 +234,10 @@ impl Session {
                 self.guard.conn = Some(conn);
                 self.guard.sync = Some(state);
                 self.guard.last_upload = Some(std::time::Instant::now());
-                self.shared.slots.get(&self.user).remember_version(uploaded.version);
+                self.shared
+                    .slots
+                    .get(&self.user)
+                    .remember_version(uploaded.version);
             }
             Err(err) => {
                 warn!(user = %self.user, version = uploaded.version.get(), error = %err,

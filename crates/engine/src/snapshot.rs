@@ -33,7 +33,9 @@ impl Snapshot {
     /// Copies the database as `conn` sees it, uncommitted writes included.
     pub fn take(conn: &Connection) -> rusqlite::Result<Self> {
         let data = conn.serialize(MAIN_DB)?;
-        Ok(Self { bytes: data.to_vec() })
+        Ok(Self {
+            bytes: data.to_vec(),
+        })
     }
 
     /// Wraps bytes that already form a database image (a pending upload, a pushed file).
@@ -125,8 +127,12 @@ mod tests {
         let path = dir.path().join("copy.sqlite");
         std::fs::write(&path, image.bytes()).unwrap();
         let copy = Connection::open(&path).unwrap();
-        let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        let rows: i64 = copy.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let check: String = copy
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        let rows: i64 = copy
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!((check.as_str(), rows), ("ok", 500));
         assert!(looks_like_sqlite(image.bytes()));
     }

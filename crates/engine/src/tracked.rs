@@ -12,13 +12,13 @@
 //! never commit locally what the bucket has not got. Savepoints remain available.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::Value;
-use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::{Connection, InterruptHandle, Params, Row, Statement};
 
 use crate::error::{Error, Result};
@@ -125,7 +125,9 @@ impl TrackedConnection {
     {
         let mut stmt = self.prepare(sql)?;
         let writes = statement_writes(&stmt);
-        let value = stmt.query_row(params, map).map_err(|e| self.explain_refusal(e))?;
+        let value = stmt
+            .query_row(params, map)
+            .map_err(|e| self.explain_refusal(e))?;
         self.record(writes);
         Ok(value)
     }
@@ -181,7 +183,8 @@ impl TrackedConnection {
         self.record(writes);
         let rows_affected = if writes { self.conn.changes() } else { 0 };
         let rowid_after = self.conn.last_insert_rowid();
-        let inserted = writes && self.conn.total_changes() > changes_before && rowid_after != rowid_before;
+        let inserted =
+            writes && self.conn.total_changes() > changes_before && rowid_after != rowid_before;
         Ok(StatementOutput {
             columns,
             rows: collected,
@@ -209,14 +212,23 @@ impl TrackedConnection {
 
     /// Prepares `sql`, turning an authorizer refusal into [`Error::Forbidden`].
     fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
-        self.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.conn.prepare(sql).map_err(|err| self.explain_refusal(err))
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.conn
+            .prepare(sql)
+            .map_err(|err| self.explain_refusal(err))
     }
 
     /// Names what the authorizer refused; `VACUUM` (and so `VACUUM INTO`, which SQLite
     /// only authorizes once it runs) is refused because a request is always a transaction.
     fn explain_refusal(&self, err: rusqlite::Error) -> Error {
-        let reason = self.refused.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let reason = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let vacuum = matches!(&err, rusqlite::Error::SqliteFailure(_, Some(message))
             if message.starts_with("cannot VACUUM"));
         match reason {

@@ -97,7 +97,9 @@ mod tests {
     #[test]
     fn refuses_paths_dots_controls_and_bad_lengths() {
         let long = "y".repeat(65);
-        for bad in ["", "..", "a/b", "a\\b", "-lead", "a b", "tab\t", "nul\0", "é", &long] {
+        for bad in [
+            "", "..", "a/b", "a\\b", "-lead", "a b", "tab\t", "nul\0", "é", &long,
+        ] {
             let err = UserId::new(bad).expect_err(bad);
             assert!(err.to_string().contains("invalid user id"), "{err}");
         }

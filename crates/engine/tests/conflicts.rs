@@ -1,4 +1,5 @@
 //! Conflicts between two instances on one bucket, under each policy (DESIGN §4).
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod common;
 
@@ -9,7 +10,13 @@ use cellar_engine::{ConflictPolicy, Error, Event, Resolution, Version};
 use common::*;
 
 /// Two engines on one store, both having seen version 1 of alice (values [1]).
-async fn two_instances(policy: ConflictPolicy) -> (cellar_engine::Engine, cellar_engine::Engine, [tempfile::TempDir; 2]) {
+async fn two_instances(
+    policy: ConflictPolicy,
+) -> (
+    cellar_engine::Engine,
+    cellar_engine::Engine,
+    [tempfile::TempDir; 2],
+) {
     let Pair { a, b, dirs, .. } = pair(policy).await;
     append(&a, &user("alice"), 1).await.unwrap();
     assert_eq!(values(&b, &user("alice")).await, [1]);
@@ -17,7 +24,10 @@ async fn two_instances(policy: ConflictPolicy) -> (cellar_engine::Engine, cellar
 }
 
 /// Starts a request on `b`, lets `a` write meanwhile, then finishes `b`'s write.
-async fn b_races_a(a: &cellar_engine::Engine, b: &cellar_engine::Engine) -> cellar_engine::Result<cellar_engine::Committed<()>> {
+async fn b_races_a(
+    a: &cellar_engine::Engine,
+    b: &cellar_engine::Engine,
+) -> cellar_engine::Result<cellar_engine::Committed<()>> {
     let alice = user("alice");
     let mut session = b.begin(&alice).await.unwrap();
     append(a, &alice, 2).await.unwrap();
@@ -34,7 +44,9 @@ async fn second_writer_gets_conflict_in_strict_mode_and_its_database_is_kept_asi
     let mut events = b.subscribe();
     let err = b_races_a(&a, &b).await.unwrap_err();
     match &err {
-        Error::Conflict { expected, found, .. } => {
+        Error::Conflict {
+            expected, found, ..
+        } => {
             assert_eq!((*expected, *found), (Version::new(1), Version::new(2)));
         }
         other => panic!("expected a conflict, got {other}"),
@@ -46,14 +58,29 @@ async fn second_writer_gets_conflict_in_strict_mode_and_its_database_is_kept_asi
     assert_eq!(kept.len(), 1);
     let loser = rusqlite::Connection::open(&kept[0]).unwrap();
     let lost: Vec<i64> = loser
-        .prepare("SELECT v FROM t ORDER BY rowid").unwrap()
-        .query_map([], |r| r.get(0)).unwrap()
+        .prepare("SELECT v FROM t ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
         .map(Result::unwrap)
         .collect();
     assert_eq!(lost, [1, 3], "the refused write is kept, not thrown away");
-    assert_eq!(values(&b, &user("alice")).await, [1, 2], "the next request starts from the winner");
+    assert_eq!(
+        values(&b, &user("alice")).await,
+        [1, 2],
+        "the next request starts from the winner"
+    );
     let event = events.try_recv().unwrap();
-    assert!(matches!(event, Event::Conflict { resolution: Resolution::Refused, .. }), "{event:?}");
+    assert!(
+        matches!(
+            event,
+            Event::Conflict {
+                resolution: Resolution::Refused,
+                ..
+            }
+        ),
+        "{event:?}"
+    );
 }
 
 #[tokio::test]
@@ -62,12 +89,28 @@ async fn last_write_wins_overwrites_as_max_plus_one_and_says_so() {
     let mut events = b.subscribe();
     let committed = b_races_a(&a, &b).await.unwrap();
     assert_eq!(committed.version, Version::new(3));
-    assert_eq!(values(&a, &user("alice")).await, [1, 3], "a's write was overwritten");
+    assert_eq!(
+        values(&a, &user("alice")).await,
+        [1, 3],
+        "a's write was overwritten"
+    );
     let event = events.try_recv().unwrap();
     match event {
-        Event::Conflict { local_version, remote_version, remote_writer, resolution, .. } => {
-            assert_eq!((local_version, remote_version), (Version::new(1), Version::new(2)));
-            assert_eq!((remote_writer.as_str(), resolution), ("a", Resolution::Overwritten));
+        Event::Conflict {
+            local_version,
+            remote_version,
+            remote_writer,
+            resolution,
+            ..
+        } => {
+            assert_eq!(
+                (local_version, remote_version),
+                (Version::new(1), Version::new(2))
+            );
+            assert_eq!(
+                (remote_writer.as_str(), resolution),
+                ("a", Resolution::Overwritten)
+            );
         }
         other => panic!("expected a conflict event, got {other:?}"),
     }

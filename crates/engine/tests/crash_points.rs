@@ -23,7 +23,9 @@ const CHILD: &str = "CELLAR_CRASH_CHILD";
 /// The child's script; aborts at the crash point, or finishes and exits normally.
 #[tokio::test]
 async fn crash_child() {
-    let Ok(root) = std::env::var(CHILD) else { return };
+    let Ok(root) = std::env::var(CHILD) else {
+        return;
+    };
     let root = Path::new(&root);
     let store = Arc::new(FaultyStore::new(LocalStore::new(root.join("bucket"))));
     let alice = user("alice");
@@ -54,7 +56,10 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(!output.status.success() && !stdout.contains("FINISHED"), "{point}: the child did not crash\n{stdout}");
+        assert!(
+            !output.status.success() && !stdout.contains("FINISHED"),
+            "{point}: the child did not crash\n{stdout}"
+        );
         let acked: Vec<(i64, u64)> = stdout
             .lines()
             .filter_map(|line| line.split_once("ACK ").map(|(_, rest)| rest))
@@ -69,12 +74,24 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
         let alice = user("alice");
         let found = values(&a, &alice).await;
         for (value, _) in &acked {
-            assert!(found.contains(value), "{point}: acknowledged {value} missing from {found:?}");
+            assert!(
+                found.contains(value),
+                "{point}: acknowledged {value} missing from {found:?}"
+            );
         }
         let remote = remote_version(&a, &alice).await;
         let highest = acked.iter().map(|(_, version)| *version).max().unwrap_or(0);
-        assert!(remote >= highest, "{point}: bucket at {remote} below acknowledged {highest}");
-        assert!(cellar_engine::is_intact(&root.path().join("a/alice/database.sqlite")), "{point}: torn database");
-        eprintln!("{point}: {} acknowledged, recovered at version {remote} with {found:?}", acked.len());
+        assert!(
+            remote >= highest,
+            "{point}: bucket at {remote} below acknowledged {highest}"
+        );
+        assert!(
+            cellar_engine::is_intact(&root.path().join("a/alice/database.sqlite")),
+            "{point}: torn database"
+        );
+        eprintln!(
+            "{point}: {} acknowledged, recovered at version {remote} with {found:?}",
+            acked.len()
+        );
     }
 }

@@ -37,9 +37,16 @@ async fn an_upload_that_never_arrived_is_pending_then_uploaded_before_the_next_r
     append(&engine, &alice, 1).await.unwrap();
     store.inject(Operation::Put, Fault::Error);
     let err = append(&engine, &alice, 2).await.unwrap_err();
-    assert!(matches!(err, Error::SyncPending { version, .. } if version == Version::new(2)), "{err}");
+    assert!(
+        matches!(err, Error::SyncPending { version, .. } if version == Version::new(2)),
+        "{err}"
+    );
     assert!(err.to_string().contains("pending upload"), "{err}");
-    assert_eq!(remote_version(&engine, &alice).await, 1, "not in the bucket yet");
+    assert_eq!(
+        remote_version(&engine, &alice).await,
+        1,
+        "not in the bucket yet"
+    );
     // The next request finishes the pending upload first, then sees the write.
     assert_eq!(values(&engine, &alice).await, [1, 2]);
     assert_eq!(remote_version(&engine, &alice).await, 2);
@@ -58,7 +65,10 @@ async fn an_upload_whose_answer_was_lost_is_adopted_not_uploaded_twice() {
     assert_eq!(remote_version(&engine, &alice).await, 2, "it did land");
     let uploads_before = engine.metrics().uploads.load(Ordering::Relaxed);
     assert_eq!(values(&engine, &alice).await, [1, 2]);
-    assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), uploads_before);
+    assert_eq!(
+        engine.metrics().uploads.load(Ordering::Relaxed),
+        uploads_before
+    );
     assert_eq!(remote_version(&engine, &alice).await, 2);
 }
 
@@ -88,7 +98,10 @@ async fn a_pending_upload_left_by_a_crash_is_finished_at_start_up() {
         append(&engine, &alice, 2).await.unwrap_err();
     }
     let restarted = engine(store.clone(), dir.path(), ConflictPolicy::Strict, "a").await;
-    assert!(!dir.path().join("alice/pending.json").exists(), "finished at open");
+    assert!(
+        !dir.path().join("alice/pending.json").exists(),
+        "finished at open"
+    );
     assert_eq!(remote_version(&restarted, &alice).await, 2);
     assert_eq!(values(&restarted, &alice).await, [1, 2]);
 }
@@ -102,7 +115,9 @@ async fn a_pending_write_that_lost_a_conflict_in_strict_mode_is_kept_aside() {
     append(&a, &alice, 2).await.unwrap_err();
     append(&b, &alice, 3).await.unwrap(); // b wins version 2
     assert_eq!(values(&a, &alice).await, [1, 3]);
-    let kept: Vec<_> = std::fs::read_dir(dirs[0].path().join("alice/conflicts")).unwrap().collect();
+    let kept: Vec<_> = std::fs::read_dir(dirs[0].path().join("alice/conflicts"))
+        .unwrap()
+        .collect();
     assert_eq!(kept.len(), 1);
 }
 
@@ -127,14 +142,31 @@ async fn under_random_faults_every_acknowledged_write_is_in_the_bucket() {
             Err(other) => panic!("unexpected error: {other}"),
         }
     }
-    assert!(store.injected() > 20, "faults were injected: {}", store.injected());
+    assert!(
+        store.injected() > 20,
+        "faults were injected: {}",
+        store.injected()
+    );
     store.set_rates(None, 0);
     let fresh = tempfile::tempdir().unwrap();
-    let reader = common::engine(store.clone(), fresh.path(), ConflictPolicy::Strict, "reader").await;
+    let reader = common::engine(
+        store.clone(),
+        fresh.path(),
+        ConflictPolicy::Strict,
+        "reader",
+    )
+    .await;
     values(&engine, &alice).await; // finishes anything pending
     let final_values = values(&reader, &alice).await;
     for i in &acknowledged {
-        assert!(final_values.contains(i), "acknowledged write {i} is missing");
+        assert!(
+            final_values.contains(i),
+            "acknowledged write {i} is missing"
+        );
     }
-    assert!(acknowledged.len() > 100, "{} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() > 100,
+        "{} acknowledged",
+        acknowledged.len()
+    );
 }

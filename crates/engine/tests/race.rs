@@ -4,6 +4,7 @@
 //! - strict: every acknowledged write is in the final database;
 //! - rebase: every write is acknowledged and in the final database;
 //! - last-write-wins: one warning per overwrite, and every lost write is explained by one.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod common;
 
@@ -19,9 +20,12 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 const TASKS: i64 = 16;
 const WRITES_PER_TASK: i64 = 4;
 
+/// Conflict warnings by `local_writer`: the (local, remote) versions of each.
+type Warnings = Mutex<HashMap<String, Vec<(u64, u64)>>>;
+
 /// Conflict warnings seen, by `local_writer`, and the versions each one skipped over.
-fn warnings() -> &'static Mutex<HashMap<String, Vec<(u64, u64)>>> {
-    static WARNINGS: OnceLock<Mutex<HashMap<String, Vec<(u64, u64)>>>> = OnceLock::new();
+fn warnings() -> &'static Warnings {
+    static WARNINGS: OnceLock<Warnings> = OnceLock::new();
     WARNINGS.get_or_init(|| {
         let layer = WarningCounter;
         let subscriber = tracing_subscriber::registry().with(layer);
@@ -62,7 +66,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarningCounter {
             let mut fields = Fields::default();
             event.record(&mut fields);
             let mut seen = warnings().lock().unwrap();
-            seen.entry(fields.writer).or_default().push((fields.local, fields.remote));
+            seen.entry(fields.writer)
+                .or_default()
+                .push((fields.local, fields.remote));
         }
     }
 }
@@ -96,7 +102,13 @@ async fn race(store: Arc<dyn Store>, policy: ConflictPolicy, tag: &str) -> Outco
             results
         })
     });
-    let mut outcome = Outcome { acknowledged: vec![], versions: HashMap::new(), refused: 0, stale_reads: vec![], final_values: vec![] };
+    let mut outcome = Outcome {
+        acknowledged: vec![],
+        versions: HashMap::new(),
+        refused: 0,
+        stale_reads: vec![],
+        final_values: vec![],
+    };
     for task in futures::future::join_all(tasks).await {
         for (value, result) in task.unwrap() {
             match result {
@@ -114,21 +126,35 @@ async fn race(store: Arc<dyn Store>, policy: ConflictPolicy, tag: &str) -> Outco
     let reader = engine(store, reader_dir.path(), policy, &format!("{tag}-reader")).await;
     outcome.final_values = values(&reader, &hot).await;
     if !outcome.stale_reads.is_empty() {
-        eprintln!("{tag}: Cellar's checks caught {} stale reads: {:#?}", outcome.stale_reads.len(), outcome.stale_reads);
+        eprintln!(
+            "{tag}: Cellar's checks caught {} stale reads: {:#?}",
+            outcome.stale_reads.len(),
+            outcome.stale_reads
+        );
     }
     outcome
 }
 
 fn assert_strict(outcome: &Outcome, tag: &str) {
     for value in &outcome.acknowledged {
-        assert!(outcome.final_values.contains(value), "{tag}: acknowledged write {value} is missing");
+        assert!(
+            outcome.final_values.contains(value),
+            "{tag}: acknowledged write {value} is missing"
+        );
     }
     let total = (TASKS * WRITES_PER_TASK) as usize;
-    assert_eq!(outcome.acknowledged.len() + outcome.refused + outcome.stale_reads.len(), total);
+    assert_eq!(
+        outcome.acknowledged.len() + outcome.refused + outcome.stale_reads.len(),
+        total
+    );
 }
 
 fn assert_rebase(outcome: &Outcome, tag: &str) {
-    assert_eq!(outcome.acknowledged.len(), (TASKS * WRITES_PER_TASK) as usize, "{tag}: every write acknowledged");
+    assert_eq!(
+        outcome.acknowledged.len(),
+        (TASKS * WRITES_PER_TASK) as usize,
+        "{tag}: every write acknowledged"
+    );
     assert_strict(outcome, tag);
 }
 
@@ -136,21 +162,34 @@ fn assert_last_write_wins(outcome: &Outcome, tag: &str) {
     let seen = warnings().lock().unwrap();
     let mine: Vec<(u64, u64)> = ["a", "b"]
         .iter()
-        .flat_map(|side| seen.get(&format!("{tag}-{side}")).cloned().unwrap_or_default())
+        .flat_map(|side| {
+            seen.get(&format!("{tag}-{side}"))
+                .cloned()
+                .unwrap_or_default()
+        })
         .collect();
-    let lost: Vec<&i64> = outcome.acknowledged.iter().filter(|v| !outcome.final_values.contains(v)).collect();
+    let lost: Vec<&i64> = outcome
+        .acknowledged
+        .iter()
+        .filter(|v| !outcome.final_values.contains(v))
+        .collect();
     // No loss goes unexplained: every lost write landed in a version that some logged
     // overwrite skipped over (local_version < version <= remote_version).
     for value in &lost {
         let version = outcome.versions[value];
         assert!(
-            mine.iter().any(|(local, remote)| *local < version && version <= *remote),
+            mine.iter()
+                .any(|(local, remote)| *local < version && version <= *remote),
             "{tag}: write {value} (version {version}) was lost without a warning covering it; warnings: {mine:?}"
         );
     }
     let lost = lost.len();
     assert_eq!(outcome.refused, 0, "{tag}: last-write-wins refuses nothing");
-    eprintln!("{tag}: {} acknowledged, {lost} overwritten, {} conflict warnings", outcome.acknowledged.len(), mine.len());
+    eprintln!(
+        "{tag}: {} acknowledged, {lost} overwritten, {} conflict warnings",
+        outcome.acknowledged.len(),
+        mine.len()
+    );
 }
 
 async fn each_policy(store: impl Fn() -> Arc<dyn Store>, tag: &str) {
@@ -191,7 +230,10 @@ async fn on_s3(kind: S3Kind) {
     each_policy(
         || {
             let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Arc::new(Prefixed { prefix: format!("run{n}"), inner: S3Store::from_object_store(client.clone()) })
+            Arc::new(Prefixed {
+                prefix: format!("run{n}"),
+                inner: S3Store::from_object_store(client.clone()),
+            })
         },
         tag,
     )
@@ -217,16 +259,34 @@ struct Prefixed {
 
 #[async_trait::async_trait]
 impl Store for Prefixed {
-    async fn get(&self, key: &str, inm: Option<&cellar_engine::store::ETag>) -> Result<cellar_engine::store::Fetched, cellar_engine::store::StoreError> {
+    async fn get(
+        &self,
+        key: &str,
+        inm: Option<&cellar_engine::store::ETag>,
+    ) -> Result<cellar_engine::store::Fetched, cellar_engine::store::StoreError> {
         self.inner.get(&format!("{}/{key}", self.prefix), inm).await
     }
-    async fn head(&self, key: &str) -> Result<Option<cellar_engine::store::ObjectInfo>, cellar_engine::store::StoreError> {
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<cellar_engine::store::ObjectInfo>, cellar_engine::store::StoreError> {
         self.inner.head(&format!("{}/{key}", self.prefix)).await
     }
-    async fn put(&self, key: &str, body: bytes::Bytes, meta: cellar_engine::RawMetadata, cond: cellar_engine::store::PutCondition) -> Result<cellar_engine::store::ETag, cellar_engine::store::StoreError> {
-        self.inner.put(&format!("{}/{key}", self.prefix), body, meta, cond).await
+    async fn put(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        meta: cellar_engine::RawMetadata,
+        cond: cellar_engine::store::PutCondition,
+    ) -> Result<cellar_engine::store::ETag, cellar_engine::store::StoreError> {
+        self.inner
+            .put(&format!("{}/{key}", self.prefix), body, meta, cond)
+            .await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<cellar_engine::store::Listed>, cellar_engine::store::StoreError> {
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<cellar_engine::store::Listed>, cellar_engine::store::StoreError> {
         self.inner.list(&format!("{}/{prefix}", self.prefix)).await
     }
     async fn delete(&self, key: &str) -> Result<(), cellar_engine::store::StoreError> {

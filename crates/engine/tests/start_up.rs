@@ -1,4 +1,5 @@
 //! The start-up probe and the size thresholds.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod common;
 
@@ -6,7 +7,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use cellar_engine::store::{ETag, Fetched, Listed, ObjectInfo, PutCondition, StoreError};
-use cellar_engine::{ConflictPolicy, Engine, EngineConfig, Error, MemoryStore, RawMetadata, SizeThresholds, Store};
+use cellar_engine::{
+    ConflictPolicy, Engine, EngineConfig, Error, MemoryStore, RawMetadata, SizeThresholds, Store,
+};
 use common::*;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -22,7 +25,13 @@ impl Store for IgnoresConditions {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         self.0.head(key).await
     }
-    async fn put(&self, key: &str, body: Bytes, meta: RawMetadata, _: PutCondition) -> Result<ETag, StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        meta: RawMetadata,
+        _: PutCondition,
+    ) -> Result<ETag, StoreError> {
         let condition = match self.0.head(key).await? {
             Some(info) => PutCondition::Match(info.etag),
             None => PutCondition::Create,
@@ -41,15 +50,21 @@ impl Store for IgnoresConditions {
 async fn strict_and_rebase_are_refused_on_a_store_that_ignores_conditions() {
     let dir = tempfile::tempdir().unwrap();
     for policy in [ConflictPolicy::Strict, ConflictPolicy::Rebase] {
-        let err = Engine::open(config(dir.path(), policy, "a"), Arc::new(IgnoresConditions::default()))
-            .await
-            .unwrap_err();
+        let err = Engine::open(
+            config(dir.path(), policy, "a"),
+            Arc::new(IgnoresConditions::default()),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
         assert!(err.to_string().contains("conditional writes"), "{err}");
     }
-    let engine = Engine::open(config(dir.path(), ConflictPolicy::LastWriteWins, "a"), Arc::new(IgnoresConditions::default()))
-        .await
-        .unwrap();
+    let engine = Engine::open(
+        config(dir.path(), ConflictPolicy::LastWriteWins, "a"),
+        Arc::new(IgnoresConditions::default()),
+    )
+    .await
+    .unwrap();
     assert!(!engine.capabilities().detects_conflicts());
 }
 
@@ -57,7 +72,8 @@ async fn strict_and_rebase_are_refused_on_a_store_that_ignores_conditions() {
 fn size_logs() -> &'static Mutex<Vec<(tracing::Level, String, u64)>> {
     static LOGS: OnceLock<Mutex<Vec<(tracing::Level, String, u64)>>> = OnceLock::new();
     LOGS.get_or_init(|| {
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(SizeLogs)).unwrap();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(SizeLogs))
+            .unwrap();
         Mutex::new(Vec::new())
     })
 }
@@ -85,7 +101,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SizeLogs {
         if event.metadata().target() == "cellar::size" {
             let mut fields = SizeFields::default();
             event.record(&mut fields);
-            size_logs().lock().unwrap().push((*event.metadata().level(), fields.0, fields.1));
+            size_logs()
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), fields.0, fields.1));
         }
     }
 }
@@ -95,8 +114,13 @@ async fn uploads_log_info_above_the_first_threshold_and_warn_above_the_second() 
     size_logs();
     let dir = tempfile::tempdir().unwrap();
     let mut config = EngineConfig::new(dir.path());
-    config.size_thresholds = SizeThresholds { info_bytes: 64 * 1024, warn_bytes: 256 * 1024 };
-    let engine = Engine::open(config, Arc::new(MemoryStore::new())).await.unwrap();
+    config.size_thresholds = SizeThresholds {
+        info_bytes: 64 * 1024,
+        warn_bytes: 256 * 1024,
+    };
+    let engine = Engine::open(config, Arc::new(MemoryStore::new()))
+        .await
+        .unwrap();
     let grow = |kib: i64| {
         move |conn: &cellar_engine::TrackedConnection| {
             conn.execute("CREATE TABLE IF NOT EXISTS b(x)", [])?;
@@ -111,7 +135,12 @@ async fn uploads_log_info_above_the_first_threshold_and_warn_above_the_second() 
     let large = user("large");
     engine.transact(&large, grow(400)).await.unwrap();
     let logs = size_logs().lock().unwrap().clone();
-    let level_of = |name: &str| logs.iter().filter(|(_, user, _)| user == name).map(|(level, _, size)| (*level, *size)).collect::<Vec<_>>();
+    let level_of = |name: &str| {
+        logs.iter()
+            .filter(|(_, user, _)| user == name)
+            .map(|(level, _, size)| (*level, *size))
+            .collect::<Vec<_>>()
+    };
     assert!(level_of("small").is_empty(), "{logs:?}");
     let medium_logs = level_of("medium");
     assert_eq!(medium_logs.len(), 1);

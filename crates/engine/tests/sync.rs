@@ -19,10 +19,17 @@ async fn a_new_user_starts_empty_at_version_zero_and_uploads_nothing_until_it_wr
     let status = engine.status(&alice).await.unwrap();
     assert_eq!(status.version, Version::ZERO);
     let read = engine
-        .transact(&alice, |conn| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0)))
+        .transact(&alice, |conn| {
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
         .await
         .unwrap();
-    assert_eq!((read.value, read.wrote, read.version), (0, false, Version::ZERO));
+    assert_eq!(
+        (read.value, read.wrote, read.version),
+        (0, false, Version::ZERO)
+    );
     assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), 0);
     assert!(engine.remote_status(&alice).await.unwrap().is_none());
 }
@@ -30,7 +37,13 @@ async fn a_new_user_starts_empty_at_version_zero_and_uploads_nothing_until_it_wr
 #[tokio::test]
 async fn many_writes_in_one_request_make_one_upload_with_version_plus_one() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine(Arc::new(MemoryStore::new()), dir.path(), ConflictPolicy::Strict, "a").await;
+    let engine = engine(
+        Arc::new(MemoryStore::new()),
+        dir.path(),
+        ConflictPolicy::Strict,
+        "a",
+    )
+    .await;
     let alice = user("alice");
     let committed = engine
         .transact(&alice, |conn| {
@@ -43,7 +56,10 @@ async fn many_writes_in_one_request_make_one_upload_with_version_plus_one() {
         })
         .await
         .unwrap();
-    assert_eq!((committed.version, committed.wrote), (Version::new(1), true));
+    assert_eq!(
+        (committed.version, committed.wrote),
+        (Version::new(1), true)
+    );
     assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), 1);
     append(&engine, &alice, 7).await.unwrap();
     assert_eq!(remote_version(&engine, &alice).await, 2);
@@ -55,7 +71,13 @@ async fn many_writes_in_one_request_make_one_upload_with_version_plus_one() {
 #[tokio::test]
 async fn a_failed_request_changes_nothing_anywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine(Arc::new(MemoryStore::new()), dir.path(), ConflictPolicy::Strict, "a").await;
+    let engine = engine(
+        Arc::new(MemoryStore::new()),
+        dir.path(),
+        ConflictPolicy::Strict,
+        "a",
+    )
+    .await;
     let alice = user("alice");
     append(&engine, &alice, 1).await.unwrap();
     let failed = engine
@@ -89,19 +111,31 @@ async fn a_second_instance_reads_the_first_ones_write_on_its_next_request() {
 async fn restoring_identical_content_never_lets_a_stale_writer_move_the_version_back() {
     // ABA: S3 ETags are content hashes. If v3 had v1's exact bytes, an instance still at
     // v1 would get "not modified", pass If-Match, and upload v2 over v3.
-    let Pair { store, a, b, dirs: _dirs } = pair(ConflictPolicy::Strict).await;
+    let Pair {
+        store,
+        a,
+        b,
+        dirs: _dirs,
+    } = pair(ConflictPolicy::Strict).await;
     let alice = user("alice");
     append(&a, &alice, 1).await.unwrap();
     assert_eq!(values(&b, &alice).await, [1]); // b is at v1 now
     let key = a.layout().database_key(&alice);
-    let Fetched::Found { info: v1_info, body: v1_bytes } = store.get(&key, None).await.unwrap() else {
+    let Fetched::Found {
+        info: v1_info,
+        body: v1_bytes,
+    } = store.get(&key, None).await.unwrap()
+    else {
         panic!("v1 missing");
     };
     append(&a, &alice, 2).await.unwrap(); // v2
     let restored = a.push(&alice, v1_bytes.to_vec()).await.unwrap(); // v3, v1's content
     assert_eq!(restored, Version::new(3));
     let v3 = store.head(&key).await.unwrap().unwrap();
-    assert_ne!(v3.etag, v1_info.etag, "the same content uploaded as another version must get another ETag");
+    assert_ne!(
+        v3.etag, v1_info.etag,
+        "the same content uploaded as another version must get another ETag"
+    );
     // b, still at v1's ETag, must see v3 and build v4 on it.
     let committed = append(&b, &alice, 4).await.unwrap();
     assert_eq!(committed.version, Version::new(4));
@@ -135,8 +169,11 @@ async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
             .unwrap();
         // The small cache forced pages out to the file, so a hot journal exists now.
         std::fs::copy(&local_db, crashed.path().join("database.sqlite")).unwrap();
-        std::fs::copy(dir_a.path().join("alice/database.sqlite-journal"), crashed.path().join("database.sqlite-journal"))
-            .unwrap();
+        std::fs::copy(
+            dir_a.path().join("alice/database.sqlite-journal"),
+            crashed.path().join("database.sqlite-journal"),
+        )
+        .unwrap();
         conn.execute_batch("ROLLBACK").unwrap();
     }
     // Meanwhile another instance moved the bucket on.
@@ -148,12 +185,18 @@ async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
     .unwrap();
     // Put the crashed copy in place of a's local database and restart a.
     for name in ["database.sqlite", "database.sqlite-journal"] {
-        std::fs::copy(crashed.path().join(name), dir_a.path().join("alice").join(name)).unwrap();
+        std::fs::copy(
+            crashed.path().join(name),
+            dir_a.path().join("alice").join(name),
+        )
+        .unwrap();
     }
     let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
     assert_eq!(values(&a, &alice).await, [42]);
     let filler = a
-        .transact(&alice, |conn| conn.query_row("SELECT count(*) FROM filler", [], |r| r.get::<_, i64>(0)))
+        .transact(&alice, |conn| {
+            conn.query_row("SELECT count(*) FROM filler", [], |r| r.get::<_, i64>(0))
+        })
         .await
         .unwrap();
     assert_eq!(filler.value, 0);
@@ -163,20 +206,34 @@ async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
 
 #[tokio::test]
 async fn a_corrupted_download_is_refused_and_nothing_is_installed() {
-    let Pair { store, a, b, dirs: _dirs } = pair(ConflictPolicy::Strict).await;
+    let Pair {
+        store,
+        a,
+        b,
+        dirs: _dirs,
+    } = pair(ConflictPolicy::Strict).await;
     let alice = user("alice");
     append(&a, &alice, 1).await.unwrap();
     assert_eq!(values(&b, &alice).await, [1]);
     append(&a, &alice, 2).await.unwrap();
     // Flip bytes of v2 in the bucket, keeping its metadata.
     let key = a.layout().database_key(&alice);
-    let Fetched::Found { info, body } = store.get(&key, None).await.unwrap() else { panic!() };
+    let Fetched::Found { info, body } = store.get(&key, None).await.unwrap() else {
+        panic!()
+    };
     let mut bad = body.to_vec();
     let last = bad.len() - 10;
     bad[last] ^= 0xff;
     let condition = cellar_engine::store::PutCondition::Match(info.etag);
-    store.put(&key, bad.into(), info.metadata, condition).await.unwrap();
+    store
+        .put(&key, bad.into(), info.metadata, condition)
+        .await
+        .unwrap();
     let err = b.status(&alice).await.unwrap_err();
     assert!(err.to_string().contains("cellar-sha256"), "{err}");
-    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1, "only v1 was installed");
+    assert_eq!(
+        b.metrics().downloads.load(Ordering::Relaxed),
+        1,
+        "only v1 was installed"
+    );
 }

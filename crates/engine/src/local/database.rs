@@ -5,12 +5,12 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::UserId;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::layout::Layout;
 use crate::local::SyncState;
-use crate::UserId;
 
 /// Opens (creating if needed) the user's local database with durable settings.
 pub fn open_database(layout: &Layout, user: &UserId) -> Result<Connection> {

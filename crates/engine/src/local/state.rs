@@ -7,10 +7,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::Version;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::ETag;
-use crate::Version;
 
 /// The version and ETag of the bucket object the local file corresponds to.
 ///

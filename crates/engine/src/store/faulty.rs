@@ -103,7 +103,9 @@ impl<S: Store> FaultyStore<S> {
         let scripted = {
             let mut script = lock(&self.script);
             let position = script.iter().position(|(op, _)| *op == operation);
-            position.and_then(|i| script.remove(i)).map(|(_, fault)| fault)
+            position
+                .and_then(|i| script.remove(i))
+                .map(|(_, fault)| fault)
         };
         let fault = scripted.or_else(|| self.random_fault(operation));
         if fault.is_some() {
@@ -143,7 +145,9 @@ impl<S: Store> FaultyStore<S> {
             }
             Some(Fault::Error) => Err(injected(operation, key, "request failed")),
             Some(Fault::Precondition) if operation == Operation::Put => {
-                Err(StoreError::PreconditionFailed { key: key.to_owned() })
+                Err(StoreError::PreconditionFailed {
+                    key: key.to_owned(),
+                })
             }
             Some(Fault::Precondition) => Ok(false),
             Some(Fault::DropAfterApplying) => Ok(true),
@@ -152,7 +156,9 @@ impl<S: Store> FaultyStore<S> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn injected(operation: Operation, key: &str, what: &str) -> StoreError {
@@ -175,7 +181,11 @@ macro_rules! faulty {
         let drop_answer = $self.before($operation, $key).await?;
         let answer = $call.await;
         if drop_answer {
-            return Err(injected($operation, $key, "connection dropped after the request was sent"));
+            return Err(injected(
+                $operation,
+                $key,
+                "connection dropped after the request was sent",
+            ));
         }
         answer
     }};
@@ -184,7 +194,12 @@ macro_rules! faulty {
 #[async_trait]
 impl<S: Store> Store for FaultyStore<S> {
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
-        faulty!(self, Operation::Get, key, self.inner.get(key, if_none_match))
+        faulty!(
+            self,
+            Operation::Get,
+            key,
+            self.inner.get(key, if_none_match)
+        )
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
@@ -198,7 +213,12 @@ impl<S: Store> Store for FaultyStore<S> {
         metadata: RawMetadata,
         condition: PutCondition,
     ) -> Result<ETag, StoreError> {
-        faulty!(self, Operation::Put, key, self.inner.put(key, body, metadata, condition))
+        faulty!(
+            self,
+            Operation::Put,
+            key,
+            self.inner.put(key, body, metadata, condition)
+        )
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {

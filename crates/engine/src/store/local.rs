@@ -70,7 +70,11 @@ impl LocalStore {
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
         if key.is_empty() || !plain {
-            return Err(StoreError::unavailable("resolve", key, "key is not a plain relative path"));
+            return Err(StoreError::unavailable(
+                "resolve",
+                key,
+                "key is not a plain relative path",
+            ));
         }
         let body = self.root.join(relative);
         let with = |suffix: &str| {
@@ -138,7 +142,9 @@ impl ObjectFiles {
 
     fn read_meta(&self) -> io::Result<Option<MetaFile>> {
         match fs::read(&self.meta) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(io::Error::other),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(io::Error::other),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
         }
@@ -198,27 +204,25 @@ impl Store for LocalStore {
         condition: PutCondition,
     ) -> Result<ETag, StoreError> {
         let owned_key = key.to_owned();
-        let outcome = self
-            .blocking(key, "put", move |files| {
-                let _lock = files.lock(true)?;
-                let current = files.read_meta()?.map(|meta| meta.etag);
-                if let Err(refused) = check_condition(&owned_key, current.as_ref(), &condition) {
-                    return Ok(Err(refused));
-                }
-                let meta = MetaFile {
-                    etag: content_etag(&body),
-                    size: body.len() as u64,
-                    metadata,
-                };
-                fsutil::write_synced(&files.incoming, &body).map_err(to_io)?;
-                let meta_json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
-                fsutil::replace_atomically(&files.meta, &meta_json).map_err(to_io)?;
-                fs::rename(&files.incoming, &files.body)?;
-                sync_dir(&files.body)?;
-                Ok(Ok(meta.etag))
-            })
-            .await?;
-        outcome
+        self.blocking(key, "put", move |files| {
+            let _lock = files.lock(true)?;
+            let current = files.read_meta()?.map(|meta| meta.etag);
+            if let Err(refused) = check_condition(&owned_key, current.as_ref(), &condition) {
+                return Ok(Err(refused));
+            }
+            let meta = MetaFile {
+                etag: content_etag(&body),
+                size: body.len() as u64,
+                metadata,
+            };
+            fsutil::write_synced(&files.incoming, &body).map_err(to_io)?;
+            let meta_json = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+            fsutil::replace_atomically(&files.meta, &meta_json).map_err(to_io)?;
+            fs::rename(&files.incoming, &files.body)?;
+            sync_dir(&files.body)?;
+            Ok(Ok(meta.etag))
+        })
+        .await?
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
@@ -262,7 +266,9 @@ fn list_metas(root: &Path, prefix: &str) -> io::Result<Vec<Listed>> {
                 pending.push(path);
                 continue;
             }
-            let Ok(relative) = path.strip_prefix(root) else { continue };
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
             let Some(key) = relative.to_str().and_then(|k| k.strip_suffix(META_SUFFIX)) else {
                 continue;
             };
@@ -289,7 +295,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         let first = store
-            .put("u/db", Bytes::from_static(b"one"), RawMetadata::new(), PutCondition::Create)
+            .put(
+                "u/db",
+                Bytes::from_static(b"one"),
+                RawMetadata::new(),
+                PutCondition::Create,
+            )
             .await
             .unwrap();
         let files = store.files("u/db").unwrap();
@@ -313,13 +324,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         let etag = store
-            .put("u/db", Bytes::from_static(b"one"), RawMetadata::new(), PutCondition::Create)
+            .put(
+                "u/db",
+                Bytes::from_static(b"one"),
+                RawMetadata::new(),
+                PutCondition::Create,
+            )
             .await
             .unwrap();
         let files = store.files("u/db").unwrap();
         fs::write(&files.incoming, b"half-written").unwrap();
         assert_eq!(store.head("u/db").await.unwrap().unwrap().etag, etag);
-        assert!(matches!(store.get("u/db", Some(&etag)).await.unwrap(), Fetched::NotModified));
+        assert!(matches!(
+            store.get("u/db", Some(&etag)).await.unwrap(),
+            Fetched::NotModified
+        ));
         assert_eq!(fs::read(&files.body).unwrap(), b"one");
         assert!(!files.incoming.exists());
     }

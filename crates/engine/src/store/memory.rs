@@ -27,7 +27,9 @@ impl MemoryStore {
     fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (ObjectInfo, Bytes)>> {
         // A panic while holding the lock cannot leave a half-written entry: every
         // mutation is a single insert or remove.
-        self.objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.objects
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -56,7 +58,11 @@ impl Store for MemoryStore {
         condition: PutCondition,
     ) -> Result<ETag, StoreError> {
         let mut objects = self.objects();
-        check_condition(key, objects.get(key).map(|(info, _)| &info.etag), &condition)?;
+        check_condition(
+            key,
+            objects.get(key).map(|(info, _)| &info.etag),
+            &condition,
+        )?;
         let info = ObjectInfo {
             etag: content_etag(&body),
             size: body.len() as u64,

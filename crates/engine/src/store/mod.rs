@@ -150,7 +150,13 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         (**self).head(key).await
     }
-    async fn put(&self, key: &str, body: Bytes, metadata: RawMetadata, condition: PutCondition) -> Result<ETag, StoreError> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: RawMetadata,
+        condition: PutCondition,
+    ) -> Result<ETag, StoreError> {
         (**self).put(key, body, metadata, condition).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
@@ -176,7 +182,9 @@ fn check_condition(
     if holds {
         Ok(())
     } else {
-        Err(StoreError::PreconditionFailed { key: key.to_owned() })
+        Err(StoreError::PreconditionFailed {
+            key: key.to_owned(),
+        })
     }
 }
 

@@ -43,25 +43,51 @@ pub async fn probe(store: &dyn Store, key: &str) -> Result<StoreCapabilities, St
 async fn run(store: &dyn Store, key: &str) -> Result<StoreCapabilities, StoreError> {
     let metadata = RawMetadata::from([("cellar-probe".to_owned(), "1".to_owned())]);
     let first = store
-        .put(key, Bytes::from_static(b"probe one"), metadata.clone(), PutCondition::Create)
+        .put(
+            key,
+            Bytes::from_static(b"probe one"),
+            metadata.clone(),
+            PutCondition::Create,
+        )
         .await?;
     let metadata_round_trips = match store.get(key, None).await? {
-        Fetched::Found { info, .. } => info.metadata.get("cellar-probe").map(String::as_str) == Some("1"),
+        Fetched::Found { info, .. } => {
+            info.metadata.get("cellar-probe").map(String::as_str) == Some("1")
+        }
         _ => false,
     };
     let refuses_create_over_existing = refused(
         store
-            .put(key, Bytes::from_static(b"probe two"), metadata.clone(), PutCondition::Create)
+            .put(
+                key,
+                Bytes::from_static(b"probe two"),
+                metadata.clone(),
+                PutCondition::Create,
+            )
             .await,
     )?;
-    let current = store.head(key).await?.map(|info| info.etag).unwrap_or_else(|| first.clone());
+    let current = store
+        .head(key)
+        .await?
+        .map(|info| info.etag)
+        .unwrap_or_else(|| first.clone());
     store
-        .put(key, Bytes::from_static(b"probe three"), metadata.clone(), PutCondition::Match(current))
+        .put(
+            key,
+            Bytes::from_static(b"probe three"),
+            metadata.clone(),
+            PutCondition::Match(current),
+        )
         .await?;
     // `first` is stale now: the object was replaced at least once since.
     let refuses_stale_match = refused(
         store
-            .put(key, Bytes::from_static(b"probe four"), metadata, PutCondition::Match(first))
+            .put(
+                key,
+                Bytes::from_static(b"probe four"),
+                metadata,
+                PutCondition::Match(first),
+            )
             .await,
     )?;
     Ok(StoreCapabilities {

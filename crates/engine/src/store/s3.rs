@@ -14,8 +14,8 @@ use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig, UpdateVersion,
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
 
 use super::{ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
@@ -147,7 +147,12 @@ impl Store for S3Store {
         };
         let attributes = metadata
             .into_iter()
-            .map(|(name, value)| (Attribute::Metadata(Cow::Owned(name)), AttributeValue::from(value)))
+            .map(|(name, value)| {
+                (
+                    Attribute::Metadata(Cow::Owned(name)),
+                    AttributeValue::from(value),
+                )
+            })
             .collect();
         let options = PutOptions {
             mode,
@@ -161,8 +166,11 @@ impl Store for S3Store {
         {
             Ok(result) => Ok(ETag(result.e_tag.unwrap_or_default())),
             Err(
-                object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. },
-            ) => Err(StoreError::PreconditionFailed { key: key.to_owned() }),
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Err(StoreError::PreconditionFailed {
+                key: key.to_owned(),
+            }),
             Err(err) => Err(StoreError::unavailable("put", key, err)),
         }
     }

@@ -16,10 +16,15 @@ use crate::{UserId, Version};
 
 /// Uploads `user`'s pending write, if any. Errors with `SyncPending` while the store
 /// still fails, so nothing newer is served before the pending write is in the bucket.
-pub(crate) async fn finish_pending(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<()> {
+pub(crate) async fn finish_pending(
+    shared: &Shared,
+    user: &UserId,
+    slot: &mut SlotState,
+) -> Result<()> {
     let layout = shared.layout.clone();
     let owned = user.clone();
-    let Some((record, mut image)) = blocking(move || PendingUpload::load(&layout, &owned)).await? else {
+    let Some((record, mut image)) = blocking(move || PendingUpload::load(&layout, &owned)).await?
+    else {
         return Ok(());
     };
     let key = shared.layout.database_key(user);
@@ -39,7 +44,10 @@ pub(crate) async fn finish_pending(shared: &Shared, user: &UserId, slot: &mut Sl
     }
     let plan = UploadPlan {
         base_version: record.base_version,
-        condition: record.base_etag.clone().map_or(PutCondition::Create, PutCondition::Match),
+        condition: record
+            .base_etag
+            .clone()
+            .map_or(PutCondition::Create, PutCondition::Match),
         version: record.version,
     };
     match upload::sync_on_mutation(shared, user, &mut image, plan).await {

@@ -119,12 +119,17 @@ pub(crate) async fn sync_on_mutation(
             }
             Err(StoreError::PreconditionFailed { .. }) => {
                 EngineMetrics::add(&shared.metrics.conflicts, 1);
-                let remote = remote_head(shared, user, &key).await.map_err(UploadFailure::Failed)?;
+                let remote = remote_head(shared, user, &key)
+                    .await
+                    .map_err(UploadFailure::Failed)?;
                 if shared.config.conflict != ConflictPolicy::LastWriteWins {
                     return Err(UploadFailure::Refused { remote });
                 }
                 plan.version = plan.base_version.after_both(remote.version);
-                plan.condition = remote.etag.clone().map_or(PutCondition::Create, PutCondition::Match);
+                plan.condition = remote
+                    .etag
+                    .clone()
+                    .map_or(PutCondition::Create, PutCondition::Match);
                 overwriting = Some(remote);
             }
             Err(source) => {
@@ -167,7 +172,11 @@ fn conflict_log_warning(
 }
 
 /// Reads the bucket's current version of `user` after a refused upload.
-pub(crate) async fn remote_head(shared: &Shared, user: &UserId, key: &str) -> Result<RemoteHead, Error> {
+pub(crate) async fn remote_head(
+    shared: &Shared,
+    user: &UserId,
+    key: &str,
+) -> Result<RemoteHead, Error> {
     let Some(info) = shared.store.head(key).await? else {
         return Ok(RemoteHead {
             version: Version::ZERO,
@@ -176,10 +185,11 @@ pub(crate) async fn remote_head(shared: &Shared, user: &UserId, key: &str) -> Re
             sha256: None,
         });
     };
-    let metadata = SnapshotMetadata::from_raw(&info.metadata).map_err(|detail| Error::Inconsistent {
-        user: user.clone(),
-        detail,
-    })?;
+    let metadata =
+        SnapshotMetadata::from_raw(&info.metadata).map_err(|detail| Error::Inconsistent {
+            user: user.clone(),
+            detail,
+        })?;
     Ok(RemoteHead {
         version: metadata.version,
         writer: metadata.writer,

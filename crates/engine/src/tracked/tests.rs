@@ -58,12 +58,18 @@ fn schema_changes_are_writes() {
 
 #[test]
 fn writing_pragmas_analyze_and_trigger_writes_are_writes() {
-    for sql in ["PRAGMA user_version = 7", "ANALYZE", "UPDATE projects SET stars = 5"] {
+    for sql in [
+        "PRAGMA user_version = 7",
+        "ANALYZE",
+        "UPDATE projects SET stars = 5",
+    ] {
         assert!(wrote(sql), "should be a write: {sql}");
     }
     let conn = tracked();
     conn.run("UPDATE projects SET stars = 9", &[], 10).unwrap();
-    let audited: i64 = conn.query_row("SELECT count(*) FROM audit", [], |r| r.get(0)).unwrap();
+    let audited: i64 = conn
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(audited, 1, "the trigger ran inside the tracked transaction");
 }
 
@@ -85,7 +91,9 @@ fn reads_explain_and_read_pragmas_are_not_writes() {
 #[test]
 fn a_failed_statement_is_not_a_write() {
     let conn = tracked();
-    let err = conn.run("UPDATE projects SET stars = -1", &[], 10).unwrap_err();
+    let err = conn
+        .run("UPDATE projects SET stars = -1", &[], 10)
+        .unwrap_err();
     assert!(err.to_string().contains("CHECK"), "{err}");
     let dup = conn.execute("INSERT INTO projects(name) VALUES ('cellar')", []);
     assert!(dup.is_err());
@@ -97,12 +105,18 @@ fn request_transaction_control_is_refused_but_savepoints_work() {
     let conn = tracked();
     for sql in ["COMMIT", "ROLLBACK", "BEGIN", "END"] {
         let err = conn.run(sql, &[], 10).unwrap_err();
-        assert!(err.to_string().contains("transaction control"), "{sql}: {err}");
+        assert!(
+            err.to_string().contains("transaction control"),
+            "{sql}: {err}"
+        );
     }
     conn.execute_batch("SAVEPOINT s; INSERT INTO projects(name) VALUES ('sp'); RELEASE s;")
         .unwrap();
     assert!(conn.wrote());
-    assert!(!conn.raw().is_autocommit(), "the engine's transaction is still open");
+    assert!(
+        !conn.raw().is_autocommit(),
+        "the engine's transaction is still open"
+    );
 }
 
 #[test]
@@ -110,7 +124,9 @@ fn a_rolled_back_transaction_keeps_nothing() {
     let conn = tracked();
     conn.execute("DELETE FROM projects", []).unwrap();
     conn.rollback();
-    let left: i64 = conn.query_row("SELECT count(*) FROM projects", [], |r| r.get(0)).unwrap();
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM projects", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(left, 1);
     conn.begin().unwrap();
     assert!(!conn.wrote(), "a new transaction starts clean");
@@ -135,15 +151,24 @@ fn run_reports_columns_rows_changes_and_rowid() {
     let conn = tracked();
     let params = [Value::Text("p".into()), Value::Integer(3)];
     let out = conn
-        .run("INSERT INTO projects(name, stars) VALUES (?1, ?2)", &params, 10)
+        .run(
+            "INSERT INTO projects(name, stars) VALUES (?1, ?2)",
+            &params,
+            10,
+        )
         .unwrap();
     assert_eq!((out.rows_affected, out.last_insert_rowid), (1, Some(2)));
-    let out = conn.run("SELECT id, name FROM projects ORDER BY id", &[], 10).unwrap();
+    let out = conn
+        .run("SELECT id, name FROM projects ORDER BY id", &[], 10)
+        .unwrap();
     assert_eq!(out.columns, ["id", "name"]);
     assert_eq!(out.rows[1], [Value::Integer(2), Value::Text("p".into())]);
     assert_eq!((out.rows_affected, out.last_insert_rowid), (0, None));
     let too_many = conn.run("SELECT * FROM projects", &[], 1).unwrap_err();
-    assert!(matches!(too_many, Error::LimitExceeded { .. }), "{too_many}");
+    assert!(
+        matches!(too_many, Error::LimitExceeded { .. }),
+        "{too_many}"
+    );
     let wrong = conn.run("SELECT ?1", &[], 1).unwrap_err();
     assert!(wrong.to_string().contains("parameter"), "{wrong}");
 }

@@ -1,11 +1,14 @@
 //! Helpers shared by the engine's integration tests.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::sync::Arc;
 
 use cellar_engine::store::FaultyStore;
-use cellar_engine::{Committed, ConflictPolicy, Engine, EngineConfig, MemoryStore, Result, Store, UserId};
+use cellar_engine::{
+    Committed, ConflictPolicy, Engine, EngineConfig, MemoryStore, Result, Store, UserId,
+};
 
 pub fn user(name: &str) -> UserId {
     UserId::new(name).unwrap()
@@ -18,8 +21,15 @@ pub fn config(dir: &Path, policy: ConflictPolicy, writer: &str) -> EngineConfig 
     config
 }
 
-pub async fn engine(store: Arc<dyn Store>, dir: &Path, policy: ConflictPolicy, writer: &str) -> Engine {
-    Engine::open(config(dir, policy, writer), store).await.unwrap()
+pub async fn engine(
+    store: Arc<dyn Store>,
+    dir: &Path,
+    policy: ConflictPolicy,
+    writer: &str,
+) -> Engine {
+    Engine::open(config(dir, policy, writer), store)
+        .await
+        .unwrap()
 }
 
 /// Two instances, "a" and "b", on one (fault-injectable) memory store.
