@@ -170,3 +170,17 @@ async fn under_random_faults_every_acknowledged_write_is_in_the_bucket() {
         acknowledged.len()
     );
 }
+
+#[tokio::test]
+async fn an_upload_whose_retry_was_refused_after_it_landed_is_a_success_not_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = faulty_engine(dir.path()).await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    store.inject(Operation::Put, Fault::RetriedAfterLanding);
+    let committed = append(&engine, &alice, 2).await.unwrap();
+    assert_eq!(committed.version, Version::new(2));
+    assert_eq!(engine.metrics().conflicts.load(Ordering::Relaxed), 0);
+    assert_eq!(values(&engine, &alice).await, [1, 2]);
+    assert!(!dir.path().join("alice/conflicts").exists());
+}

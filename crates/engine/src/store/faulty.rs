@@ -24,6 +24,9 @@ pub enum Fault {
     Error,
     /// The request reaches the bucket and takes effect, but its answer is lost.
     DropAfterApplying,
+    /// A write lands, its answer is lost, and the client's automatic retry of it is refused
+    /// with 412 (its precondition no longer holds: the first try changed the object).
+    RetriedAfterLanding,
     /// A write is refused as if another writer had won (conditional writes only).
     Precondition,
     /// The request is delayed, then proceeds.
@@ -135,24 +138,31 @@ impl<S: Store> FaultyStore<S> {
         None
     }
 
-    /// Applies the fault before the call; returns whether the answer must be dropped after.
-    async fn before(&self, operation: Operation, key: &str) -> Result<bool, StoreError> {
+    /// Applies the fault due before the call; returns what must happen to its answer.
+    async fn before(&self, operation: Operation, key: &str) -> Result<After, StoreError> {
         match self.next_fault(operation) {
-            None => Ok(false),
+            None | Some(Fault::Precondition) if operation != Operation::Put => Ok(After::Keep),
+            None => Ok(After::Keep),
             Some(Fault::Latency(delay)) => {
                 tokio::time::sleep(delay).await;
-                Ok(false)
+                Ok(After::Keep)
             }
             Some(Fault::Error) => Err(injected(operation, key, "request failed")),
-            Some(Fault::Precondition) if operation == Operation::Put => {
-                Err(StoreError::PreconditionFailed {
-                    key: key.to_owned(),
-                })
-            }
-            Some(Fault::Precondition) => Ok(false),
-            Some(Fault::DropAfterApplying) => Ok(true),
+            Some(Fault::Precondition) => Err(StoreError::PreconditionFailed {
+                key: key.to_owned(),
+            }),
+            Some(Fault::DropAfterApplying) => Ok(After::Drop),
+            Some(Fault::RetriedAfterLanding) => Ok(After::RefuseRetry),
         }
     }
+}
+
+/// What happens to an operation's answer after it ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    Keep,
+    Drop,
+    RefuseRetry,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -178,16 +188,19 @@ fn injected(operation: Operation, key: &str, what: &str) -> StoreError {
 /// Runs `call` under the fault plan of `operation`.
 macro_rules! faulty {
     ($self:ident, $operation:expr, $key:expr, $call:expr) => {{
-        let drop_answer = $self.before($operation, $key).await?;
+        let after = $self.before($operation, $key).await?;
         let answer = $call.await;
-        if drop_answer {
-            return Err(injected(
+        match after {
+            After::Keep => answer,
+            After::Drop => Err(injected(
                 $operation,
                 $key,
                 "connection dropped after the request was sent",
-            ));
+            )),
+            After::RefuseRetry => Err(StoreError::PreconditionFailed {
+                key: $key.to_owned(),
+            }),
         }
-        answer
     }};
 }
 

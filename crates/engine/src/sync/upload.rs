@@ -100,28 +100,32 @@ pub(crate) async fn sync_on_mutation(
         shared.metrics.upload_latency.observe(started.elapsed());
         match outcome {
             Ok(etag) => {
-                EngineMetrics::add(&shared.metrics.uploads, 1);
-                EngineMetrics::add(&shared.metrics.bytes_uploaded, metadata.size);
-                if let Some(remote) = &overwriting {
-                    conflict_log_warning(shared, user, plan.base_version, remote, plan.version);
-                }
-                log_size_thresholds(user, metadata.size, shared.config.size_thresholds);
-                shared.publish(Event::Version {
-                    user_id: user.to_string(),
-                    version: plan.version,
-                    writer: metadata.writer,
-                });
-                return Ok(Uploaded {
-                    version: plan.version,
+                return Ok(landed(
+                    shared,
+                    user,
+                    &plan,
+                    metadata,
                     etag,
-                    updated_at: metadata.updated_at,
-                });
+                    overwriting.as_ref(),
+                ));
             }
             Err(StoreError::PreconditionFailed { .. }) => {
-                EngineMetrics::add(&shared.metrics.conflicts, 1);
                 let remote = remote_head(shared, user, &key)
                     .await
                     .map_err(UploadFailure::Failed)?;
+                if remote.sha256.as_deref() == Some(metadata.sha256.as_str()) {
+                    // Our own upload: the client retried a PUT whose first try had landed.
+                    let etag = remote.etag.unwrap_or_else(|| ETag(String::new()));
+                    return Ok(landed(
+                        shared,
+                        user,
+                        &plan,
+                        metadata,
+                        etag,
+                        overwriting.as_ref(),
+                    ));
+                }
+                EngineMetrics::add(&shared.metrics.conflicts, 1);
                 if shared.config.conflict != ConflictPolicy::LastWriteWins {
                     return Err(UploadFailure::Refused { remote });
                 }
@@ -147,6 +151,34 @@ pub(crate) async fn sync_on_mutation(
         sha256: None,
     });
     Err(UploadFailure::Refused { remote })
+}
+
+/// Records an upload that landed: metrics, the overwrite warning if it was one, the size
+/// thresholds, and the `version` event.
+fn landed(
+    shared: &Shared,
+    user: &UserId,
+    plan: &UploadPlan,
+    metadata: SnapshotMetadata,
+    etag: ETag,
+    overwrote: Option<&RemoteHead>,
+) -> Uploaded {
+    EngineMetrics::add(&shared.metrics.uploads, 1);
+    EngineMetrics::add(&shared.metrics.bytes_uploaded, metadata.size);
+    if let Some(remote) = overwrote {
+        conflict_log_warning(shared, user, plan.base_version, remote, plan.version);
+    }
+    log_size_thresholds(user, metadata.size, shared.config.size_thresholds);
+    shared.publish(Event::Version {
+        user_id: user.to_string(),
+        version: plan.version,
+        writer: metadata.writer,
+    });
+    Uploaded {
+        version: plan.version,
+        etag,
+        updated_at: metadata.updated_at,
+    }
 }
 
 /// Seed rule `conflict-log-warning`: one structured warning per overwrite, with both
