@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::metadata::SnapshotMetadata;
 use crate::snapshot::{Snapshot, looks_like_sqlite, sha256_hex};
 use crate::store::{ETag, Fetched, Listed};
-use crate::sync::pull;
 use crate::sync::upload::{self, UploadFailure, UploadPlan};
+use crate::sync::{pending, pull};
 use crate::{SyncState, UserId, Version};
 
 /// A user's object in the bucket.
@@ -140,7 +140,8 @@ impl Engine {
         let shared = self.shared();
         let slot = shared.slots.get(user);
         let mut guard = slot.state.lock().await;
-        let current = pull::version_compare_on_start(shared, user, &mut guard).await?;
+        pending::finish_pending(shared, user, &mut guard).await?;
+        let (current, _) = pull::version_compare_on_start(shared, user, &mut guard).await?;
         let mut snapshot = Snapshot::from_bytes(image);
         let plan = UploadPlan::on_top_of(current.version, current.etag.clone());
         let uploaded = match upload::sync_on_mutation(shared, user, &mut snapshot, plan).await {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use lru::LruCache;
@@ -40,6 +40,8 @@ pub(crate) struct UserSlot {
     /// The version last seen for this user on this instance, plus one (0: none yet); read
     /// without the lock, e.g. to label an error response.
     seen_version: AtomicU64,
+    /// A background upload task is scheduled for this user (`async` durability).
+    pub upload_scheduled: AtomicBool,
 }
 
 impl UserSlot {

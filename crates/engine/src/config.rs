@@ -45,6 +45,41 @@ impl std::str::FromStr for ConflictPolicy {
     }
 }
 
+/// When a write is acknowledged (`sync.durability`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Durability {
+    /// After the upload has landed (invariant 1): the default.
+    #[default]
+    Sync,
+    /// After the local commit; the upload follows in the background through the
+    /// pending-upload record. Faster, but a lost disk before the upload loses the write,
+    /// and another instance does not see it until the upload lands.
+    Async,
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Sync => "sync",
+            Durability::Async => "async",
+        })
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "async" => Ok(Self::Async),
+            other => Err(format!(
+                "unknown durability {other:?}; expected sync or async"
+            )),
+        }
+    }
+}
+
 /// Database sizes worth telling an operator about (seed: "Size Thresholds").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SizeThresholds {
@@ -72,6 +107,8 @@ pub struct EngineConfig {
     pub prefix: String,
     /// The conflict policy.
     pub conflict: ConflictPolicy,
+    /// When writes are acknowledged.
+    pub durability: Durability,
     /// Size thresholds for logging.
     pub size_thresholds: SizeThresholds,
     /// This instance's id, recorded as `cellar-writer` on every upload.
@@ -98,6 +135,7 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             prefix: DEFAULT_PREFIX.to_owned(),
             conflict: ConflictPolicy::default(),
+            durability: Durability::default(),
             size_thresholds: SizeThresholds::default(),
             writer_id: format!(
                 "cellar-{}",

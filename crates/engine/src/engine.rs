@@ -19,7 +19,7 @@ use crate::session::{Committed, Session};
 use crate::store::{Store, StoreCapabilities};
 use crate::sync::{pending, upload::RemoteHead};
 use crate::tracked::{SqlPolicy, TrackedConnection};
-use crate::{ConflictPolicy, EngineConfig, UserId, Version};
+use crate::{ConflictPolicy, Durability, EngineConfig, UserId, Version};
 
 /// The state every clone of an [`Engine`] shares.
 #[derive(Debug)]
@@ -368,7 +368,12 @@ impl Engine {
             let mut guard = slot.state.lock().await;
             match pending::finish_pending(&self.shared, &user, &mut guard).await {
                 Ok(()) => info!(user = %user, "finished a pending upload left by an earlier run"),
-                Err(err) => warn!(user = %user, error = %err, "a pending upload is still pending"),
+                Err(err) => {
+                    warn!(user = %user, error = %err, "a pending upload is still pending");
+                    if self.shared.config.durability == Durability::Async {
+                        crate::sync::background::schedule_upload(self.shared_arc(), user.clone());
+                    }
+                }
             }
         }
     }

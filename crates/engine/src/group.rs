@@ -11,18 +11,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::UserId;
 use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::session::{Committed, Session};
 use crate::tracked::TrackedConnection;
-use crate::{UserId, Version};
 
 /// One request's work waiting in a user's queue.
 pub(crate) trait QueuedWork: Send + Sync + std::fmt::Debug {
     /// Runs the work; keeps its value inside; true when it succeeded.
     fn run(&self, conn: &TrackedConnection) -> bool;
-    /// Delivers the group's outcome: the uploaded version, or why it failed.
-    fn complete(&self, group: Result<Version, &Error>);
+    /// Delivers the group's outcome: where it landed, or why it failed.
+    fn complete(&self, group: Result<&Committed<()>, &Error>);
 }
 
 /// A typed piece of work and, once known, its outcome.
@@ -88,14 +88,15 @@ where
         ok
     }
 
-    fn complete(&self, group: Result<Version, &Error>) {
+    fn complete(&self, group: Result<&Committed<()>, &Error>) {
         let mut state = self.state();
         let outcome = match (state.ran.take(), group) {
             (Some((Err(own), _)), _) => Err(own),
-            (Some((Ok(value), wrote)), Ok(version)) => Ok(Committed {
+            (Some((Ok(value), wrote)), Ok(landed)) => Ok(Committed {
                 value,
-                version,
+                version: landed.version,
                 wrote,
+                in_bucket: landed.in_bucket,
             }),
             (_, Err(err)) => Err(err.duplicate()),
             (None, Ok(_)) => Err(Error::Work("the request's work never ran".into())),
@@ -131,7 +132,7 @@ pub(crate) async fn lead(engine: &crate::Engine, user: &UserId) {
             return complete_all(&group, Err(&err));
         }
         match session.commit_or_rebase(engine.may_rebase(tries)).await {
-            Ok(Some(committed)) => return complete_all(&group, Ok(committed.version)),
+            Ok(Some(committed)) => return complete_all(&group, Ok(&committed)),
             Ok(None) => {
                 // Rebase: run the same group again on the winner, after a jittered pause
                 // so that two instances racing for one user do not collide in lockstep.
@@ -197,7 +198,7 @@ fn backoff(tries: u32) -> std::time::Duration {
     std::time::Duration::from_micros(rand::rng().random_range(0..ceiling_ms * 1000))
 }
 
-fn complete_all(group: &[Arc<dyn QueuedWork>], outcome: Result<Version, &Error>) {
+fn complete_all(group: &[Arc<dyn QueuedWork>], outcome: Result<&Committed<()>, &Error>) {
     for work in group {
         work.complete(outcome);
     }

@@ -45,7 +45,7 @@ mod version;
 
 pub use admin::{RemoteDatabase, Verification};
 pub use clock::{Clock, SystemClock};
-pub use config::{ConflictPolicy, EngineConfig, SizeThresholds};
+pub use config::{ConflictPolicy, Durability, EngineConfig, SizeThresholds};
 pub use engine::{DbStatus, Engine, EngineBuilder};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, Resolution};

@@ -7,6 +7,7 @@ use rusqlite::InterruptHandle;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{error, info, warn};
 
+use crate::Durability;
 use crate::cache::SlotState;
 use crate::crash::crash_point;
 use crate::engine::{Shared, blocking};
@@ -16,7 +17,7 @@ use crate::local::{PendingUpload, SyncState};
 use crate::metrics::EngineMetrics;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
-use crate::sync::{aside, pull};
+use crate::sync::{aside, background, pull};
 use crate::tracked::TrackedConnection;
 use crate::{UserId, Version};
 
@@ -27,8 +28,12 @@ pub struct Committed<T> {
     pub value: T,
     /// The version the database is at now (the uploaded one, if the request wrote).
     pub version: Version,
-    /// True exactly when the request changed the database and therefore uploaded.
+    /// True exactly when the request changed the database (and so uploaded, or, with
+    /// `durability = async`, queued an upload).
     pub wrote: bool,
+    /// True when the bucket already held `version` when the request finished; false when
+    /// the version is only committed locally and its upload is pending (`async`).
+    pub in_bucket: bool,
 }
 
 /// How [`Session::finish`] ended.
@@ -51,6 +56,8 @@ pub struct Session {
     user: UserId,
     guard: OwnedMutexGuard<SlotState>,
     base: SyncState,
+    /// False when `base` is a local version whose upload is pending (`async`).
+    base_in_bucket: bool,
     conn: Option<TrackedConnection>,
 }
 
@@ -68,7 +75,8 @@ impl Session {
         user: UserId,
         mut guard: OwnedMutexGuard<SlotState>,
     ) -> Result<Self> {
-        let base = pull::version_compare_on_start(&shared, &user, &mut guard).await?;
+        let (base, base_in_bucket) =
+            pull::version_compare_on_start(&shared, &user, &mut guard).await?;
         shared.slots.get(&user).remember_version(base.version);
         let conn = match guard.conn.take() {
             Some(conn) => conn,
@@ -80,6 +88,7 @@ impl Session {
             user,
             guard,
             base,
+            base_in_bucket,
             conn: Some(conn),
         })
     }
@@ -172,6 +181,7 @@ impl Session {
                 value: (),
                 version: self.base.version,
                 wrote: false,
+                in_bucket: self.base_in_bucket,
             }));
         }
         let (conn, image) = blocking(move || {
@@ -183,6 +193,9 @@ impl Session {
             Ok(image) => image,
             Err(err) => return Err(self.abandon(conn, err.into())),
         };
+        if self.shared.config.durability == Durability::Async {
+            return self.commit_locally_then_upload(conn, image).await;
+        }
         let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
         crash_point("before-upload");
         match upload::sync_on_mutation(&self.shared, &self.user, &mut image, plan).await {
@@ -249,6 +262,46 @@ impl Session {
             value: (),
             version: uploaded.version,
             wrote: true,
+            in_bucket: true,
+        }))
+    }
+
+    /// `durability = async`: record the image as the pending upload, commit locally,
+    /// acknowledge, and let the background uploader take it to the bucket.
+    async fn commit_locally_then_upload(
+        &mut self,
+        conn: TrackedConnection,
+        mut image: Snapshot,
+    ) -> Result<Finished> {
+        let version = self.base.version.next();
+        image.stamp(version);
+        let bucket = self.guard.sync.clone().unwrap_or_default();
+        let record = PendingUpload {
+            version,
+            base_etag: bucket.etag,
+            base_version: bucket.version,
+            sha256: image.sha256(),
+        };
+        let layout = self.shared.layout.clone();
+        let user = self.user.clone();
+        let (conn, outcome) = blocking(move || {
+            let outcome = record
+                .save(&layout, &user, &image)
+                .and_then(|()| conn.control("COMMIT").map_err(Error::from));
+            Ok((conn, outcome))
+        })
+        .await?;
+        if let Err(err) = outcome {
+            return Err(self.abandon(conn, err));
+        }
+        self.guard.conn = Some(conn);
+        self.shared.slots.get(&self.user).remember_version(version);
+        background::schedule_upload(Arc::clone(&self.shared), self.user.clone());
+        Ok(Finished::Landed(Committed {
+            value: (),
+            version,
+            wrote: true,
+            in_bucket: false,
         }))
     }
 

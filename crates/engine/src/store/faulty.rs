@@ -87,6 +87,11 @@ impl<S: Store> FaultyStore<S> {
         lock(&self.script).push_back((operation, fault));
     }
 
+    /// Forgets every scripted fault not yet injected.
+    pub fn clear_script(&self) {
+        lock(&self.script).clear();
+    }
+
     /// Switches random faults on (deterministic for a given `seed`), or off with `None`.
     pub fn set_rates(&self, rates: Option<FaultRates>, seed: u64) {
         *lock(&self.random) = rates.map(|rates| (rates, StdRng::seed_from_u64(seed)));

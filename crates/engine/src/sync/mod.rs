@@ -1,8 +1,10 @@
 //! The sync steps, one file each: check and download at request start ([`pull`]), upload
-//! after a write ([`upload`]), finish a write whose upload failed ([`pending`]), and keep
-//! a losing database aside ([`aside`]).
+//! after a write ([`upload`]), finish a write whose upload failed ([`pending`]), upload
+//! `async` writes in the background ([`background`]), and keep a losing database aside
+//! ([`aside`]).
 
 pub(crate) mod aside;
+pub(crate) mod background;
 pub(crate) mod pending;
 pub(crate) mod pull;
 pub(crate) mod upload;

@@ -72,6 +72,18 @@ pub(crate) async fn finish_pending(
     }
 }
 
+/// The version of `user`'s pending upload, if one is recorded.
+pub(crate) async fn pending_version(shared: &Shared, user: &UserId) -> Result<Option<Version>> {
+    let path = shared.layout.pending_record_path(user);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let layout = shared.layout.clone();
+    let owned = user.clone();
+    let loaded = blocking(move || PendingUpload::load(&layout, &owned)).await?;
+    Ok(loaded.map(|(record, _)| record.version))
+}
+
 /// Installs the pending image as the local database at `version`, then forgets it.
 async fn adopt(
     shared: &Shared,

@@ -20,17 +20,36 @@ use crate::metrics::EngineMetrics;
 use crate::snapshot::sha256_hex;
 use crate::store::Fetched;
 use crate::sync::pending;
-use crate::{UserId, Version};
+use crate::{Durability, UserId, Version};
 
-/// Brings the local copy of `user` up to the bucket's version; returns the state it is at.
+/// Brings the local copy of `user` up to the bucket's version; returns the state it is at,
+/// and whether the bucket has that version (false only while an `async` write is pending:
+/// then the local copy is ahead and the background uploader takes it to the bucket).
 pub(crate) async fn version_compare_on_start(
     shared: &Shared,
     user: &UserId,
     slot: &mut SlotState,
-) -> Result<SyncState> {
-    let started = Instant::now();
+) -> Result<(SyncState, bool)> {
     load_state(shared, user, slot).await?;
+    if shared.config.durability == Durability::Async {
+        if let Some(local) = pending::pending_version(shared, user).await? {
+            let state = slot.sync.clone().unwrap_or_default();
+            return Ok((
+                SyncState {
+                    version: local,
+                    ..state
+                },
+                false,
+            ));
+        }
+    }
     pending::finish_pending(shared, user, slot).await?;
+    compare(shared, user, slot).await.map(|state| (state, true))
+}
+
+/// The version check proper: one conditional `GET`, and a download if the bucket is newer.
+async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<SyncState> {
+    let started = Instant::now();
     let state = slot.sync.clone().unwrap_or_default();
     if !shared.config.version_check {
         return Ok(state);

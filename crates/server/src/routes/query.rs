@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cellar_engine::rusqlite::types::Value;
-use cellar_engine::{Error, StatementOutput, TrackedConnection, UserId, Version};
+use cellar_engine::{Durability, Error, StatementOutput, TrackedConnection, UserId, Version};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -167,6 +167,9 @@ pub(crate) async fn parse(
 pub(crate) struct QueryResponse {
     version: Version,
     wrote: bool,
+    /// `sync`: the bucket had `version` before this answer; `async`: `version` is committed
+    /// on this instance and its upload is pending (`sync.durability = "async"`).
+    durability: Durability,
     results: Vec<StatementResult>,
 }
 
@@ -230,6 +233,7 @@ pub(crate) async fn run(
     let mut response = Json(QueryResponse {
         version: committed.version,
         wrote: committed.wrote,
+        durability: if committed.in_bucket { Durability::Sync } else { Durability::Async },
         results: committed.value.into_iter().map(StatementResult::from).collect(),
     })
     .into_response();

@@ -457,3 +457,27 @@ async fn two_users_never_see_each_others_data() {
     let bob_file = server.get("bob", "/v1/db/file").await;
     assert!(!bob_file.bytes.windows(10).any(|w| w == b"alice only"));
 }
+
+#[tokio::test]
+async fn the_answer_says_whether_the_write_was_in_the_bucket_or_only_local() {
+    use crate::common::{Dirs, TestServer, engine};
+    let dirs = Dirs::new();
+    let sync = TestServer::start(
+        engine(dirs.data("sync"), dirs.bucket(), cellar_engine::ConflictPolicy::Strict).await,
+        ServerOptions::default(),
+    )
+    .await;
+    let wrote = sync.query("alice", create_and_insert()).await;
+    assert_eq!(wrote.body["durability"], "sync", "{:?}", wrote.body);
+
+    let mut config = cellar_engine::EngineConfig::new(dirs.data("async"));
+    config.durability = cellar_engine::Durability::Async;
+    let async_engine = cellar_engine::Engine::open(config, dirs.bucket())
+        .await
+        .expect("engine opens");
+    let lazy = TestServer::start(async_engine, ServerOptions::default()).await;
+    let wrote = lazy.query("bob", create_and_insert()).await;
+    assert_eq!(wrote.status, 200, "{:?}", wrote.body);
+    assert_eq!(wrote.body["durability"], "async", "{:?}", wrote.body);
+    assert_eq!(wrote.version, Some(1));
+}
