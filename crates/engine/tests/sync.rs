@@ -2,11 +2,11 @@
 //! writing request, downloads that never pair a file with a stale journal, ABA.
 
 mod common;
+mod scenarios;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use cellar_engine::store::{Fetched, Store};
 use cellar_engine::{ConflictPolicy, Error, LocalStore, MemoryStore, Version};
 use common::*;
 
@@ -93,56 +93,6 @@ async fn a_failed_request_changes_nothing_anywhere() {
 }
 
 #[tokio::test]
-async fn a_second_instance_reads_the_first_ones_write_on_its_next_request() {
-    let store: Arc<dyn Store> = Arc::new(LocalStore::new(tempfile::tempdir().unwrap().keep()));
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = engine(store.clone(), dir_a.path(), ConflictPolicy::Strict, "a").await;
-    let b = engine(store.clone(), dir_b.path(), ConflictPolicy::Strict, "b").await;
-    let alice = user("alice");
-    append(&a, &alice, 1).await.unwrap();
-    assert_eq!(values(&b, &alice).await, [1]);
-    append(&b, &alice, 2).await.unwrap();
-    assert_eq!(values(&a, &alice).await, [1, 2]);
-    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
-    assert_eq!(a.metrics().downloads.load(Ordering::Relaxed), 1);
-}
-
-#[tokio::test]
-async fn restoring_identical_content_never_lets_a_stale_writer_move_the_version_back() {
-    // ABA: S3 ETags are content hashes. If v3 had v1's exact bytes, an instance still at
-    // v1 would get "not modified", pass If-Match, and upload v2 over v3.
-    let Pair {
-        store,
-        a,
-        b,
-        dirs: _dirs,
-    } = pair(ConflictPolicy::Strict).await;
-    let alice = user("alice");
-    append(&a, &alice, 1).await.unwrap();
-    assert_eq!(values(&b, &alice).await, [1]); // b is at v1 now
-    let key = a.layout().database_key(&alice);
-    let Fetched::Found {
-        info: v1_info,
-        body: v1_bytes,
-    } = store.get(&key, None).await.unwrap()
-    else {
-        panic!("v1 missing");
-    };
-    append(&a, &alice, 2).await.unwrap(); // v2
-    let restored = a.push(&alice, v1_bytes.to_vec()).await.unwrap(); // v3, v1's content
-    assert_eq!(restored, Version::new(3));
-    let v3 = store.head(&key).await.unwrap().unwrap();
-    assert_ne!(
-        v3.etag, v1_info.etag,
-        "the same content uploaded as another version must get another ETag"
-    );
-    // b, still at v1's ETag, must see v3 and build v4 on it.
-    let committed = append(&b, &alice, 4).await.unwrap();
-    assert_eq!(committed.version, Version::new(4));
-    assert_eq!(values(&a, &alice).await, [1, 4]);
-}
-
-#[tokio::test]
 async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
     // Build a "killed in the middle of a commit" local copy: the database file already
     // has some of the new pages and its hot rollback journal is beside it.
@@ -205,35 +155,26 @@ async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
 }
 
 #[tokio::test]
+async fn a_second_instance_reads_the_first_ones_write_on_its_next_request() {
+    let root = tempfile::tempdir().unwrap();
+    scenarios::second_instance_reads_first_ones_write(
+        Arc::new(LocalStore::new(root.path())),
+        "alice",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn restoring_identical_content_never_lets_a_stale_writer_move_the_version_back() {
+    let root = tempfile::tempdir().unwrap();
+    scenarios::restored_content_never_moves_the_version_back(
+        Arc::new(LocalStore::new(root.path())),
+        "alice",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn a_corrupted_download_is_refused_and_nothing_is_installed() {
-    let Pair {
-        store,
-        a,
-        b,
-        dirs: _dirs,
-    } = pair(ConflictPolicy::Strict).await;
-    let alice = user("alice");
-    append(&a, &alice, 1).await.unwrap();
-    assert_eq!(values(&b, &alice).await, [1]);
-    append(&a, &alice, 2).await.unwrap();
-    // Flip bytes of v2 in the bucket, keeping its metadata.
-    let key = a.layout().database_key(&alice);
-    let Fetched::Found { info, body } = store.get(&key, None).await.unwrap() else {
-        panic!()
-    };
-    let mut bad = body.to_vec();
-    let last = bad.len() - 10;
-    bad[last] ^= 0xff;
-    let condition = cellar_engine::store::PutCondition::Match(info.etag);
-    store
-        .put(&key, bad.into(), info.metadata, condition)
-        .await
-        .unwrap();
-    let err = b.status(&alice).await.unwrap_err();
-    assert!(err.to_string().contains("cellar-sha256"), "{err}");
-    assert_eq!(
-        b.metrics().downloads.load(Ordering::Relaxed),
-        1,
-        "only v1 was installed"
-    );
+    scenarios::corrupted_download_is_refused(Arc::new(MemoryStore::new()), "alice").await;
 }

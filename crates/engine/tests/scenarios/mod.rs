@@ -1,0 +1,97 @@
+//! Request-path scenarios run on every kind of store: the memory and folder stores in
+//! `sync.rs`, SeaweedFS and moto in `s3.rs`.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use cellar_engine::store::{Fetched, PutCondition, Store};
+use cellar_engine::{ConflictPolicy, Version};
+
+use crate::common::*;
+
+/// Two engines with their own folders on `store`, both strict.
+async fn two(
+    store: &Arc<dyn Store>,
+) -> (
+    cellar_engine::Engine,
+    cellar_engine::Engine,
+    [tempfile::TempDir; 2],
+) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = engine(store.clone(), dirs[0].path(), ConflictPolicy::Strict, "a").await;
+    let b = engine(store.clone(), dirs[1].path(), ConflictPolicy::Strict, "b").await;
+    (a, b, dirs)
+}
+
+pub async fn second_instance_reads_first_ones_write(store: Arc<dyn Store>, name: &str) {
+    let (a, b, _dirs) = two(&store).await;
+    let alice = user(name);
+    append(&a, &alice, 1).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1]);
+    append(&b, &alice, 2).await.unwrap();
+    assert_eq!(values(&a, &alice).await, [1, 2]);
+    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
+    assert_eq!(a.metrics().downloads.load(Ordering::Relaxed), 1);
+}
+
+/// ABA: S3 ETags are content hashes. If v3 had v1's exact bytes, an instance still at v1
+/// would get "not modified", pass If-Match, and upload v2 over v3.
+pub async fn restored_content_never_moves_the_version_back(store: Arc<dyn Store>, name: &str) {
+    let (a, b, _dirs) = two(&store).await;
+    let alice = user(name);
+    append(&a, &alice, 1).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1]); // b is at v1 now
+    let key = a.layout().database_key(&alice);
+    let Fetched::Found {
+        info: v1_info,
+        body: v1_bytes,
+    } = store.get(&key, None).await.unwrap()
+    else {
+        panic!("v1 missing");
+    };
+    append(&a, &alice, 2).await.unwrap(); // v2
+    let restored = a.push(&alice, v1_bytes.to_vec()).await.unwrap(); // v3, v1's content
+    assert_eq!(restored, Version::new(3));
+    let v3 = store.head(&key).await.unwrap().unwrap();
+    assert_ne!(
+        v3.etag, v1_info.etag,
+        "the same content uploaded as another version must get another ETag"
+    );
+    // b, still at v1's ETag, must see v3 and build v4 on it.
+    let committed = append(&b, &alice, 4).await.unwrap();
+    assert_eq!(committed.version, Version::new(4));
+    assert_eq!(values(&a, &alice).await, [1, 4]);
+}
+
+pub async fn corrupted_download_is_refused(store: Arc<dyn Store>, name: &str) {
+    let (a, b, _dirs) = two(&store).await;
+    let alice = user(name);
+    append(&a, &alice, 1).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1]);
+    append(&a, &alice, 2).await.unwrap();
+    // Flip a byte of v2 in the bucket, keeping its metadata.
+    let key = a.layout().database_key(&alice);
+    let Fetched::Found { info, body } = store.get(&key, None).await.unwrap() else {
+        panic!("v2 missing");
+    };
+    let mut bad = body.to_vec();
+    let last = bad.len() - 10;
+    bad[last] ^= 0xff;
+    store
+        .put(
+            &key,
+            bad.into(),
+            info.metadata,
+            PutCondition::Match(info.etag),
+        )
+        .await
+        .unwrap();
+    let err = b.status(&alice).await.unwrap_err();
+    assert!(err.to_string().contains("cellar-sha256"), "{err}");
+    assert_eq!(
+        b.metrics().downloads.load(Ordering::Relaxed),
+        1,
+        "only v1 was installed"
+    );
+}
