@@ -44,9 +44,40 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<String>,
     },
+    /// Drive a running server's HTTP API and report throughput, latency and sync cost
+    Bench(BenchArgs),
     /// The operator's commands.
     #[command(flatten)]
     Bucket(BucketCommand),
+}
+
+/// What `cellar bench` does to a running server (docs/benchmarks.md).
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// The server, e.g. http://127.0.0.1:8080; it must run with auth.mode = "header"
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// Distinct users, PREFIX-0 .. PREFIX-(N-1), taken in turn
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub users: u64,
+    /// Requests in flight at once
+    #[arg(long, value_name = "C", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..))]
+    pub concurrency: u64,
+    /// Measure for this long [default: 10 s unless --requests is given]
+    #[arg(long, value_name = "SECS", conflicts_with = "requests", value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+    /// Measure this many requests instead (0: only set the users up)
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u64>,
+    /// Fraction of requests that write one row (the rest read)
+    #[arg(long, value_name = "R", default_value_t = 0.05, value_parser = fraction)]
+    pub write_ratio: f64,
+    /// Grow each user's database to at least this size first: bytes, or with KiB, MiB, GiB
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = byte_size)]
+    pub preload_bytes: u64,
+    /// Prefix of the user ids: a new prefix gives fresh users, the same one reuses them
+    #[arg(long, value_name = "PREFIX", default_value = "bench")]
+    pub user_prefix: String,
 }
 
 /// The operator's commands: they work on the store only, never on `data_dir`.
@@ -92,6 +123,29 @@ pub struct VerifyTarget {
     pub all: bool,
 }
 
+/// A number from 0 to 1.
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
+}
+
+/// A size in bytes: `1048576`, `512KiB`, `16MiB`, `1GiB`.
+fn byte_size(text: &str) -> Result<u64, String> {
+    let units = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1), ("", 1)];
+    let (number, unit) = units
+        .iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|number| (number, *unit)))
+        .unwrap_or((text, 1));
+    number
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size; expected bytes, or a number with KiB, MiB or GiB"))
+}
+
 impl Cli {
     /// The configuration file to read.
     pub fn config_file(&self) -> ConfigFile {
@@ -102,7 +156,7 @@ impl Cli {
     pub fn flags(&self) -> Vec<Flag> {
         let (listen, data_dir) = match &self.command {
             Command::Serve { listen, data_dir } => (listen.as_ref(), data_dir.as_ref()),
-            Command::Bucket(_) => (None, None),
+            Command::Bench(_) | Command::Bucket(_) => (None, None),
         };
         [
             ("store.url", "--store-url", self.store_url.as_ref()),
@@ -137,6 +191,19 @@ mod tests {
         let err = Cli::try_parse_from(["cellar", "status", "../etc"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("invalid user id"), "{err}");
+    }
+
+    #[test]
+    fn bench_sizes_and_ratios_are_checked() {
+        assert_eq!(byte_size("16MiB"), Ok(16 << 20));
+        assert_eq!(byte_size("4096"), Ok(4096));
+        assert_eq!(byte_size("1 GiB"), Ok(1 << 30));
+        assert!(byte_size("16MB").is_err());
+        let parse = |args: &[&str]| Cli::try_parse_from([&["cellar", "bench", "--url", "http://h"], args].concat());
+        assert!(parse(&["--write-ratio", "1.5"]).is_err());
+        assert!(parse(&["--duration", "5", "--requests", "9"]).is_err(), "a run is bounded by one or the other");
+        assert!(parse(&["--users", "0"]).is_err());
+        assert!(parse(&["--requests", "0", "--preload-bytes", "64MiB"]).is_ok());
     }
 
     #[test]

@@ -41,7 +41,9 @@ impl Exit {
     pub fn of_engine(err: &EngineError) -> Exit {
         match err {
             EngineError::InvalidUserId { .. } | EngineError::Config(_) => Exit::Usage,
-            EngineError::Store(_) | EngineError::SyncPending { .. } => Exit::Unavailable,
+            EngineError::Store(_)
+            | EngineError::SyncPending { .. }
+            | EngineError::EarlierWritePending { .. } => Exit::Unavailable,
             _ => Exit::Failed,
         }
     }

@@ -48,6 +48,21 @@ pub enum Error {
         source: StoreError,
     },
 
+    /// An earlier write of this user is still pending upload and the store still fails:
+    /// this request was NOT run and changed nothing (send it again later).
+    #[error(
+        "an earlier write for user {user} (version {version}) is still pending upload, so \
+         this request was not run and changed nothing; the store failed: {source}"
+    )]
+    EarlierWritePending {
+        /// Whose database.
+        user: UserId,
+        /// The version of the earlier, pending write.
+        version: Version,
+        /// Why its upload failed again.
+        source: StoreError,
+    },
+
     /// The object store failed; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -127,7 +142,7 @@ impl Error {
             | Error::LimitExceeded { .. } => ErrorKind::InvalidInput,
             Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::SyncPending { .. } => ErrorKind::SyncPending,
+            Error::SyncPending { .. } | Error::EarlierWritePending { .. } => ErrorKind::SyncPending,
             Error::Store(_) | Error::Inconsistent { .. } => ErrorKind::Unavailable,
             Error::Io { .. } | Error::Config(_) => ErrorKind::Internal,
         }
@@ -155,6 +170,15 @@ impl Error {
                 version,
                 source,
             } => Error::SyncPending {
+                user: user.clone(),
+                version: *version,
+                source: source.clone(),
+            },
+            Error::EarlierWritePending {
+                user,
+                version,
+                source,
+            } => Error::EarlierWritePending {
                 user: user.clone(),
                 version: *version,
                 source: source.clone(),

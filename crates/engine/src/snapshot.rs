@@ -12,6 +12,7 @@
 //! version's bytes unique, so S3's content-hash ETags differ for every version and a stale
 //! writer can never pass `If-Match` after the same content was uploaded again (ABA).
 
+use bytes::{Bytes, BytesMut};
 use rusqlite::{Connection, MAIN_DB};
 use sha2::{Digest, Sha256};
 
@@ -24,9 +25,13 @@ const VERSION_VALID_FOR: usize = 92;
 const HEADER_LEN: usize = 100;
 
 /// A database image ready to upload.
+///
+/// The bytes are shared: [`Snapshot::body`] hands them to the store without copying (an
+/// image is as large as the database), and [`Snapshot::stamp`] copies them only if a
+/// store still holds an earlier body.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl Snapshot {
@@ -34,13 +39,15 @@ impl Snapshot {
     pub fn take(conn: &Connection) -> rusqlite::Result<Self> {
         let data = conn.serialize(MAIN_DB)?;
         Ok(Self {
-            bytes: data.to_vec(),
+            bytes: Bytes::from(data.to_vec()),
         })
     }
 
     /// Wraps bytes that already form a database image (a pending upload, a pushed file).
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self { bytes }
+        Self {
+            bytes: Bytes::from(bytes),
+        }
     }
 
     /// Writes the header fields SQLite writes at commit, with `version` as change counter.
@@ -49,11 +56,21 @@ impl Snapshot {
         if self.bytes.len() < HEADER_LEN {
             return;
         }
+        let shared = std::mem::take(&mut self.bytes);
+        let mut bytes = shared
+            .try_into_mut()
+            .unwrap_or_else(|held| BytesMut::from(&held[..]));
         let counter = (version.get() as u32).to_be_bytes();
-        let pages = (self.bytes.len() / page_size(&self.bytes)) as u32;
-        self.bytes[CHANGE_COUNTER..CHANGE_COUNTER + 4].copy_from_slice(&counter);
-        self.bytes[VERSION_VALID_FOR..VERSION_VALID_FOR + 4].copy_from_slice(&counter);
-        self.bytes[PAGE_COUNT..PAGE_COUNT + 4].copy_from_slice(&pages.to_be_bytes());
+        let pages = (bytes.len() / page_size(&bytes)) as u32;
+        bytes[CHANGE_COUNTER..CHANGE_COUNTER + 4].copy_from_slice(&counter);
+        bytes[VERSION_VALID_FOR..VERSION_VALID_FOR + 4].copy_from_slice(&counter);
+        bytes[PAGE_COUNT..PAGE_COUNT + 4].copy_from_slice(&pages.to_be_bytes());
+        self.bytes = bytes.freeze();
+    }
+
+    /// The image as an upload body, sharing its bytes.
+    pub fn body(&self) -> Bytes {
+        self.bytes.clone()
     }
 
     /// Hex SHA-256 of the image, as carried in `cellar-sha256`.
@@ -116,6 +133,17 @@ mod tests {
         a.stamp(Version::new(5));
         b.stamp(Version::new(6));
         assert_ne!(a.sha256(), b.sha256());
+    }
+
+    #[test]
+    fn stamping_again_never_changes_a_body_already_handed_out() {
+        let conn = open_with_rows(3);
+        let mut image = Snapshot::take(&conn).unwrap();
+        image.stamp(Version::new(5));
+        let uploaded = image.body();
+        image.stamp(Version::new(6));
+        assert_eq!(uploaded[CHANGE_COUNTER + 3], 5, "a store may still hold the first body");
+        assert_eq!(image.bytes()[CHANGE_COUNTER + 3], 6);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each takes the resolved settings and returns the exit status;
 //! errors carry their cause up to `main`, which prints them.
 
+mod bench;
 mod pull;
 mod push;
 mod serve;
@@ -9,21 +10,29 @@ mod users;
 mod verify;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
-use cellar_engine::{Engine, UserId};
+use cellar_engine::{Engine, Store, UserId};
 
 use crate::cli::{BucketCommand, Command, VerifyTarget};
 use crate::exit::Exit;
 use crate::output::Output;
 use crate::settings::Settings;
 
-/// Runs `command`.
-pub async fn run(command: Command, settings: &Settings, output: Output) -> anyhow::Result<Exit> {
+/// Runs `command`, loading the settings only for the commands that use them.
+pub async fn run(
+    command: Command,
+    settings: impl FnOnce() -> anyhow::Result<Settings>,
+    output: Output,
+) -> anyhow::Result<Exit> {
     let command = match command {
-        Command::Serve { .. } => return serve::run(settings, output).await,
+        // A client of a running server: the settings are the server's, not its own.
+        Command::Bench(args) => return bench::run(args, output).await,
+        Command::Serve { .. } => return serve::run(&settings()?, output).await,
         Command::Bucket(command) => command,
     };
+    let settings = &settings()?;
     let cache = tempfile::tempdir().context("cannot create a scratch folder")?;
     let bucket = Bucket { settings, cache: cache.path() };
     match command {
@@ -63,7 +72,15 @@ impl Bucket<'_> {
 /// Opens the engine on the configured store with `data_dir` as its local folder: probes the
 /// store, finishes uploads an earlier run left pending there.
 async fn open_engine(settings: &Settings, data_dir: &Path) -> anyhow::Result<Engine> {
-    let store = settings.open_store()?;
+    open_engine_on(settings, data_dir, settings.open_store()?).await
+}
+
+/// Like [`open_engine`], on `store` (the configured store, wrapped).
+async fn open_engine_on(
+    settings: &Settings,
+    data_dir: &Path,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Engine> {
     let mut config = settings.engine_config();
     config.data_dir = data_dir.to_owned();
     Engine::open(config, store)

@@ -25,6 +25,8 @@ pub struct Key {
 enum Kind {
     Text,
     Integer,
+    /// A float; a whole number is accepted too (`drop_rate = 0`).
+    Number,
     Boolean,
 }
 
@@ -43,6 +45,10 @@ impl Key {
 
     const fn integer(name: &'static str, parse: fn(&mut Settings, &str) -> Result<(), String>) -> Self {
         Self { name, kind: Kind::Integer, parse }
+    }
+
+    const fn number(name: &'static str, parse: fn(&mut Settings, &str) -> Result<(), String>) -> Self {
+        Self { name, kind: Kind::Number, parse }
     }
 
     const fn boolean(name: &'static str, parse: fn(&mut Settings, &str) -> Result<(), String>) -> Self {
@@ -69,7 +75,8 @@ impl Kind {
     fn text_of(self, value: &toml::Value) -> Result<String, String> {
         match (self, value) {
             (Kind::Text, toml::Value::String(text)) => Ok(text.clone()),
-            (Kind::Integer, toml::Value::Integer(n)) => Ok(n.to_string()),
+            (Kind::Integer | Kind::Number, toml::Value::Integer(n)) => Ok(n.to_string()),
+            (Kind::Number, toml::Value::Float(x)) => Ok(x.to_string()),
             (Kind::Boolean, toml::Value::Boolean(b)) => Ok(b.to_string()),
             (kind, other) => Err(format!("expected {}, found {}", kind.describe(), other.type_str())),
         }
@@ -79,6 +86,7 @@ impl Kind {
         match self {
             Kind::Text => "a string",
             Kind::Integer => "an integer",
+            Kind::Number => "a number",
             Kind::Boolean => "true or false",
         }
     }
@@ -95,6 +103,10 @@ pub const KEYS: &[Key] = &[
     Key::text("sync.conflict", |s, v| v.parse().map(|policy| s.conflict = policy)),
     Key::integer("sync.size_info_bytes", |s, v| parse_count(v).map(|n| s.size_thresholds.info_bytes = n)),
     Key::integer("sync.size_warn_bytes", |s, v| parse_count(v).map(|n| s.size_thresholds.warn_bytes = n)),
+    Key::integer("sync.min_upload_interval_ms", |s, v| {
+        parse_millis(v).map(|interval| s.min_upload_interval = interval)
+    }),
+    Key::boolean("sync.version_check", |s, v| parse_bool(v).map(|b| s.version_check = b)),
     Key::text("auth.mode", |s, v| parse_auth_mode(v).map(|mode| s.auth_mode = mode)),
     Key::text("auth.jwt_secret", |s, v| non_empty(v).map(|t| s.jwt_secret = Some(Secret(t.to_owned())))),
     Key::boolean("auth.trusted_proxy", |s, v| parse_bool(v).map(|b| s.trusted_proxy = b)),
@@ -104,6 +116,14 @@ pub const KEYS: &[Key] = &[
     Key::integer("limits.max_result_rows", |s, v| parse_positive(v).map(|n| s.limits.max_result_rows = n)),
     Key::integer("limits.query_timeout_ms", |s, v| {
         parse_positive(v).map(|ms| s.limits.query_timeout = Duration::from_millis(ms as u64))
+    }),
+    Key::number("faults.error_rate", |s, v| parse_rate(v).map(|rate| s.faults.rates.error_rate = rate)),
+    Key::number("faults.drop_rate", |s, v| parse_rate(v).map(|rate| s.faults.rates.drop_rate = rate)),
+    Key::integer("faults.latency_ms", |s, v| {
+        parse_millis(v).map(|delay| s.faults.rates.max_latency = delay)
+    }),
+    Key::integer("faults.seed", |s, v| {
+        v.parse().map(|seed| s.faults.seed = seed).map_err(|_| format!("{v:?} is not a whole number"))
     }),
 ];
 
@@ -165,6 +185,21 @@ fn parse_count(value: &str) -> Result<u64, String> {
     value
         .parse()
         .map_err(|_| format!("{value:?} is not a whole number of bytes"))
+}
+
+fn parse_millis(value: &str) -> Result<Duration, String> {
+    value
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{value:?} is not a whole number of milliseconds"))
+}
+
+/// A probability: a number from 0 to 1.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{value:?} is not a probability; expected a number from 0 to 1, such as 0.1")),
+    }
 }
 
 fn parse_positive(value: &str) -> Result<usize, String> {

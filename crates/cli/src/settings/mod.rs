@@ -14,7 +14,9 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use cellar_engine::store::FaultRates;
 use cellar_engine::{
     ConflictPolicy, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store, SizeThresholds, Store,
 };
@@ -112,6 +114,12 @@ pub struct Settings {
     pub conflict: ConflictPolicy,
     /// `sync.size_info_bytes`, `sync.size_warn_bytes`.
     pub size_thresholds: SizeThresholds,
+    /// `sync.min_upload_interval_ms`: pacing, the least time between two uploads of one
+    /// user's database (0: none).
+    pub min_upload_interval: Duration,
+    /// `sync.version_check`: check the bucket's version at every request start. For
+    /// benchmarks only: off, this instance never sees other writers' uploads.
+    pub version_check: bool,
     /// `auth.mode`.
     pub auth_mode: AuthKind,
     /// `auth.jwt_secret`.
@@ -120,7 +128,28 @@ pub struct Settings {
     pub trusted_proxy: bool,
     /// `limits.*`: the server's request limits.
     pub limits: Limits,
+    /// `faults.*`: store faults injected on purpose by `cellar serve` (off by default).
+    pub faults: Faults,
     sources: BTreeMap<&'static str, Source>,
+}
+
+/// `faults.*`: faults `cellar serve` injects into its store, to show (in demos and tests)
+/// how Cellar answers when the bucket fails. Never for production.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// `faults.error_rate` (a store request fails), `faults.drop_rate` (a write lands but
+    /// its answer is lost), `faults.latency_ms` (the longest random delay added).
+    pub rates: FaultRates,
+    /// `faults.seed`: the same seed injects the same sequence of faults.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// The rates to inject, or `None` when no fault is asked for.
+    pub fn injected(&self) -> Option<FaultRates> {
+        let FaultRates { error_rate, drop_rate, max_latency, .. } = self.rates;
+        (error_rate > 0.0 || drop_rate > 0.0 || !max_latency.is_zero()).then_some(self.rates)
+    }
 }
 
 /// One value from one source, not yet checked.
@@ -142,10 +171,13 @@ impl Settings {
             store_allow_http: false,
             conflict: ConflictPolicy::default(),
             size_thresholds: SizeThresholds::default(),
+            min_upload_interval: Duration::ZERO,
+            version_check: true,
             auth_mode: AuthKind::Header,
             jwt_secret: None,
             trusted_proxy: false,
             limits: Limits::default(),
+            faults: Faults::default(),
             sources: BTreeMap::new(),
         }
     }
@@ -205,6 +237,13 @@ impl Settings {
                 format!("{info_bytes} is above sync.size_warn_bytes ({warn_bytes})"),
             ));
         }
+        let FaultRates { error_rate, drop_rate, .. } = self.faults.rates;
+        if error_rate + drop_rate > 1.0 {
+            return Err(self.invalid(
+                "faults.drop_rate",
+                format!("faults.error_rate ({error_rate}) and faults.drop_rate ({drop_rate}) add up to more than 1"),
+            ));
+        }
         if !matches!(self.store_url, StoreUrl::S3 { .. }) {
             let s3_only = ["store.endpoint", "store.region", "store.allow_http"];
             if let Some(key) = s3_only.into_iter().find(|key| self.sources.contains_key(key)) {
@@ -227,6 +266,8 @@ impl Settings {
         config.prefix = self.store_url.prefix().to_owned();
         config.conflict = self.conflict;
         config.size_thresholds = self.size_thresholds;
+        config.min_upload_interval = self.min_upload_interval;
+        config.version_check = self.version_check;
         config
     }
 

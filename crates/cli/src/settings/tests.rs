@@ -31,6 +31,8 @@ fn no_file_at_all_gives_the_embedded_default() {
     assert_eq!(settings.engine_config().prefix, "cellar-users");
     assert_eq!(settings.conflict, ConflictPolicy::LastWriteWins);
     assert_eq!(settings.size_thresholds, SizeThresholds { info_bytes: 524_288, warn_bytes: 1_048_576 });
+    assert_eq!(settings.engine_config().min_upload_interval, Duration::ZERO);
+    assert!(settings.engine_config().version_check);
     let options = settings.server_options().unwrap();
     assert!(matches!(options.auth, AuthMode::Header { trusted_proxy: false }));
     assert_eq!(settings.source_of("store.url"), Source::Default);
@@ -158,6 +160,66 @@ fn limits_are_read_and_must_be_positive() {
     assert_eq!((limits.query_timeout, limits.max_statements), (Duration::from_millis(1500), 7));
     let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_LIMITS_MAX_RESULT_ROWS", "0")]), &[]);
     assert!(err.contains("limits.max_result_rows") && err.contains("at least 1"), "{err}");
+}
+
+#[test]
+fn pacing_and_the_version_check_reach_the_engine() {
+    let (_dir, config) = file("[sync]\nmin_upload_interval_ms = 1000\nversion_check = false\n");
+    let engine = Settings::load(&config, &env(&[]), &[]).unwrap().engine_config();
+    assert_eq!((engine.min_upload_interval, engine.version_check), (Duration::from_secs(1), false));
+    let vars = env(&[("CELLAR_SYNC_MIN_UPLOAD_INTERVAL_MS", "250"), ("CELLAR_SYNC_VERSION_CHECK", "true")]);
+    let engine = Settings::load(&config, &vars, &[]).unwrap().engine_config();
+    assert_eq!((engine.min_upload_interval, engine.version_check), (Duration::from_millis(250), true));
+}
+
+#[test]
+fn pacing_and_the_version_check_refuse_malformed_values() {
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_MIN_UPLOAD_INTERVAL_MS", "1s")]), &[]);
+    assert!(err.contains("sync.min_upload_interval_ms") && err.contains("milliseconds"), "{err}");
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_VERSION_CHECK", "off")]), &[]);
+    assert!(err.contains("sync.version_check") && err.contains("true or false"), "{err}");
+}
+
+#[test]
+fn fault_injection_is_off_unless_a_rate_or_a_latency_is_set() {
+    let settings = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
+    assert_eq!(settings.faults.injected(), None);
+    let zero = env(&[("CELLAR_FAULTS_ERROR_RATE", "0"), ("CELLAR_FAULTS_SEED", "9")]);
+    assert_eq!(Settings::load(&ConfigFile::Default, &zero, &[]).unwrap().faults.injected(), None);
+    let latency = env(&[("CELLAR_FAULTS_LATENCY_MS", "20")]);
+    let rates = Settings::load(&ConfigFile::Default, &latency, &[]).unwrap().faults.injected();
+    assert_eq!(rates.map(|rates| rates.max_latency), Some(Duration::from_millis(20)));
+}
+
+#[test]
+fn fault_keys_are_read_from_the_file_and_overridden_by_env() {
+    let (_dir, config) = file("[faults]\nerror_rate = 0.1\ndrop_rate = 0\nlatency_ms = 5\nseed = 42\n");
+    let faults = Settings::load(&config, &env(&[]), &[]).unwrap().faults;
+    let rates = faults.injected().expect("faults are on");
+    assert_eq!((rates.error_rate, rates.drop_rate, rates.max_latency), (0.1, 0.0, Duration::from_millis(5)));
+    assert_eq!(faults.seed, 42);
+
+    let vars = env(&[("CELLAR_FAULTS_DROP_RATE", "0.25"), ("CELLAR_FAULTS_SEED", "7")]);
+    let settings = Settings::load(&config, &vars, &[]).unwrap();
+    assert_eq!((settings.faults.rates.error_rate, settings.faults.rates.drop_rate), (0.1, 0.25));
+    assert_eq!(settings.faults.seed, 7);
+    assert_eq!(settings.source_of("faults.drop_rate"), Source::Env("CELLAR_FAULTS_DROP_RATE".into()));
+}
+
+#[test]
+fn fault_rates_must_be_probabilities_that_fit_together() {
+    for bad in ["1.5", "-0.1", "lots", "NaN"] {
+        let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_FAULTS_ERROR_RATE", bad)]), &[]);
+        assert!(err.contains("faults.error_rate") && err.contains("from 0 to 1"), "{bad}: {err}");
+    }
+    let both = env(&[("CELLAR_FAULTS_ERROR_RATE", "0.6"), ("CELLAR_FAULTS_DROP_RATE", "0.6")]);
+    let err = load_err(&ConfigFile::Default, &both, &[]);
+    assert!(err.contains("faults.drop_rate") && err.contains("add up to more than 1"), "{err}");
+    let (_dir, config) = file("[faults]\ndrop_rate = \"0.1\"\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(err.contains("faults.drop_rate") && err.contains("expected a number, found string"), "{err}");
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_FAULTS_SEED", "-1")]), &[]);
+    assert!(err.contains("faults.seed") && err.contains("whole number"), "{err}");
 }
 
 #[test]

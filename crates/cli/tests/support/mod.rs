@@ -1,28 +1,84 @@
-//! Runs the built `cellar` binary in a temp folder with its own config and folder store.
+//! Runs the built `cellar` binary in a temp folder with its own config and folder store
+//! (or a bucket on a real S3-compatible server).
+//!
+//! - [`Cellar`]: the folder, its `cellar.toml`, one-shot commands (`pull`, `verify`, ...).
+//! - [`server`]: `cellar serve` as a child process that never outlives its test.
+//! - [`api`]: the HTTP calls the reliability suites make, and their classified answers.
+//! - [`load`]: concurrent clients appending unique values and reading them back.
+//! - [`checks`]: the ledger of answers, and what must hold after a fault, a crash or a race.
+//!
+//! The reliability suites run a quick version by default and the full one with
+//! `CELLAR_RELIABILITY_FULL=1` ([`full_run`]); `CELLAR_RELIABILITY_SEED` replays a run.
 
 #![allow(dead_code)] // each test binary uses its own part of the helpers
+
+pub mod api;
+pub mod checks;
+pub mod load;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cellar_engine::rusqlite::Connection;
 
+/// True when the reliability suites are to run in full (`CELLAR_RELIABILITY_FULL=1`).
+pub fn full_run() -> bool {
+    std::env::var("CELLAR_RELIABILITY_FULL").is_ok_and(|value| value == "1")
+}
+
+/// The seed of a reliability run: `CELLAR_RELIABILITY_SEED`, or else from the clock. It is
+/// printed, so that a failing run can be replayed.
+pub fn run_seed(suite: &str) -> u64 {
+    let seed = match std::env::var("CELLAR_RELIABILITY_SEED") {
+        Ok(text) => text.parse().expect("CELLAR_RELIABILITY_SEED is a whole number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64),
+    };
+    eprintln!("{suite}: seed {seed} (replay with CELLAR_RELIABILITY_SEED={seed})");
+    seed
+}
+
 /// A temp folder holding `cellar.toml`, the local copies and the folder store.
 pub struct Cellar {
     dir: tempfile::TempDir,
+    /// Added to every command's environment (S3 credentials).
+    env: Vec<(String, String)>,
 }
 
 impl Cellar {
     /// A folder whose `cellar.toml` points at `./local` and the folder store `./bucket`.
     pub fn new() -> Self {
-        let cellar = Self { dir: tempfile::tempdir().expect("temp dir") };
+        let cellar = Self { dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() };
         cellar.write_config("data_dir = \"local\"\n[store]\nurl = \"file://bucket\"\n");
+        cellar
+    }
+
+    /// A folder whose `cellar.toml` points at `./local` and at the bucket of `s3`.
+    pub fn on_s3(s3: &cellar_testkit::S3Server) -> Self {
+        let env = vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), s3.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), s3.secret_access_key.clone()),
+        ];
+        let cellar = Self { dir: tempfile::tempdir().expect("temp dir"), env };
+        cellar.write_config(&format!(
+            "data_dir = \"local\"\n[store]\nurl = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nallow_http = true\n",
+            s3.store_url("cellar-users"),
+            s3.endpoint,
+            s3.region
+        ));
         cellar
     }
 
     /// The temp folder (the binary's current directory).
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The local copies of the server(s) started without `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("local")
     }
 
     /// Replaces `cellar.toml`.
@@ -40,6 +96,7 @@ impl Cellar {
                 command.env_remove(name);
             }
         }
+        command.envs(self.env.iter().map(|(name, value)| (name, value)));
         command.envs(env.iter().copied());
         command
     }

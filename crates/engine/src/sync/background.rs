@@ -35,7 +35,7 @@ pub(crate) fn schedule_upload(shared: Arc<Shared>, user: UserId) {
             let mut guard = slot.state.lock().await;
             match pending::finish_pending(&shared, &user, &mut guard).await {
                 Ok(()) => return,
-                Err(Error::SyncPending { .. }) => {
+                Err(Error::EarlierWritePending { .. }) => {
                     drop(guard);
                     slot.upload_scheduled.store(true, Ordering::SeqCst);
                     tokio::time::sleep(backoff).await;

@@ -14,8 +14,8 @@ use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
 use crate::sync::{aside, pull};
 use crate::{UserId, Version};
 
-/// Uploads `user`'s pending write, if any. Errors with `SyncPending` while the store
-/// still fails, so nothing newer is served before the pending write is in the bucket.
+/// Uploads `user`'s pending write, if any. Errors with `EarlierWritePending` while the
+/// store still fails, so nothing newer is served before the pending write is in the bucket.
 pub(crate) async fn finish_pending(
     shared: &Shared,
     user: &UserId,
@@ -28,7 +28,7 @@ pub(crate) async fn finish_pending(
         return Ok(());
     };
     let key = shared.layout.database_key(user);
-    let still_pending = |source| Error::SyncPending {
+    let still_pending = |source| Error::EarlierWritePending {
         user: user.clone(),
         version: record.version,
         source,

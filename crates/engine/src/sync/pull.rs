@@ -76,7 +76,7 @@ async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result
                 etag: Some(info.etag),
                 updated_at: Some(remote.updated_at),
             };
-            install(shared, user, slot, body.to_vec(), new_state.clone()).await?;
+            install(shared, user, slot, body.clone(), new_state.clone()).await?;
             EngineMetrics::add(&shared.metrics.downloads, 1);
             EngineMetrics::add(&shared.metrics.bytes_downloaded, body.len() as u64);
             shared.publish(Event::Version {
@@ -149,12 +149,13 @@ async fn load_state(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Res
 }
 
 /// Replaces the local database with `image` and records `state`; connections to the old
-/// file are closed first.
+/// file are closed first. The image is taken as it is (a download's `Bytes`, a `Vec`):
+/// copying a large database once more costs as much as hashing it.
 pub(crate) async fn install(
     shared: &Shared,
     user: &UserId,
     slot: &mut SlotState,
-    image: Vec<u8>,
+    image: impl AsRef<[u8]> + Send + 'static,
     state: SyncState,
 ) -> Result<()> {
     slot.conn = None;
@@ -163,7 +164,7 @@ pub(crate) async fn install(
     let owned = user.clone();
     let saved = state.clone();
     blocking(move || {
-        local::install_image(&layout, &owned, &image)?;
+        local::install_image(&layout, &owned, image.as_ref())?;
         saved.save(&layout.sync_state_path(&owned))
     })
     .await?;

@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
@@ -92,10 +91,9 @@ pub(crate) async fn sync_on_mutation(
             updated_at: shared.clock.now(),
         };
         let started = Instant::now();
-        let body = Bytes::copy_from_slice(image.bytes());
         let outcome = shared
             .store
-            .put(&key, body, metadata.to_raw(), plan.condition.clone())
+            .put(&key, image.body(), metadata.to_raw(), plan.condition.clone())
             .await;
         shared.metrics.upload_latency.observe(started.elapsed());
         match outcome {
