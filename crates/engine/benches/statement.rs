@@ -34,7 +34,11 @@ fn plain_run(conn: &Connection, sql: &str, params: &[Value]) -> Vec<Vec<Value>> 
     let mut rows = stmt.query(params_from_iter(params)).expect("query");
     let mut collected = Vec::new();
     while let Some(row) = rows.next().expect("step") {
-        collected.push((0..columns).map(|i| row.get::<_, Value>(i).expect("column")).collect());
+        collected.push(
+            (0..columns)
+                .map(|i| row.get::<_, Value>(i).expect("column"))
+                .collect(),
+        );
     }
     collected
 }
@@ -42,7 +46,10 @@ fn plain_run(conn: &Connection, sql: &str, params: &[Value]) -> Vec<Vec<Value>> 
 fn statements(c: &mut Criterion) {
     let cases = [
         ("point-select", "SELECT id, n, note FROM t WHERE id = ?1"),
-        ("range-select-10", "SELECT id, n, note FROM t WHERE id >= ?1 ORDER BY id LIMIT 10"),
+        (
+            "range-select-10",
+            "SELECT id, n, note FROM t WHERE id >= ?1 ORDER BY id LIMIT 10",
+        ),
         ("update-1-row", "UPDATE t SET n = n + 1 WHERE id = ?1"),
     ];
     let params = [Value::Integer(ROWS / 2)];
@@ -53,7 +60,9 @@ fn statements(c: &mut Criterion) {
             b.iter(|| black_box(plain_run(&plain, sql, &params)))
         });
         let sandboxed = database();
-        SqlLimits::default().apply(&sandboxed).expect("apply the sandbox's limits");
+        SqlLimits::default()
+            .apply(&sandboxed)
+            .expect("apply the sandbox's limits");
         let tracked = TrackedConnection::new(sandboxed, Some(sandbox_policy()));
         group.bench_function(BenchmarkId::new("tracked", name), |b| {
             b.iter(|| black_box(tracked.run(sql, &params, 10_000).expect("run")))

@@ -14,7 +14,9 @@ use std::time::Duration;
 use cellar_engine::rusqlite::Connection;
 use cellar_engine::snapshot::Snapshot;
 use cellar_engine::{Engine, EngineConfig, LocalStore, UserId};
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use tokio::runtime::Runtime;
 
 const SIZES_MIB: [u64; 3] = [1, 16, 64];
@@ -49,7 +51,10 @@ fn write_path(c: &mut Criterion) {
     let runtime = Runtime::new().expect("a tokio runtime");
     let user = UserId::new("bench").expect("a valid user id");
     let mut transact = c.benchmark_group("transact-1-row-update");
-    transact.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(5));
+    transact
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(5));
     let mut snapshot_dbs = Vec::new();
     for mib in SIZES_MIB {
         let dir = tempfile::tempdir().expect("a temp folder");
@@ -58,7 +63,9 @@ fn write_path(c: &mut Criterion) {
         transact.bench_function(BenchmarkId::from_parameter(format!("{mib}MiB")), |b| {
             b.iter(|| {
                 runtime
-                    .block_on(engine.transact(&user, |conn| conn.execute("UPDATE t SET n = n + 1", [])))
+                    .block_on(
+                        engine.transact(&user, |conn| conn.execute("UPDATE t SET n = n + 1", [])),
+                    )
                     .expect("transact")
             })
         });
@@ -67,7 +74,9 @@ fn write_path(c: &mut Criterion) {
     transact.finish();
 
     let mut take = c.benchmark_group("snapshot-take");
-    take.sample_size(10).sampling_mode(SamplingMode::Flat).measurement_time(Duration::from_secs(3));
+    take.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(3));
     for (mib, path, _dir) in &snapshot_dbs {
         let conn = Connection::open(path).expect("open the local copy");
         take.throughput(Throughput::Bytes(mib << 20));

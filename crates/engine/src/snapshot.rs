@@ -142,7 +142,11 @@ mod tests {
         image.stamp(Version::new(5));
         let uploaded = image.body();
         image.stamp(Version::new(6));
-        assert_eq!(uploaded[CHANGE_COUNTER + 3], 5, "a store may still hold the first body");
+        assert_eq!(
+            uploaded[CHANGE_COUNTER + 3],
+            5,
+            "a store may still hold the first body"
+        );
         assert_eq!(image.bytes()[CHANGE_COUNTER + 3], 6);
     }
 

@@ -107,6 +107,7 @@ pub const KEYS: &[Key] = &[
         parse_millis(v).map(|interval| s.min_upload_interval = interval)
     }),
     Key::boolean("sync.version_check", |s, v| parse_bool(v).map(|b| s.version_check = b)),
+    Key::text("sync.durability", |s, v| v.parse().map(|durability| s.durability = durability)),
     Key::text("auth.mode", |s, v| parse_auth_mode(v).map(|mode| s.auth_mode = mode)),
     Key::text("auth.jwt_secret", |s, v| non_empty(v).map(|t| s.jwt_secret = Some(Secret(t.to_owned())))),
     Key::boolean("auth.trusted_proxy", |s, v| parse_bool(v).map(|b| s.trusted_proxy = b)),

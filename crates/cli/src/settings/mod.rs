@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use cellar_engine::store::FaultRates;
 use cellar_engine::{
-    ConflictPolicy, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store, SizeThresholds, Store,
+    ConflictPolicy, Durability, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store, SizeThresholds,
+    Store,
 };
 use cellar_server::{AuthMode, Limits, ServerOptions};
 
@@ -120,6 +121,9 @@ pub struct Settings {
     /// `sync.version_check`: check the bucket's version at every request start. For
     /// benchmarks only: off, this instance never sees other writers' uploads.
     pub version_check: bool,
+    /// `sync.durability`: acknowledge writes after the upload (`sync`) or after the local
+    /// commit, uploading in the background (`async`).
+    pub durability: Durability,
     /// `auth.mode`.
     pub auth_mode: AuthKind,
     /// `auth.jwt_secret`.
@@ -173,6 +177,7 @@ impl Settings {
             size_thresholds: SizeThresholds::default(),
             min_upload_interval: Duration::ZERO,
             version_check: true,
+            durability: Durability::default(),
             auth_mode: AuthKind::Header,
             jwt_secret: None,
             trusted_proxy: false,
@@ -268,6 +273,7 @@ impl Settings {
         config.size_thresholds = self.size_thresholds;
         config.min_upload_interval = self.min_upload_interval;
         config.version_check = self.version_check;
+        config.durability = self.durability;
         config
     }
 

@@ -238,3 +238,15 @@ fn jwt_mode_needs_a_long_secret_to_serve() {
     assert!(!format!("{settings:?}").contains("kkkk"), "the secret must not be printed");
     assert!(matches!(settings.server_options().unwrap().auth, AuthMode::Jwt { .. }));
 }
+
+#[test]
+fn durability_is_sync_by_default_and_async_on_request() {
+    let default = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
+    assert_eq!(default.durability, cellar_engine::Durability::Sync);
+    let (_dir, config) = file("[sync]\ndurability = \"async\"\n");
+    let chosen = Settings::load(&config, &env(&[]), &[]).unwrap();
+    assert_eq!(chosen.durability, cellar_engine::Durability::Async);
+    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_DURABILITY", "eventually")]), &[]);
+    assert!(err.contains("invalid value for sync.durability"), "{err}");
+    assert!(err.contains("expected sync or async"), "{err}");
+}

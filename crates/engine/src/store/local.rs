@@ -106,8 +106,9 @@ impl LocalStore {
 }
 
 impl ObjectFiles {
-    /// Takes the object's lock, shared or exclusive, finishing an interrupted write first.
-    fn lock(&self, exclusive: bool) -> io::Result<File> {
+    /// Takes the object's lock to write, creating its folder and lock file, and finishes
+    /// an interrupted write first.
+    fn lock_exclusive(&self) -> io::Result<File> {
         if let Some(parent) = self.lock.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -116,13 +117,28 @@ impl ObjectFiles {
             .truncate(false)
             .write(true)
             .open(&self.lock)?;
-        if exclusive || self.incoming.exists() {
+        lock.lock()?;
+        self.finish_interrupted_write()?;
+        Ok(lock)
+    }
+
+    /// Takes the object's lock to read (exclusive while it finishes an interrupted write);
+    /// `None` when there is no lock file. A write creates the lock file before anything
+    /// else, so without one there is no object, and a read (every request's version check)
+    /// creates nothing and costs fewer system calls.
+    fn lock_shared(&self) -> io::Result<Option<File>> {
+        let lock = match File::open(&self.lock) {
+            Ok(lock) => lock,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if self.incoming.exists() {
             lock.lock()?;
             self.finish_interrupted_write()?;
         } else {
             lock.lock_shared()?;
         }
-        Ok(lock)
+        Ok(Some(lock))
     }
 
     fn finish_interrupted_write(&self) -> io::Result<()> {
@@ -172,7 +188,18 @@ impl Store for LocalStore {
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
         let if_none_match = if_none_match.cloned();
         self.blocking(key, "get", move |files| {
-            let _lock = files.lock(false)?;
+            // Every request's version check, so first without the lock: the metadata file
+            // is the commit point and is replaced by rename, so when it names the caller's
+            // ETag that is the committed version (a write in progress has not committed; an
+            // interrupted one either never committed or changed the ETag).
+            if let Some(etag) = &if_none_match
+                && files.read_meta()?.is_some_and(|meta| &meta.etag == etag)
+            {
+                return Ok(Fetched::NotModified);
+            }
+            let Some(_lock) = files.lock_shared()? else {
+                return Ok(Fetched::NotFound);
+            };
             let Some(meta) = files.read_meta()? else {
                 return Ok(Fetched::NotFound);
             };
@@ -190,7 +217,9 @@ impl Store for LocalStore {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         self.blocking(key, "head", |files| {
-            let _lock = files.lock(false)?;
+            let Some(_lock) = files.lock_shared()? else {
+                return Ok(None);
+            };
             Ok(files.read_meta()?.map(ObjectFiles::info))
         })
         .await
@@ -205,7 +234,7 @@ impl Store for LocalStore {
     ) -> Result<ETag, StoreError> {
         let owned_key = key.to_owned();
         self.blocking(key, "put", move |files| {
-            let _lock = files.lock(true)?;
+            let _lock = files.lock_exclusive()?;
             let current = files.read_meta()?.map(|meta| meta.etag);
             if let Err(refused) = check_condition(&owned_key, current.as_ref(), &condition) {
                 return Ok(Err(refused));
@@ -236,7 +265,7 @@ impl Store for LocalStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.blocking(key, "delete", |files| {
-            let _lock = files.lock(true)?;
+            let _lock = files.lock_exclusive()?;
             for path in [&files.meta, &files.body] {
                 match fs::remove_file(path) {
                     Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
@@ -341,6 +370,22 @@ mod tests {
         ));
         assert_eq!(fs::read(&files.body).unwrap(), b"one");
         assert!(!files.incoming.exists());
+    }
+
+    #[tokio::test]
+    async fn reading_a_missing_object_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let etag = ETag("seen-before".into());
+        assert!(matches!(
+            store.get("u/db", Some(&etag)).await.unwrap(),
+            Fetched::NotFound
+        ));
+        assert!(store.head("u/db").await.unwrap().is_none());
+        assert!(
+            !dir.path().join("u").exists(),
+            "a read created the object's folder"
+        );
     }
 
     #[tokio::test]

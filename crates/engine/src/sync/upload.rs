@@ -93,7 +93,12 @@ pub(crate) async fn sync_on_mutation(
         let started = Instant::now();
         let outcome = shared
             .store
-            .put(&key, image.body(), metadata.to_raw(), plan.condition.clone())
+            .put(
+                &key,
+                image.body(),
+                metadata.to_raw(),
+                plan.condition.clone(),
+            )
             .await;
         shared.metrics.upload_latency.observe(started.elapsed());
         match outcome {

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# The benchmark scenarios of docs/benchmarks.md, one command each:
+#
+#   scripts/bench.sh read-heavy     100 users, 95% reads (folder store)
+#   scripts/bench.sh write-heavy    one user, 32 concurrent writers: uploads per write
+#   scripts/bench.sh sync-check     reads with sync.version_check on vs off, folder and SeaweedFS
+#   scripts/bench.sh upload-bytes   bytes uploaded per 1-row update at 1, 16 and 64 MiB
+#   scripts/bench.sh cold-start     first request for a 256 MiB database vs a plain GET of it
+#   scripts/bench.sh memory         server VmRSS after 10 000 distinct users were served
+#   scripts/bench.sh all            every scenario above, in that order
+#
+# Each scenario builds the release binary (cargo build --release -p cellar-cli), starts
+# `cellar serve` on 127.0.0.1 with fresh folders, drives it with `cellar bench`, prints a
+# summary line per result (the JSON reports go to $BENCH_RESULTS, default
+# target/bench-results), and kills everything it started. SeaweedFS comes from the venv
+# that scripts/test.sh installs (or $CELLAR_VENV), started through the testkit.
+# STORE=folder runs cold-start on the folder store instead of SeaweedFS.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+cellar="$target/release/cellar"
+results="${BENCH_RESULTS:-$target/bench-results}"
+work=$(mktemp -d -t cellar-bench-XXXXXX)
+pids=()
+store_env=()
+
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { printf '%s\n' "$*" >&2; }
+
+# wait_for_line FILE PATTERN PID: until FILE has a line matching PATTERN (2 min at most).
+wait_for_line() {
+    for _ in $(seq 1200); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_seaweedfs: SeaweedFS on free loopback ports, kept until this script exits; sets
+# endpoint, bucket, region, access_key_id, secret_access_key.
+start_seaweedfs() {
+    [[ -n "${endpoint:-}" ]] && return 0
+    cargo build --release -q -p cellar-testkit --example s3_server
+    mkfifo "$work/s3.in"
+    "$target/release/examples/s3_server" seaweedfs <"$work/s3.in" >"$work/s3.out" 2>"$work/s3.log" &
+    pids+=("$!")
+    exec 7>"$work/s3.in" # its stdin: the server lives while this stays open
+    wait_for_line "$work/s3.out" '^ready$' "$!" || { cat "$work/s3.log" >&2; exit 1; }
+    while IFS='=' read -r name value; do
+        case $name in endpoint | bucket | region | access_key_id | secret_access_key) declare -g "$name=$value" ;; esac
+    done <"$work/s3.out"
+}
+
+# use_store folder|seaweedfs: the store of the servers started next.
+use_store() {
+    case $1 in
+    folder) store_env=(CELLAR_STORE_URL="file://$work/bucket") ;;
+    seaweedfs)
+        start_seaweedfs
+        store_env=(CELLAR_STORE_URL="s3://$bucket/cellar-users" CELLAR_STORE_ENDPOINT="$endpoint"
+            CELLAR_STORE_REGION="$region" CELLAR_STORE_ALLOW_HTTP=true
+            AWS_ACCESS_KEY_ID="$access_key_id" AWS_SECRET_ACCESS_KEY="$secret_access_key")
+        ;;
+    *) say "unknown store $1" && exit 2 ;;
+    esac
+}
+
+# start_server DATA [VAR=VALUE...]: `cellar serve` on a free port, local copies in
+# $work/DATA (reused if it exists); sets url and server_pid.
+start_server() {
+    local data="$work/$1"
+    shift
+    mkdir -p "$data"
+    env RUST_LOG=warn CELLAR_DATA_DIR="$data/local" "${store_env[@]}" "$@" \
+        "$cellar" serve --listen 127.0.0.1:0 --json >"$data/serve.out" 2>>"$data/serve.log" &
+    server_pid=$!
+    pids+=("$server_pid")
+    wait_for_line "$data/serve.out" listening "$server_pid" || { cat "$data/serve.log" >&2; exit 1; }
+    url="http://$(jq -r .listening "$data/serve.out")"
+}
+
+stop_server() {
+    kill -TERM "$server_pid"
+    wait "$server_pid" || true
+}
+
+# bench NAME ARGS...: `cellar bench --json` against $url; the report goes to
+# $results/NAME.json and stays in $report.
+bench() {
+    local name=$1
+    shift
+    "$cellar" bench --json --url "$url" "$@" >"$results/$name.json"
+    report="$results/$name.json"
+    say "  $name: $(jq -c '{throughput, latency_ms, errors: .requests.errors, store}' "$report")"
+}
+
+read_heavy() {
+    use_store folder
+    start_server read-heavy
+    bench read-heavy --users 100 --concurrency 16 --duration 20 --write-ratio 0.05
+    jq -r '"read-heavy: \(.throughput | floor) requests/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, errors \(.requests.errors)"' "$report"
+    stop_server
+}
+
+write_heavy() {
+    use_store folder
+    start_server write-heavy
+    bench write-heavy --users 1 --concurrency 32 --duration 20 --write-ratio 1
+    jq -r '"write-heavy: \(.throughput | floor) writes/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms, uploads per write \(.store.uploads_per_write) (target <= 0.25)"' "$report"
+    stop_server
+}
+
+sync_check() {
+    local rounds=3
+    for store in folder seaweedfs; do
+        use_store "$store"
+        local reports=()
+        # Alternating on/off runs: a shared machine drifts, so single runs mislead.
+        for round in $(seq $rounds); do
+            for check in true false; do
+                # The same local copies for every run: with the check off, nothing is downloaded.
+                start_server "sync-check-$store" CELLAR_SYNC_VERSION_CHECK="$check"
+                bench "sync-check-$store-$check-$round" --users 100 --concurrency 16 --duration 10 --write-ratio 0
+                reports+=("$report")
+                stop_server
+            done
+        done
+        jq -rs --arg store "$store" '
+            def median: sort | .[length / 2 | floor];
+            [range(0; length; 2) as $i | {on: .[$i].throughput, off: .[$i + 1].throughput}] as $rounds
+            | "sync-check \($store): on \($rounds | map(.on) | median | floor) reads/s, off \($rounds | map(.off) | median | floor) reads/s, on/off \($rounds | map(.on / .off * 1000 | round / 1000) | tostring) median \($rounds | map(.on / .off) | median * 1000 | round / 1000) (target >= 0.8 on the folder store)"' \
+            "${reports[@]}"
+    done
+}
+
+upload_bytes() {
+    use_store folder
+    for mib in 1 16 64; do
+        start_server "upload-$mib"
+        bench "upload-bytes-${mib}MiB" --users 1 --concurrency 1 --requests 20 --write-ratio 1 --preload-bytes "${mib}MiB"
+        jq -r --arg mib "$mib" '"upload-bytes \($mib) MiB: \(.store.upload_bytes_per_write | floor) bytes uploaded per 1-row update, p50 \(.latency_ms.p50) ms"' "$report"
+        stop_server
+    done
+}
+
+cold_start() {
+    local store=${STORE:-seaweedfs}
+    use_store "$store"
+    start_server cold-writer
+    bench cold-start-preload --users 1 --user-prefix cold --preload-bytes 256MiB --requests 0
+    stop_server
+    local object="cellar-users/cold-0/database.sqlite" runs=3
+    for run in $(seq $runs); do
+        start_server "cold-reader-$run" # a fresh data folder: the first request downloads
+        bench "cold-start-$run" --users 1 --user-prefix cold --preload-bytes 256MiB --requests 0
+        stop_server
+        if [[ $store == seaweedfs ]]; then
+            curl -sf --aws-sigv4 "aws:amz:$region:s3" --user "$access_key_id:$secret_access_key" \
+                -o /dev/null -w '%{time_total}\n' "$endpoint/$bucket/$object" >>"$work/get-seconds"
+        else
+            local TIMEFORMAT=%R
+            { time cat "$work/bucket/$object" >/dev/null; } 2>>"$work/get-seconds"
+        fi
+    done
+    local size
+    size=$(stat -c %s "$work/cold-reader-1/local/cold-0/database.sqlite")
+    jq -rs --arg store "$store" --argjson size "$size" --slurpfile get <(sort -n "$work/get-seconds" | jq -s .) '
+        (map(.setup.first_request_ms.max) | sort | .[length / 2 | floor] / 1000) as $cold
+        | ($get[0] | .[length / 2 | floor]) as $plain
+        | "cold-start \($store), \($size / 1048576 | floor) MiB: first request \($cold) s (\($size / 1048576 / $cold | floor) MiB/s), plain GET \($plain) s (\($size / 1048576 / $plain | floor) MiB/s), ratio \(($plain / $cold * 1000 | round) / 1000) (target >= 0.8); medians of '"$runs"'"' \
+        "$results"/cold-start-[0-9]*.json
+}
+
+memory() {
+    use_store folder
+    start_server memory
+    bench memory --users 10000 --user-prefix mem --concurrency 16 --requests 10000 --write-ratio 0
+    local rss hwm
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$server_pid/status")
+    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$server_pid/status")
+    echo "memory: VmRSS $((rss / 1024)) MiB after 10000 distinct users (peak VmHWM $((hwm / 1024)) MiB) (target <= 150 MiB)"
+    stop_server
+}
+
+scenario=${1:-}
+case $scenario in
+read-heavy | write-heavy | sync-check | upload-bytes | cold-start | memory | all) ;;
+*)
+    sed -n '2,9p' "$0" >&2
+    exit 2
+    ;;
+esac
+cargo build --release -q -p cellar-cli
+mkdir -p "$results"
+say "cellar bench on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -h | awk '/^Mem/ {print $2}') memory"
+if [[ $scenario == all ]]; then
+    for each in read_heavy write_heavy sync_check upload_bytes cold_start memory; do $each; done
+else
+    "${scenario//-/_}"
+fi
