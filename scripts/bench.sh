@@ -14,7 +14,8 @@
 # summary line per result (the JSON reports go to $BENCH_RESULTS, default
 # target/bench-results), and kills everything it started. SeaweedFS comes from the venv
 # that scripts/test.sh installs (or $CELLAR_VENV), started through the testkit.
-# STORE=folder runs cold-start on the folder store instead of SeaweedFS.
+# STORE=folder runs cold-start on the folder store instead of SeaweedFS;
+# SYNC_CHECK_STORES=folder runs sync-check on the folder store only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -122,7 +123,7 @@ write_heavy() {
 
 sync_check() {
     local rounds=3
-    for store in folder seaweedfs; do
+    for store in ${SYNC_CHECK_STORES:-folder seaweedfs}; do
         use_store "$store"
         local reports=()
         # Alternating on/off runs: a shared machine drifts, so single runs mislead.

@@ -83,7 +83,10 @@ async fn while_the_store_stays_down_the_user_gets_sync_pending_not_stale_data() 
     store.inject(Operation::Head, Fault::Error);
     let err = engine.status(&alice).await.unwrap_err();
     assert!(matches!(err, Error::EarlierWritePending { .. }), "{err}");
-    assert!(err.to_string().contains("this request was not run"), "{err}");
+    assert!(
+        err.to_string().contains("this request was not run"),
+        "{err}"
+    );
     assert_eq!(values(&engine, &alice).await, [1, 2]);
 }
 
@@ -139,7 +142,9 @@ async fn under_random_faults_every_acknowledged_write_is_in_the_bucket() {
     for i in 0..200 {
         match append(&engine, &alice, i).await {
             Ok(_) => acknowledged.push(i),
-            Err(Error::Store(_) | Error::SyncPending { .. } | Error::EarlierWritePending { .. }) => {}
+            Err(
+                Error::Store(_) | Error::SyncPending { .. } | Error::EarlierWritePending { .. },
+            ) => {}
             Err(other) => panic!("unexpected error: {other}"),
         }
     }

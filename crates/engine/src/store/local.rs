@@ -186,17 +186,23 @@ fn to_io(err: crate::Error) -> io::Error {
 #[async_trait]
 impl Store for LocalStore {
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
-        let if_none_match = if_none_match.cloned();
-        self.blocking(key, "get", move |files| {
-            // Every request's version check, so first without the lock: the metadata file
-            // is the commit point and is replaced by rename, so when it names the caller's
-            // ETag that is the committed version (a write in progress has not committed; an
-            // interrupted one either never committed or changed the ETag).
-            if let Some(etag) = &if_none_match
-                && files.read_meta()?.is_some_and(|meta| &meta.etag == etag)
-            {
+        // Every request's version check, so first without the lock and without a trip to
+        // the blocking pool (one read of a file of a few hundred bytes): the metadata file is
+        // the commit point and is replaced by rename, so when it names the caller's ETag
+        // that is the committed version (a write in progress has not committed; an
+        // interrupted one either never committed or changed the ETag).
+        if let Some(etag) = if_none_match {
+            let files = self.files(key)?;
+            let unchanged = files
+                .read_meta()
+                .map_err(|err| StoreError::unavailable("get", key, err))?
+                .is_some_and(|meta| &meta.etag == etag);
+            if unchanged {
                 return Ok(Fetched::NotModified);
             }
+        }
+        let if_none_match = if_none_match.cloned();
+        self.blocking(key, "get", move |files| {
             let Some(_lock) = files.lock_shared()? else {
                 return Ok(Fetched::NotFound);
             };
