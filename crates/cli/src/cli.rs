@@ -133,7 +133,13 @@ fn fraction(text: &str) -> Result<f64, String> {
 
 /// A size in bytes: `1048576`, `512KiB`, `16MiB`, `1GiB`.
 fn byte_size(text: &str) -> Result<u64, String> {
-    let units = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1), ("", 1)];
+    let units = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+        ("", 1),
+    ];
     let (number, unit) = units
         .iter()
         .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|number| (number, *unit)))
@@ -143,13 +149,17 @@ fn byte_size(text: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| format!("{text:?} is not a size; expected bytes, or a number with KiB, MiB or GiB"))
+        .ok_or_else(|| {
+            format!("{text:?} is not a size; expected bytes, or a number with KiB, MiB or GiB")
+        })
 }
 
 impl Cli {
     /// The configuration file to read.
     pub fn config_file(&self) -> ConfigFile {
-        self.config.clone().map_or(ConfigFile::Default, ConfigFile::Named)
+        self.config
+            .clone()
+            .map_or(ConfigFile::Default, ConfigFile::Named)
     }
 
     /// The settings given as flags: the strongest source.
@@ -164,7 +174,13 @@ impl Cli {
             ("data_dir", "--data-dir", data_dir),
         ]
         .into_iter()
-        .filter_map(|(key, flag, value)| value.map(|value| Flag { key, flag, value: value.clone() }))
+        .filter_map(|(key, flag, value)| {
+            value.map(|value| Flag {
+                key,
+                flag,
+                value: value.clone(),
+            })
+        })
         .collect()
     }
 }
@@ -199,19 +215,47 @@ mod tests {
         assert_eq!(byte_size("4096"), Ok(4096));
         assert_eq!(byte_size("1 GiB"), Ok(1 << 30));
         assert!(byte_size("16MB").is_err());
-        let parse = |args: &[&str]| Cli::try_parse_from([&["cellar", "bench", "--url", "http://h"], args].concat());
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["cellar", "bench", "--url", "http://h"], args].concat())
+        };
         assert!(parse(&["--write-ratio", "1.5"]).is_err());
-        assert!(parse(&["--duration", "5", "--requests", "9"]).is_err(), "a run is bounded by one or the other");
+        assert!(
+            parse(&["--duration", "5", "--requests", "9"]).is_err(),
+            "a run is bounded by one or the other"
+        );
         assert!(parse(&["--users", "0"]).is_err());
         assert!(parse(&["--requests", "0", "--preload-bytes", "64MiB"]).is_ok());
     }
 
     #[test]
     fn flags_name_their_keys() {
-        let args = ["cellar", "serve", "--listen", "127.0.0.1:1", "--data-dir", "d", "--store-url", "memory://"];
+        let args = [
+            "cellar",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--data-dir",
+            "d",
+            "--store-url",
+            "memory://",
+        ];
         let cli = Cli::try_parse_from(args).unwrap();
-        let keys: Vec<_> = cli.flags().iter().map(|flag| (flag.key, flag.flag)).collect();
-        assert_eq!(keys, [("store.url", "--store-url"), ("server.listen", "--listen"), ("data_dir", "--data-dir")]);
-        assert!(Cli::try_parse_from(["cellar", "users", "--data-dir", "d"]).is_err(), "operator commands never use data_dir");
+        let keys: Vec<_> = cli
+            .flags()
+            .iter()
+            .map(|flag| (flag.key, flag.flag))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("store.url", "--store-url"),
+                ("server.listen", "--listen"),
+                ("data_dir", "--data-dir")
+            ]
+        );
+        assert!(
+            Cli::try_parse_from(["cellar", "users", "--data-dir", "d"]).is_err(),
+            "operator commands never use data_dir"
+        );
     }
 }

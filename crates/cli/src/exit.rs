@@ -64,7 +64,10 @@ mod tests {
         let store = StoreError::unavailable("get", "k", "connection refused");
         let err = anyhow::Error::from(EngineError::Store(store)).context("cannot list users");
         assert_eq!(Exit::of(&err), Exit::Unavailable);
-        let err = anyhow::Error::from(ConfigError::NotUtf8 { name: "CELLAR_X".into() }).context("loading");
+        let err = anyhow::Error::from(ConfigError::NotUtf8 {
+            name: "CELLAR_X".into(),
+        })
+        .context("loading");
         assert_eq!(Exit::of(&err), Exit::Usage);
         assert_eq!(Exit::of(&anyhow::anyhow!("no database")), Exit::Failed);
     }

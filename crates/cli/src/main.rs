@@ -47,14 +47,24 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli, output: Output) -> anyhow::Result<Exit> {
     let (file, flags) = (cli.config_file(), cli.flags());
-    let settings = move || Ok(Settings::load(&file, &Environment::from_process()?, &flags)?);
+    let settings = move || {
+        Ok(Settings::load(
+            &file,
+            &Environment::from_process()?,
+            &flags,
+        )?)
+    };
     commands::run(cli.command, settings, output).await
 }
 
 /// Logs to stderr, filtered by `RUST_LOG`; by default `info` for the server and `warn` for
 /// the one-shot commands, whose results go to stdout.
 fn init_tracing(command: &Command) {
-    let default = if matches!(command, Command::Serve { .. }) { "info" } else { "warn" };
+    let default = if matches!(command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

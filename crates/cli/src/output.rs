@@ -42,7 +42,8 @@ impl Output {
     pub fn error(&self, err: &anyhow::Error, exit: Exit) {
         let message = describe(err);
         let line = if self.json {
-            serde_json::json!({ "error": { "message": message, "exit_code": exit as u8 } }).to_string()
+            serde_json::json!({ "error": { "message": message, "exit_code": exit as u8 } })
+                .to_string()
         } else {
             format!("error: {message}")
         };
@@ -101,8 +102,13 @@ mod tests {
     #[test]
     fn a_cause_already_quoted_by_its_parent_is_not_repeated() {
         let io = std::io::Error::other("disk full");
-        let err = anyhow::Error::from(io).context("cannot write x: disk full").context("cannot pull alice");
-        assert_eq!(describe(&err), "cannot pull alice: cannot write x: disk full");
+        let err = anyhow::Error::from(io)
+            .context("cannot write x: disk full")
+            .context("cannot pull alice");
+        assert_eq!(
+            describe(&err),
+            "cannot pull alice: cannot write x: disk full"
+        );
         let err = anyhow::anyhow!("no such file").context("cannot read cellar.toml");
         assert_eq!(describe(&err), "cannot read cellar.toml: no such file");
     }

@@ -12,7 +12,10 @@ fn users_status_push_pull_and_verify_round_trip_with_json() {
 
     let first = cellar.sqlite_file("first.sqlite", 3);
     let pushed = cellar.json(&["push", "alice", first.to_str().unwrap()], &[], 0);
-    assert_eq!((pushed["user_id"].clone(), pushed["version"].clone()), (json!("alice"), json!(1)));
+    assert_eq!(
+        (pushed["user_id"].clone(), pushed["version"].clone()),
+        (json!("alice"), json!(1))
+    );
     let second = cellar.sqlite_file("second.sqlite", 5);
     let pushed = cellar.json(&["push", "alice", second.to_str().unwrap()], &[], 0);
     assert_eq!(pushed["version"], 2);
@@ -29,16 +32,26 @@ fn users_status_push_pull_and_verify_round_trip_with_json() {
     assert_eq!(count_rows(&cellar.path().join("copy.sqlite")), 5);
     let again = cellar.run(&["pull", "alice", "-o", "copy.sqlite"], &[]);
     assert_exit(&again, 1);
-    assert!(stderr(&again).contains("pass --force"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("pass --force"),
+        "{}",
+        stderr(&again)
+    );
     cellar.json(&["pull", "alice", "-o", "copy.sqlite", "--force"], &[], 0);
     cellar.json(&["pull", "alice"], &[], 0);
     assert_eq!(count_rows(&cellar.path().join("alice.sqlite")), 5);
 
     let verified = cellar.json(&["verify", "alice"], &[], 0);
-    assert_eq!((verified["ok"].clone(), verified["checked"].clone()), (json!(true), json!(1)));
+    assert_eq!(
+        (verified["ok"].clone(), verified["checked"].clone()),
+        (json!(true), json!(1))
+    );
     assert_eq!(verified["users"][0]["integrity_ok"], true);
     assert_eq!(cellar.json(&["verify", "--all"], &[], 0)["checked"], 1);
-    assert!(!cellar.path().join("local").exists(), "operator commands leave data_dir to the server");
+    assert!(
+        !cellar.path().join("local").exists(),
+        "operator commands leave data_dir to the server"
+    );
 }
 
 #[test]
@@ -46,21 +59,38 @@ fn a_user_without_a_database_is_not_found() {
     let cellar = Cellar::new();
     let status = cellar.run(&["status", "bob"], &[]);
     assert_exit(&status, 1);
-    assert!(stderr(&status).contains("user bob has no database in the store file://bucket"), "{}", stderr(&status));
+    assert!(
+        stderr(&status).contains("user bob has no database in the store file://bucket"),
+        "{}",
+        stderr(&status)
+    );
     assert_exit(&cellar.run(&["pull", "bob"], &[]), 1);
     let verified = cellar.json(&["verify", "bob"], &[], 1);
-    assert_eq!(verified["users"][0]["problems"], json!(["no database in the store"]));
+    assert_eq!(
+        verified["users"][0]["problems"],
+        json!(["no database in the store"])
+    );
 }
 
 #[test]
 fn pushing_a_file_that_is_not_sqlite_is_refused_before_the_store_is_touched() {
     let cellar = Cellar::new();
-    std::fs::write(cellar.path().join("notes.txt"), "not a database, just some text ".repeat(10)).unwrap();
+    std::fs::write(
+        cellar.path().join("notes.txt"),
+        "not a database, just some text ".repeat(10),
+    )
+    .unwrap();
     let output = cellar.run(&["push", "alice", "notes.txt"], &[]);
     assert_exit(&output, 1);
     let message = stderr(&output);
-    assert!(message.contains("refusing to push notes.txt: it is not a SQLite database"), "{message}");
-    assert!(!cellar.path().join("bucket").exists(), "the store was touched");
+    assert!(
+        message.contains("refusing to push notes.txt: it is not a SQLite database"),
+        "{message}"
+    );
+    assert!(
+        !cellar.path().join("bucket").exists(),
+        "the store was touched"
+    );
 }
 
 #[test]
@@ -83,7 +113,10 @@ fn verify_and_pull_detect_a_corrupted_object() {
     assert!(problems.contains("checksum mismatch"), "{problems}");
 
     let all = cellar.json(&["verify", "--all"], &[], 1);
-    assert_eq!((all["checked"].clone(), all["failed"].clone()), (json!(2), json!(1)));
+    assert_eq!(
+        (all["checked"].clone(), all["failed"].clone()),
+        (json!(2), json!(1))
+    );
 
     let pull = cellar.run(&["pull", "alice", "-o", "bad.sqlite"], &[]);
     assert_exit(&pull, 1);
@@ -98,21 +131,37 @@ fn a_bad_config_key_is_named_in_the_error() {
     let output = cellar.run(&["users"], &[]);
     assert_exit(&output, 2);
     let message = stderr(&output);
-    assert!(message.contains("unknown key store.bukcet (from config file cellar.toml)"), "{message}");
+    assert!(
+        message.contains("unknown key store.bukcet (from config file cellar.toml)"),
+        "{message}"
+    );
 
     cellar.write_config("[sync]\nconflict = \"strict\"\n");
     let output = cellar.run(&["users", "--json"], &[("CELLAR_SYNC_CONFLICT", "never")]);
     assert_exit(&output, 2);
     let error: serde_json::Value = serde_json::from_slice(&output.stderr).unwrap();
     let message = error["error"]["message"].as_str().unwrap();
-    assert!(message.contains("sync.conflict (from environment variable CELLAR_SYNC_CONFLICT)"), "{message}");
+    assert!(
+        message.contains("sync.conflict (from environment variable CELLAR_SYNC_CONFLICT)"),
+        "{message}"
+    );
 }
 
 #[test]
 fn an_environment_variable_overrides_the_file_and_a_flag_overrides_both() {
     let cellar = Cellar::new();
     let file = cellar.sqlite_file("db.sqlite", 1);
-    cellar.json(&["push", "alice", file.to_str().unwrap(), "--store-url", "file://other"], &[], 0);
+    cellar.json(
+        &[
+            "push",
+            "alice",
+            file.to_str().unwrap(),
+            "--store-url",
+            "file://other",
+        ],
+        &[],
+        0,
+    );
 
     let from_file = cellar.json(&["users"], &[], 0);
     assert_eq!(from_file["users"], json!([]));
@@ -134,13 +183,23 @@ fn usage_errors_exit_with_2() {
 #[test]
 fn an_unreachable_store_exits_with_3() {
     let cellar = Cellar::new();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     cellar.write_config(&format!(
         "[store]\nurl = \"s3://bucket/cellar-users\"\nendpoint = \"http://{closed_port}\"\n\
          region = \"us-east-1\"\nallow_http = true\n"
     ));
-    let env = [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")];
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
     let output = cellar.run(&["users"], &env);
     assert_exit(&output, 3);
-    assert!(stderr(&output).contains("cannot open the store s3://bucket/cellar-users"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot open the store s3://bucket/cellar-users"),
+        "{}",
+        stderr(&output)
+    );
 }

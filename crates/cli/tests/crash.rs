@@ -45,7 +45,10 @@ const KILL_AFTER_MS: std::ops::Range<u64> = 20..400;
 const CRASH_POINT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Faults in crash-point rounds: failed uploads become pending uploads, and uploads whose
 /// answer is lost are adopted (an install) by the next request.
-const POINT_FAULTS: [(&str, &str); 2] = [("CELLAR_FAULTS_ERROR_RATE", "0.1"), ("CELLAR_FAULTS_DROP_RATE", "0.1")];
+const POINT_FAULTS: [(&str, &str); 2] = [
+    ("CELLAR_FAULTS_ERROR_RATE", "0.1"),
+    ("CELLAR_FAULTS_DROP_RATE", "0.1"),
+];
 /// Reads after a restart that Cellar refuses as stale are tried again this many times,
 /// each refusal counted and reported.
 const RECOVERY_READ_TRIES: usize = 5;
@@ -170,7 +173,9 @@ impl CrashRun {
         let left = checks::check_local_databases(&self.cellar.data_dir());
         assert!(
             left.problems.is_empty(),
-            "{}: round {round} ({crash:?}) left torn databases: {:?}", self.name, left.problems
+            "{}: round {round} ({crash:?}) left torn databases: {:?}",
+            self.name,
+            left.problems
         );
         self.figures.hot_journals += left.hot_journals;
         self.figures.databases_checked += left.databases;
@@ -186,14 +191,18 @@ impl CrashRun {
             if Instant::now() > deadline {
                 server.kill();
                 let log = server.log();
-                panic!("{}: crash point {point} not reached within {CRASH_POINT_TIMEOUT:?}:\n{log}", self.name);
+                panic!(
+                    "{}: crash point {point} not reached within {CRASH_POINT_TIMEOUT:?}:\n{log}",
+                    self.name
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let log = server.log();
         assert!(
             log.contains(&format!("crashing at {point}")),
-            "{}: the server exited, but not at {point}:\n{log}", self.name
+            "{}: the server exited, but not at {point}:\n{log}",
+            self.name
         );
     }
 
@@ -205,11 +214,25 @@ impl CrashRun {
         for user in USERS {
             let (version, values) = self.recovery_read(&api, user).await;
             let ledger = self.ledger.lock();
-            let (acked, acked_version) = (ledger.acked_values(user), ledger.highest_acked_version(user));
-            observed.push(Observed { user, version, values, acked, acked_version });
+            let (acked, acked_version) = (
+                ledger.acked_values(user),
+                ledger.highest_acked_version(user),
+            );
+            observed.push(Observed {
+                user,
+                version,
+                values,
+                acked,
+                acked_version,
+            });
         }
         let local = checks::check_local_databases(&self.cellar.data_dir());
-        assert!(local.problems.is_empty(), "{}: after the restart: {:?}", self.name, local.problems);
+        assert!(
+            local.problems.is_empty(),
+            "{}: after the restart: {:?}",
+            self.name,
+            local.problems
+        );
         let context = format!("{}: round {round} ({crash:?})", self.name);
         for user in observed {
             self.check_local_copy(&context, &user);
@@ -221,13 +244,32 @@ impl CrashRun {
     /// The local copy, as the restarted server read it: every acknowledged write, once;
     /// a version at least every acknowledged one and never lower than last round's.
     fn check_local_copy(&mut self, context: &str, seen: &Observed) {
-        let Observed { user, version, values, acked, acked_version } = seen;
+        let Observed {
+            user,
+            version,
+            values,
+            acked,
+            acked_version,
+        } = seen;
         let lost = missing(acked, values);
-        assert!(lost.is_empty(), "{context}: acknowledged writes {lost:?} of {user} are missing locally at {version}");
-        assert!(duplicates(values).is_empty(), "{context}: {user} has values twice: {:?}", duplicates(values));
-        assert!(version >= acked_version, "{context}: {user} is at {version}, below acknowledged {acked_version}");
+        assert!(
+            lost.is_empty(),
+            "{context}: acknowledged writes {lost:?} of {user} are missing locally at {version}"
+        );
+        assert!(
+            duplicates(values).is_empty(),
+            "{context}: {user} has values twice: {:?}",
+            duplicates(values)
+        );
+        assert!(
+            version >= acked_version,
+            "{context}: {user} is at {version}, below acknowledged {acked_version}"
+        );
         let floor = self.floor.entry(user.to_string()).or_default();
-        assert!(version >= floor, "{context}: {user} went back from version {floor} to {version}");
+        assert!(
+            version >= floor,
+            "{context}: {user} went back from version {floor} to {version}"
+        );
         *floor = *version;
     }
 
@@ -235,19 +277,41 @@ impl CrashRun {
     /// copy at the same version; an extension of last round's list (one server writes, so
     /// even an unacknowledged write, once in the bucket, must stay).
     fn check_bucket(&mut self, context: &str, seen: Observed) {
-        let Observed { user, version, values, acked, .. } = seen;
+        let Observed {
+            user,
+            version,
+            values,
+            acked,
+            ..
+        } = seen;
         let Some(remote) = checks::bucket(&self.cellar, user) else {
-            assert!(acked.is_empty(), "{context}: {user} has acknowledged writes but no object in the bucket");
+            assert!(
+                acked.is_empty(),
+                "{context}: {user} has acknowledged writes but no object in the bucket"
+            );
             return;
         };
-        assert!(remote.version >= version, "{context}: the bucket has {user} at {}, below {version}", remote.version);
+        assert!(
+            remote.version >= version,
+            "{context}: the bucket has {user} at {}, below {version}",
+            remote.version
+        );
         if remote.version == version {
-            assert_eq!(remote.values, values, "{context}: {user} at {version} differs in the bucket and locally");
+            assert_eq!(
+                remote.values, values,
+                "{context}: {user} at {version} differs in the bucket and locally"
+            );
         }
         let lost = missing(&acked, &remote.values);
-        assert!(lost.is_empty(), "{context}: acknowledged writes {lost:?} of {user} are missing from the bucket");
+        assert!(
+            lost.is_empty(),
+            "{context}: acknowledged writes {lost:?} of {user} are missing from the bucket"
+        );
         let before = self.bucket.get(user).map_or(&[][..], Vec::as_slice);
-        assert!(remote.values.starts_with(before), "{context}: {user}'s list in the bucket lost values since last round");
+        assert!(
+            remote.values.starts_with(before),
+            "{context}: {user}'s list in the bucket lost values since last round"
+        );
         self.bucket.insert(user.to_owned(), remote.values);
     }
 
@@ -262,26 +326,51 @@ impl CrashRun {
             match reply {
                 Reply::Ok { version, value } => return (version, value),
                 stale if stale.is_stale_read() => {
-                    eprintln!("{}: STALE READ refused after a restart: {stale:?}", self.name);
+                    eprintln!(
+                        "{}: STALE READ refused after a restart: {stale:?}",
+                        self.name
+                    );
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                other => panic!("{}: reading {user} after the restart failed: {other:?}", self.name),
+                other => panic!(
+                    "{}: reading {user} after the restart failed: {other:?}",
+                    self.name
+                ),
             }
         }
-        panic!("{}: every read of {user} after the restart was a stale read", self.name);
+        panic!(
+            "{}: every read of {user} after the restart was a stale read",
+            self.name
+        );
     }
 
     /// Checks the whole history, then prints the figures as one JSON line.
     fn report(self, rounds: usize, elapsed: Duration) {
         let ledger = self.ledger.into_inner();
         let expected = |code: &str| matches!(code, "store_unavailable" | "sync_pending");
-        let unexpected: Vec<_> =
-            ledger.failed.iter().filter(|failure| !(failure.status == 503 && expected(&failure.code))).collect();
-        assert!(unexpected.is_empty(), "{}: unexpected failures: {unexpected:#?}", self.name);
+        let unexpected: Vec<_> = ledger
+            .failed
+            .iter()
+            .filter(|failure| !(failure.status == 503 && expected(&failure.code)))
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "{}: unexpected failures: {unexpected:#?}",
+            self.name
+        );
         let stale_answers = ledger.stale_answers();
-        assert!(stale_answers.is_empty(), "{}: {stale_answers:#?}", self.name);
-        let dropped = ledger.dropped_pending_writes(|user| self.bucket.get(user).cloned().unwrap_or_default());
-        assert!(dropped.is_empty(), "{}: pending writes were dropped: {dropped:#?}", self.name);
+        assert!(
+            stale_answers.is_empty(),
+            "{}: {stale_answers:#?}",
+            self.name
+        );
+        let dropped = ledger
+            .dropped_pending_writes(|user| self.bucket.get(user).cloned().unwrap_or_default());
+        assert!(
+            dropped.is_empty(),
+            "{}: pending writes were dropped: {dropped:#?}",
+            self.name
+        );
         let figures = json!({
             "suite": "crash",
             "store": self.name,
@@ -304,14 +393,34 @@ impl CrashRun {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_crashed_servers_keep_every_acknowledged_write_on_the_folder_store() {
-    let rounds = Rounds::quick_or_full(Rounds { kills: 20, per_point: 1 }, Rounds { kills: 150, per_point: 5 });
+    let rounds = Rounds::quick_or_full(
+        Rounds {
+            kills: 20,
+            per_point: 1,
+        },
+        Rounds {
+            kills: 150,
+            per_point: 5,
+        },
+    );
     CrashRun::new("folder", Cellar::new()).run(rounds).await;
 }
 
 async fn on_s3(kind: S3Kind) {
     let s3 = S3Server::start(kind).await.expect("the S3 server starts");
-    let rounds = Rounds::quick_or_full(Rounds { kills: 3, per_point: 1 }, Rounds { kills: 25, per_point: 2 });
-    CrashRun::new(kind.name(), Cellar::on_s3(&s3)).run(rounds).await;
+    let rounds = Rounds::quick_or_full(
+        Rounds {
+            kills: 3,
+            per_point: 1,
+        },
+        Rounds {
+            kills: 25,
+            per_point: 2,
+        },
+    );
+    CrashRun::new(kind.name(), Cellar::on_s3(&s3))
+        .run(rounds)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

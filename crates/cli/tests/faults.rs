@@ -57,7 +57,12 @@ impl FaultsRun {
                 let value = failure.value?;
                 let claims_kept = failure.message.contains("is kept locally");
                 let kept = self.bucket[&failure.user].values.contains(&value);
-                (claims_kept != kept).then(|| format!("{} {value} (kept: {kept}): {}", failure.user, failure.message))
+                (claims_kept != kept).then(|| {
+                    format!(
+                        "{} {value} (kept: {kept}): {}",
+                        failure.user, failure.message
+                    )
+                })
             })
             .collect()
     }
@@ -83,7 +88,11 @@ async fn faults_run(name: &str, cellar: Cellar, requests: usize) -> FaultsRun {
         ("CELLAR_FAULTS_SEED", seed_text.as_str()),
     ];
     let mut faulty = Server::start(&cellar, &[], &faults);
-    assert!(faulty.log().contains("FAULT INJECTION IS ON"), "the server says so loudly:\n{}", faulty.log());
+    assert!(
+        faulty.log().contains("FAULT INJECTION IS ON"),
+        "the server says so loudly:\n{}",
+        faulty.log()
+    );
     let ledger = SharedLedger::default();
     let load = Load {
         clients: CLIENTS,
@@ -94,24 +103,39 @@ async fn faults_run(name: &str, cellar: Cellar, requests: usize) -> FaultsRun {
     };
     let values = Arc::new(AtomicI64::new(1));
     let api = Api::new(&faulty.address);
-    load.start(std::slice::from_ref(&api), &ledger, &values).finish().await;
+    load.start(std::slice::from_ref(&api), &ledger, &values)
+        .finish()
+        .await;
     leave_pending_uploads(&api, &ledger, &values).await;
     let status = faulty.terminate();
-    assert!(status.success(), "{name}: the faulty server stopped with {status}:\n{}", faulty.log());
+    assert!(
+        status.success(),
+        "{name}: the faulty server stopped with {status}:\n{}",
+        faulty.log()
+    );
     let injected = faults_injected(&faulty.log());
     let pending_at_stop = checks::pending_uploads(&cellar.data_dir());
-    assert!(!pending_at_stop.is_empty(), "{name}: the faulty server left no pending upload to finish");
+    assert!(
+        !pending_at_stop.is_empty(),
+        "{name}: the faulty server left no pending upload to finish"
+    );
     let ledger = ledger.into_inner();
     check_answers(name, &ledger);
 
     // The faults stop: the same data dir and bucket, served without them.
     let server = Server::start(&cellar, &[], &[]);
     let still_pending = checks::pending_uploads(&cellar.data_dir());
-    assert!(still_pending.is_empty(), "{name}: pending uploads of {still_pending:?} were not finished at start-up");
+    assert!(
+        still_pending.is_empty(),
+        "{name}: pending uploads of {still_pending:?} were not finished at start-up"
+    );
     let bucket = check_recovered(name, &cellar, &server, &ledger).await;
     let verified = checks::verify_all(&cellar);
     let dropped = ledger.dropped_pending_writes(|user| bucket[user].values.clone());
-    assert!(dropped.is_empty(), "{name}: pending writes were dropped: {dropped:#?}");
+    assert!(
+        dropped.is_empty(),
+        "{name}: pending writes were dropped: {dropped:#?}"
+    );
 
     let run = FaultsRun { ledger, bucket };
     let ledger = &run.ledger;
@@ -155,16 +179,29 @@ async fn leave_pending_uploads(api: &Api, ledger: &SharedLedger, values: &Atomic
 
 /// Every failure is a clear 503; every read is fresh; no request went unanswered.
 fn check_answers(name: &str, ledger: &Ledger) {
-    assert!(ledger.unanswered.is_empty(), "{name}: requests without an answer: {:?}", ledger.unanswered);
+    assert!(
+        ledger.unanswered.is_empty(),
+        "{name}: requests without an answer: {:?}",
+        ledger.unanswered
+    );
     for failure in &ledger.failed {
         let clear = match failure.code.as_str() {
-            "store_unavailable" => failure.message.contains("object store unavailable") || failure.is_stale_read(),
+            "store_unavailable" => {
+                failure.message.contains("object store unavailable") || failure.is_stale_read()
+            }
             "sync_pending" => failure.message.contains("pending upload"),
             _ => false,
         };
-        assert!(failure.status == 503 && clear, "{name}: not a clear 503: {failure:?}");
+        assert!(
+            failure.status == 503 && clear,
+            "{name}: not a clear 503: {failure:?}"
+        );
     }
-    assert!(ledger.failed.len() > 10, "{name}: faults were injected: {} failures", ledger.failed.len());
+    assert!(
+        ledger.failed.len() > 10,
+        "{name}: faults were injected: {} failures",
+        ledger.failed.len()
+    );
     let stale = ledger.stale_answers();
     assert!(stale.is_empty(), "{name}: {stale:#?}");
 }
@@ -172,30 +209,52 @@ fn check_answers(name: &str, ledger: &Ledger) {
 /// After the restart: the bucket and the server hold every acknowledged write, no value
 /// twice, and none of the appends answered `store_unavailable`. Returns the bucket's
 /// databases.
-async fn check_recovered(name: &str, cellar: &Cellar, server: &Server, ledger: &Ledger) -> HashMap<String, Remote> {
+async fn check_recovered(
+    name: &str,
+    cellar: &Cellar,
+    server: &Server,
+    ledger: &Ledger,
+) -> HashMap<String, Remote> {
     let api = Api::new(&server.address);
-    let unavailable: HashSet<i64> =
-        ledger.appends_refused_with("store_unavailable").into_iter().map(|(_, value)| value).collect();
+    let unavailable: HashSet<i64> = ledger
+        .appends_refused_with("store_unavailable")
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
     let mut bucket = HashMap::new();
     for user in USERS {
         let acked = ledger.acked_values(user);
-        let remote = checks::bucket(cellar, user).unwrap_or_else(|| panic!("{name}: {user} is not in the bucket"));
+        let remote = checks::bucket(cellar, user)
+            .unwrap_or_else(|| panic!("{name}: {user} is not in the bucket"));
         let lost = missing(&acked, &remote.values);
-        assert!(lost.is_empty(), "{name}: acknowledged writes {lost:?} of {user} are missing from the bucket");
+        assert!(
+            lost.is_empty(),
+            "{name}: acknowledged writes {lost:?} of {user} are missing from the bucket"
+        );
         assert!(
             duplicates(&remote.values).is_empty(),
-            "{name}: {user} has values twice: {:?}", duplicates(&remote.values)
+            "{name}: {user} has values twice: {:?}",
+            duplicates(&remote.values)
         );
-        let changed: Vec<i64> = remote.values.iter().copied().filter(|value| unavailable.contains(value)).collect();
+        let changed: Vec<i64> = remote
+            .values
+            .iter()
+            .copied()
+            .filter(|value| unavailable.contains(value))
+            .collect();
         assert!(
             changed.is_empty(),
             "{name}: appends {changed:?} answered store_unavailable (nothing changed) are in the bucket"
         );
-        assert!(remote.version >= ledger.highest_acked_version(user), "{name}: {user} went back");
+        assert!(
+            remote.version >= ledger.highest_acked_version(user),
+            "{name}: {user} went back"
+        );
         match api.values(user).await {
             Reply::Ok { version, value } => {
                 assert_eq!(
-                    (version, &value), (remote.version, &remote.values),
+                    (version, &value),
+                    (remote.version, &remote.values),
                     "{name}: the server serves the bucket's {user}"
                 );
             }
@@ -214,7 +273,10 @@ fn faults_injected(log: &str) -> u64 {
         .find(|line| line.contains("faults injected"))
         .unwrap_or_else(|| panic!("the server reports the faults it injected:\n{log}"));
     let count = line.split("injected=").nth(1).expect("an injected= field");
-    count.trim().parse().unwrap_or_else(|_| panic!("a count in {line:?}"))
+    count
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a count in {line:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,8 +286,15 @@ async fn under_injected_faults_every_acknowledged_request_is_kept_and_failures_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_injected_faults_on_seaweedfs_every_acknowledged_request_is_kept() {
-    let s3 = S3Server::start(S3Kind::SeaweedFs).await.expect("SeaweedFS starts");
-    faults_run("seaweedfs", Cellar::on_s3(&s3), if full_run() { 500 } else { 200 }).await;
+    let s3 = S3Server::start(S3Kind::SeaweedFs)
+        .await
+        .expect("SeaweedFS starts");
+    faults_run(
+        "seaweedfs",
+        Cellar::on_s3(&s3),
+        if full_run() { 500 } else { 200 },
+    )
+    .await;
 }
 
 /// Invariant 2: a failed request "says in its error that its writes are kept locally and
@@ -236,5 +305,9 @@ async fn under_injected_faults_on_seaweedfs_every_acknowledged_request_is_kept()
 async fn a_sync_pending_answer_says_truly_whether_the_requests_own_write_was_kept() {
     let run = faults_run("folder-pending", Cellar::new(), 500).await;
     let misleading = run.misleading_pending_answers();
-    assert!(misleading.is_empty(), "{} misleading sync_pending answers: {misleading:#?}", misleading.len());
+    assert!(
+        misleading.is_empty(),
+        "{} misleading sync_pending answers: {misleading:#?}",
+        misleading.len()
+    );
 }

@@ -67,19 +67,40 @@ async fn race(name: &str, cellar: &Cellar, policy: &str, user: &str) -> Race {
         seed,
     };
     let ledger = SharedLedger::default();
-    load.start(&apis, &ledger, &Arc::new(AtomicI64::new(1))).finish().await;
+    load.start(&apis, &ledger, &Arc::new(AtomicI64::new(1)))
+        .finish()
+        .await;
     let mut logs = String::new();
     for server in &mut servers {
         let status = server.terminate();
-        assert!(status.success(), "{name}: a server stopped with {status}:\n{}", server.log());
+        assert!(
+            status.success(),
+            "{name}: a server stopped with {status}:\n{}",
+            server.log()
+        );
         logs.push_str(&server.log());
     }
-    let remote = checks::bucket(cellar, user).unwrap_or_else(|| panic!("{name}: {user} is not in the bucket"));
+    let remote = checks::bucket(cellar, user)
+        .unwrap_or_else(|| panic!("{name}: {user} is not in the bucket"));
     checks::verify_all(cellar);
     let ledger = ledger.into_inner();
-    assert!(ledger.unanswered.is_empty(), "{name}: requests without an answer: {:?}", ledger.unanswered);
-    assert!(duplicates(&remote.values).is_empty(), "{name}: values twice: {:?}", duplicates(&remote.values));
-    Race { name, ledger, remote, logs, elapsed: started.elapsed() }
+    assert!(
+        ledger.unanswered.is_empty(),
+        "{name}: requests without an answer: {:?}",
+        ledger.unanswered
+    );
+    assert!(
+        duplicates(&remote.values).is_empty(),
+        "{name}: values twice: {:?}",
+        duplicates(&remote.values)
+    );
+    Race {
+        name,
+        ledger,
+        remote,
+        logs,
+        elapsed: started.elapsed(),
+    }
 }
 
 impl Race {
@@ -91,7 +112,11 @@ impl Race {
             .iter()
             .filter(|failure| !allowed.contains(&failure.code.as_str()) && !failure.is_stale_read())
             .collect();
-        assert!(unexpected.is_empty(), "{}: unexpected failures: {unexpected:#?}", self.name);
+        assert!(
+            unexpected.is_empty(),
+            "{}: unexpected failures: {unexpected:#?}",
+            self.name
+        );
     }
 
     /// Prints the figures as one JSON line.
@@ -121,27 +146,54 @@ fn check_strict(race: &Race) {
     let final_list = &race.remote.values;
     let acked: Vec<i64> = race.ledger.acked.iter().map(|ack| ack.value).collect();
     let lost = missing(&acked, final_list);
-    assert!(lost.is_empty(), "{name}: acknowledged appends {lost:?} are missing from the final list");
-    let refused: HashSet<i64> = race.ledger.appends_refused_with("conflict").into_iter().map(|(_, v)| v).collect();
-    let kept: Vec<&i64> = final_list.iter().filter(|value| refused.contains(value)).collect();
-    assert!(kept.is_empty(), "{name}: appends {kept:?} were refused with 409 but are in the final list");
+    assert!(
+        lost.is_empty(),
+        "{name}: acknowledged appends {lost:?} are missing from the final list"
+    );
+    let refused: HashSet<i64> = race
+        .ledger
+        .appends_refused_with("conflict")
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let kept: Vec<&i64> = final_list
+        .iter()
+        .filter(|value| refused.contains(value))
+        .collect();
+    assert!(
+        kept.is_empty(),
+        "{name}: appends {kept:?} were refused with 409 but are in the final list"
+    );
     let stale = race.ledger.stale_answers();
     assert!(stale.is_empty(), "{name}: {stale:#?}");
     let phantom = missing(final_list, &acked);
-    assert!(phantom.is_empty(), "{name}: {phantom:?} are in the final list but were never acknowledged");
+    assert!(
+        phantom.is_empty(),
+        "{name}: {phantom:?} are in the final list but were never acknowledged"
+    );
 
     // Appends acknowledged at a lower version come before those at a higher one.
-    let position: HashMap<i64, usize> = final_list.iter().enumerate().map(|(at, value)| (*value, at)).collect();
+    let position: HashMap<i64, usize> = final_list
+        .iter()
+        .enumerate()
+        .map(|(at, value)| (*value, at))
+        .collect();
     let mut by_version: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for ack in &race.ledger.acked {
-        by_version.entry(ack.version).or_default().push(position[&ack.value]);
+        by_version
+            .entry(ack.version)
+            .or_default()
+            .push(position[&ack.value]);
     }
     let mut previous: Option<(u64, usize)> = None;
     for (version, positions) in &by_version {
         let first = positions.iter().min().copied().unwrap_or_default();
         let last = positions.iter().max().copied().unwrap_or_default();
         if let Some((earlier, end)) = previous {
-            assert!(first > end, "{name}: an append of version {version} sits before one of version {earlier}");
+            assert!(
+                first > end,
+                "{name}: an append of version {version} sits before one of version {earlier}"
+            );
         }
         previous = Some((*version, last));
     }
@@ -159,14 +211,24 @@ fn check_strict(race: &Race) {
         );
         let got: HashSet<i64> = read.values.iter().copied().collect();
         let acked_at = |wanted: fn(u64, u64) -> bool| -> HashSet<i64> {
-            race.ledger.acked.iter().filter(|ack| wanted(ack.version, version)).map(|ack| ack.value).collect()
+            race.ledger
+                .acked
+                .iter()
+                .filter(|ack| wanted(ack.version, version))
+                .map(|ack| ack.value)
+                .collect()
         };
         let below = acked_at(|acked, read| acked < read);
         let up_to = acked_at(|acked, read| acked <= read);
-        assert!(got.is_superset(&below), "{name}: a read at version {version} misses {:?}", below.difference(&got));
+        assert!(
+            got.is_superset(&below),
+            "{name}: a read at version {version} misses {:?}",
+            below.difference(&got)
+        );
         assert!(
             got.is_subset(&up_to),
-            "{name}: a read at version {version} holds later appends {:?}", got.difference(&up_to)
+            "{name}: a read at version {version} holds later appends {:?}",
+            got.difference(&up_to)
         );
         inside_a_group += usize::from(got != up_to);
     }
@@ -189,8 +251,10 @@ fn overwrites(logs: &str) -> Vec<Overwrite> {
     logs.lines()
         .filter(|line| line.contains("WARN") && line.contains("cellar::conflict"))
         .map(|line| Overwrite {
-            local_version: field(line, "local_version").unwrap_or_else(|| panic!("no local_version in {line:?}")),
-            remote_version: field(line, "remote_version").unwrap_or_else(|| panic!("no remote_version in {line:?}")),
+            local_version: field(line, "local_version")
+                .unwrap_or_else(|| panic!("no local_version in {line:?}")),
+            remote_version: field(line, "remote_version")
+                .unwrap_or_else(|| panic!("no remote_version in {line:?}")),
         })
         .collect()
 }
@@ -198,7 +262,8 @@ fn overwrites(logs: &str) -> Vec<Overwrite> {
 /// The number in `name=N` of a log line.
 fn field(line: &str, name: &str) -> Option<u64> {
     let prefix = format!("{name}=");
-    line.split_whitespace().find_map(|part| part.strip_prefix(&prefix)?.parse().ok())
+    line.split_whitespace()
+        .find_map(|part| part.strip_prefix(&prefix)?.parse().ok())
 }
 
 /// Last-write-wins: nothing refused; every lost append explained by a logged overwrite.
@@ -207,10 +272,17 @@ fn check_last_write_wins(race: &Race) {
     race.only_failures(&[]);
     let warnings = overwrites(&race.logs);
     let overwritten = |ack: &Ack| {
-        warnings.iter().any(|warning| warning.local_version < ack.version && ack.version <= warning.remote_version)
+        warnings.iter().any(|warning| {
+            warning.local_version < ack.version && ack.version <= warning.remote_version
+        })
     };
     let mut lost = 0;
-    for ack in race.ledger.acked.iter().filter(|ack| !race.remote.values.contains(&ack.value)) {
+    for ack in race
+        .ledger
+        .acked
+        .iter()
+        .filter(|ack| !race.remote.values.contains(&ack.value))
+    {
         lost += 1;
         assert!(
             overwritten(ack),
@@ -231,7 +303,8 @@ fn check_last_write_wins(race: &Race) {
             .collect();
         assert!(
             unexplained.is_empty(),
-            "{name}: a read at version {} misses {unexplained:?}, and no warning covers them", read.version
+            "{name}: a read at version {} misses {unexplained:?}, and no warning covers them",
+            read.version
         );
     }
     race.report(json!({
@@ -251,7 +324,9 @@ async fn racing_servers_on_the_folder_store_lose_nothing_in_strict_mode_and_log_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_servers_on_seaweedfs_lose_nothing_in_strict_mode_and_log_every_overwrite() {
-    let s3 = S3Server::start(S3Kind::SeaweedFs).await.expect("SeaweedFS starts");
+    let s3 = S3Server::start(S3Kind::SeaweedFs)
+        .await
+        .expect("SeaweedFS starts");
     let cellar = Cellar::on_s3(&s3);
     check_strict(&race("seaweedfs", &cellar, "strict", "hot-strict").await);
     check_last_write_wins(&race("seaweedfs", &cellar, "last-write-wins", "hot-lww").await);

@@ -15,7 +15,11 @@ async fn serve_answers_http_sees_operator_pushes_and_stops_cleanly_on_sigterm() 
     let address = server.address.clone();
     let client = reqwest::Client::new();
 
-    let health = client.get(format!("http://{address}/healthz")).send().await.expect("GET /healthz");
+    let health = client
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .expect("GET /healthz");
     assert!(health.status().is_success(), "{}", health.status());
 
     let body = json!({ "statements": ["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"] });
@@ -28,11 +32,18 @@ async fn serve_answers_http_sees_operator_pushes_and_stops_cleanly_on_sigterm() 
         .expect("POST /v1/query");
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.expect("JSON answer");
-    assert_eq!((answer["wrote"].clone(), answer["version"].clone()), (json!(true), json!(1)));
+    assert_eq!(
+        (answer["wrote"].clone(), answer["version"].clone()),
+        (json!(true), json!(1))
+    );
 
     let pushed = cellar.sqlite_file("pushed.sqlite", 3);
-    let version = cellar.json(&["push", "alice", pushed.to_str().unwrap()], &[], 0)["version"].clone();
-    assert_eq!(version, 2, "the operator's push lands on top of the server's write");
+    let version =
+        cellar.json(&["push", "alice", pushed.to_str().unwrap()], &[], 0)["version"].clone();
+    assert_eq!(
+        version, 2,
+        "the operator's push lands on top of the server's write"
+    );
     let count = json!({ "statements": ["SELECT count(*) FROM t"] });
     let response = client
         .post(format!("http://{address}/v1/query"))
@@ -42,7 +53,10 @@ async fn serve_answers_http_sees_operator_pushes_and_stops_cleanly_on_sigterm() 
         .await
         .expect("POST /v1/query");
     let answer: Value = response.json().await.expect("JSON answer");
-    assert_eq!(answer["version"], 2, "the running server sees the push at its next version check");
+    assert_eq!(
+        answer["version"], 2,
+        "the running server sees the push at its next version check"
+    );
     assert_eq!(answer["results"][0]["rows"], json!([[3]]));
 
     let status = server.terminate();
@@ -58,5 +72,8 @@ fn serve_refuses_header_auth_off_loopback() {
     let output = cellar.run(&["serve", "--listen", "0.0.0.0:0"], &[]);
     support::assert_exit(&output, 2);
     let message = support::stderr(&output);
-    assert!(message.contains("server.listen (from flag --listen)"), "{message}");
+    assert!(
+        message.contains("server.listen (from flag --listen)"),
+        "{message}"
+    );
 }

@@ -50,7 +50,12 @@ fn user_ids(args: &BenchArgs) -> anyhow::Result<Vec<UserId>> {
 }
 
 /// Prepares every user, `--concurrency` at a time; fails on the first user that cannot be.
-async fn set_up(api: &Api, users: &[UserId], args: &BenchArgs, empty: &Histogram<u64>) -> anyhow::Result<Setup> {
+async fn set_up(
+    api: &Api,
+    users: &[UserId],
+    args: &BenchArgs,
+    empty: &Histogram<u64>,
+) -> anyhow::Result<Setup> {
     let started = Instant::now();
     let first_requests = stream::iter(users)
         .map(|user| workload::prepare(api, user, args.preload_bytes))
@@ -72,7 +77,9 @@ impl Bound {
     fn of(args: &BenchArgs) -> Self {
         match (args.requests, args.duration) {
             (Some(n), _) => Bound::Requests(n),
-            (None, secs) => Bound::Until(Instant::now() + secs.map_or(DEFAULT_DURATION, Duration::from_secs)),
+            (None, secs) => {
+                Bound::Until(Instant::now() + secs.map_or(DEFAULT_DURATION, Duration::from_secs))
+            }
         }
     }
 
@@ -87,7 +94,12 @@ impl Bound {
 
 /// Runs the measured requests: request `k` goes to user `k mod N`, and writes when
 /// [`workload::is_write`] says so. Returns the merged tally and the wall time.
-async fn measure(api: &Api, users: &[UserId], args: &BenchArgs, empty: &Histogram<u64>) -> (Tally, Duration) {
+async fn measure(
+    api: &Api,
+    users: &[UserId],
+    args: &BenchArgs,
+    empty: &Histogram<u64>,
+) -> (Tally, Duration) {
     let bound = Bound::of(args);
     let next = AtomicU64::new(0);
     let started = Instant::now();
@@ -100,7 +112,11 @@ async fn measure(api: &Api, users: &[UserId], args: &BenchArgs, empty: &Histogra
             }
             let user = &users[(k % users.len() as u64) as usize];
             let write = workload::is_write(k, args.write_ratio);
-            let body = if write { workload::write(k) } else { workload::read(k) };
+            let body = if write {
+                workload::write(k)
+            } else {
+                workload::read(k)
+            };
             let sent = Instant::now();
             let outcome = api.query::<Acknowledged>(user, &body).await;
             tally.record(write, sent.elapsed(), outcome);
@@ -108,7 +124,10 @@ async fn measure(api: &Api, users: &[UserId], args: &BenchArgs, empty: &Histogra
     };
     let tallies = futures::future::join_all((0..in_flight(args)).map(|_| worker())).await;
     let elapsed = started.elapsed();
-    (tallies.into_iter().fold(Tally::new(empty), Tally::merge), elapsed)
+    (
+        tallies.into_iter().fold(Tally::new(empty), Tally::merge),
+        elapsed,
+    )
 }
 
 fn in_flight(args: &BenchArgs) -> usize {

@@ -34,16 +34,25 @@ pub async fn run(
     };
     let settings = &settings()?;
     let cache = tempfile::tempdir().context("cannot create a scratch folder")?;
-    let bucket = Bucket { settings, cache: cache.path() };
+    let bucket = Bucket {
+        settings,
+        cache: cache.path(),
+    };
     match command {
         BucketCommand::Users => users::run(&bucket, output).await,
         BucketCommand::Status { user } => status::run(&bucket, &user, output).await,
-        BucketCommand::Pull { user, output: path, force } => {
+        BucketCommand::Pull {
+            user,
+            output: path,
+            force,
+        } => {
             let path = path.unwrap_or_else(|| format!("{user}.sqlite").into());
             pull::run(&bucket, &user, &path, force, output).await
         }
         BucketCommand::Push { user, file } => push::run(&bucket, &user, &file, output).await,
-        BucketCommand::Verify(VerifyTarget { user, .. }) => verify::run(&bucket, user, output).await,
+        BucketCommand::Verify(VerifyTarget { user, .. }) => {
+            verify::run(&bucket, user, output).await
+        }
     }
 }
 
@@ -65,7 +74,10 @@ impl Bucket<'_> {
 
     /// The error for a user without a database in the store (exit status 1).
     fn missing(&self, user: &UserId) -> anyhow::Error {
-        anyhow::anyhow!("user {user} has no database in the store {}", self.settings.store_url)
+        anyhow::anyhow!(
+            "user {user} has no database in the store {}",
+            self.settings.store_url
+        )
     }
 }
 

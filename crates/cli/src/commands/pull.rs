@@ -34,9 +34,18 @@ impl Report for Pulled {
 }
 
 /// Downloads `user`'s database into `path`; refuses to replace a file unless `force`.
-pub async fn run(bucket: &Bucket<'_>, user: &UserId, path: &Path, force: bool, output: Output) -> anyhow::Result<Exit> {
+pub async fn run(
+    bucket: &Bucket<'_>,
+    user: &UserId,
+    path: &Path,
+    force: bool,
+    output: Output,
+) -> anyhow::Result<Exit> {
     if !force && path.exists() {
-        bail!("{} already exists; pass --force to replace it", path.display());
+        bail!(
+            "{} already exists; pass --force to replace it",
+            path.display()
+        );
     }
     let engine = bucket.open().await?;
     let spinner = output.spinner(format!("downloading {user}"));
@@ -45,7 +54,8 @@ pub async fn run(bucket: &Bucket<'_>, user: &UserId, path: &Path, force: bool, o
     let (metadata, bytes) = downloaded
         .with_context(|| format!("cannot download the database of user {user}"))?
         .ok_or_else(|| bucket.missing(user))?;
-    write_atomically(path, &bytes, force).with_context(|| format!("cannot write {}", path.display()))?;
+    write_atomically(path, &bytes, force)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     output.report(&Pulled {
         user_id: user.to_string(),
         version: metadata.version,

@@ -44,15 +44,31 @@ impl Report for Pushed {
 }
 
 /// Checks `file`, then uploads it as `user`'s next version.
-pub async fn run(bucket: &Bucket<'_>, user: &UserId, file: &Path, output: Output) -> anyhow::Result<Exit> {
-    let image = read_database(file).with_context(|| format!("refusing to push {}", file.display()))?;
+pub async fn run(
+    bucket: &Bucket<'_>,
+    user: &UserId,
+    file: &Path,
+    output: Output,
+) -> anyhow::Result<Exit> {
+    let image =
+        read_database(file).with_context(|| format!("refusing to push {}", file.display()))?;
     let size_bytes = image.len() as u64;
     let engine = bucket.open().await?;
-    let spinner = output.spinner(format!("uploading {} for {user} ({})", file.display(), HumanBytes(size_bytes)));
+    let spinner = output.spinner(format!(
+        "uploading {} for {user} ({})",
+        file.display(),
+        HumanBytes(size_bytes)
+    ));
     let pushed = engine.push(user, image).await;
     spinner.finish_and_clear();
-    let version = pushed.with_context(|| format!("cannot push {} for user {user}", file.display()))?;
-    output.report(&Pushed { user_id: user.to_string(), version, size_bytes, file: file.to_owned() })?;
+    let version =
+        pushed.with_context(|| format!("cannot push {} for user {user}", file.display()))?;
+    output.report(&Pushed {
+        user_id: user.to_string(),
+        version,
+        size_bytes,
+        file: file.to_owned(),
+    })?;
     Ok(Exit::Success)
 }
 
@@ -67,12 +83,16 @@ fn read_database(path: &Path) -> anyhow::Result<Vec<u8>> {
     if !looks_like_sqlite(&header) {
         bail!("it is not a SQLite database (no SQLite header)");
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).context("SQLite cannot open it")?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .context("SQLite cannot open it")?;
     let verdict: String = conn
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .context("PRAGMA integrity_check failed")?;
     if verdict != "ok" {
         bail!("it fails PRAGMA integrity_check: {verdict}");
     }
-    Ok(Snapshot::take(&conn).context("cannot read its pages")?.bytes().to_vec())
+    Ok(Snapshot::take(&conn)
+        .context("cannot read its pages")?
+        .bytes()
+        .to_vec())
 }

@@ -37,8 +37,13 @@ pub async fn run(settings: &Settings, output: Output) -> anyhow::Result<Exit> {
     // a request to stop, never the default "terminate at once".
     let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
     let store = settings.open_store()?;
-    let faulty = settings.faults.injected().map(|_| Arc::new(FaultyStore::new(store.clone())));
-    let engine_store = faulty.clone().map_or(store, |faulty| faulty as Arc<dyn Store>);
+    let faulty = settings
+        .faults
+        .injected()
+        .map(|_| Arc::new(FaultyStore::new(store.clone())));
+    let engine_store = faulty
+        .clone()
+        .map_or(store, |faulty| faulty as Arc<dyn Store>);
     let engine = open_engine_on(settings, &settings.data_dir, engine_store).await?;
     if let Some(faulty) = &faulty {
         inject_faults(settings, faulty);
@@ -46,14 +51,18 @@ pub async fn run(settings: &Settings, output: Output) -> anyhow::Result<Exit> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let address = listener.local_addr().context("cannot read the bound address")?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
     info!(store = %settings.store_url, data_dir = %settings.data_dir.display(), "opened the store");
     if !settings.version_check {
         warn!(source = %settings.source_of("sync.version_check"),
             "sync.version_check is off: for benchmarks only; uploads by other instances and \
              operator commands are not seen");
     }
-    output.report(&Listening { listening: address.to_string() })?;
+    output.report(&Listening {
+        listening: address.to_string(),
+    })?;
     cellar_server::serve(listener, engine, options, shutdown)
         .await
         .context("the server failed")?;
@@ -68,7 +77,9 @@ pub async fn run(settings: &Settings, output: Output) -> anyhow::Result<Exit> {
 /// finishing of pending uploads run without them), and says so loudly.
 fn inject_faults(settings: &Settings, faulty: &FaultyStore<Arc<dyn Store>>) {
     let faults = settings.faults;
-    let Some(rates) = faults.injected() else { return };
+    let Some(rates) = faults.injected() else {
+        return;
+    };
     faulty.set_rates(Some(rates), faults.seed);
     warn!(target: "cellar::faults", error_rate = rates.error_rate, drop_rate = rates.drop_rate,
         latency_ms = rates.max_latency.as_millis() as u64, seed = faults.seed,

@@ -37,10 +37,16 @@ impl Report for Users {
 /// Lists the users in the store.
 pub async fn run(bucket: &Bucket<'_>, output: Output) -> anyhow::Result<Exit> {
     let engine = bucket.open().await?;
-    let listed = engine.list_users().await.context("cannot list the users in the store")?;
+    let listed = engine
+        .list_users()
+        .await
+        .context("cannot list the users in the store")?;
     let users = listed
         .into_iter()
-        .map(|(user, size_bytes)| User { user_id: user.to_string(), size_bytes })
+        .map(|(user, size_bytes)| User {
+            user_id: user.to_string(),
+            size_bytes,
+        })
         .collect();
     output.report(&Users { users })?;
     Ok(Exit::Success)

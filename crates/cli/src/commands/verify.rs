@@ -33,7 +33,10 @@ enum Outcome {
     /// The object was read and checked.
     Checked(Verification),
     /// The object is missing or could not be checked at all (unreadable metadata, ...).
-    Unchecked { user_id: String, problems: Vec<String> },
+    Unchecked {
+        user_id: String,
+        problems: Vec<String>,
+    },
 }
 
 impl Outcome {
@@ -58,8 +61,14 @@ impl Report for Verified {
             .users
             .iter()
             .map(|check| match (&check.outcome, check.ok) {
-                (Outcome::Checked(v), true) => format!("ok      {} version {}", v.user_id, v.version),
-                (outcome, _) => format!("FAILED  {}: {}", outcome.user_id(), outcome.problems().join("; ")),
+                (Outcome::Checked(v), true) => {
+                    format!("ok      {} version {}", v.user_id, v.version)
+                }
+                (outcome, _) => format!(
+                    "FAILED  {}: {}",
+                    outcome.user_id(),
+                    outcome.problems().join("; ")
+                ),
             })
             .collect();
         lines.push(format!("{} checked, {} failed", self.checked, self.failed));
@@ -68,12 +77,19 @@ impl Report for Verified {
 }
 
 /// Verifies `user`'s database, or every user's when `user` is `None` (`--all`).
-pub async fn run(bucket: &Bucket<'_>, user: Option<UserId>, output: Output) -> anyhow::Result<Exit> {
+pub async fn run(
+    bucket: &Bucket<'_>,
+    user: Option<UserId>,
+    output: Output,
+) -> anyhow::Result<Exit> {
     let engine = bucket.open().await?;
     let users = match user {
         Some(user) => vec![user],
         None => {
-            let listed = engine.list_users().await.context("cannot list the users in the store")?;
+            let listed = engine
+                .list_users()
+                .await
+                .context("cannot list the users in the store")?;
             listed.into_iter().map(|(user, _)| user).collect()
         }
     };
@@ -86,9 +102,18 @@ pub async fn run(bucket: &Bucket<'_>, user: Option<UserId>, output: Output) -> a
     }
     bar.finish_and_clear();
     let failed = checks.iter().filter(|check| !check.ok).count();
-    let report = Verified { ok: failed == 0, checked: checks.len(), failed, users: checks };
+    let report = Verified {
+        ok: failed == 0,
+        checked: checks.len(),
+        failed,
+        users: checks,
+    };
     output.report(&report)?;
-    Ok(if report.ok { Exit::Success } else { Exit::Failed })
+    Ok(if report.ok {
+        Exit::Success
+    } else {
+        Exit::Failed
+    })
 }
 
 /// Checks one user; only an unreachable store is an error.
@@ -102,7 +127,10 @@ async fn check(engine: &Engine, user: UserId) -> anyhow::Result<UserCheck> {
         Err(err) if Exit::of_engine(&err) == Exit::Unavailable => {
             return Err(err).with_context(|| format!("cannot verify user {user}"));
         }
-        Err(err) => Outcome::Unchecked { user_id: user.to_string(), problems: vec![err.to_string()] },
+        Err(err) => Outcome::Unchecked {
+            user_id: user.to_string(),
+            problems: vec![err.to_string()],
+        },
     };
     let ok = matches!(&outcome, Outcome::Checked(verification) if verification.ok());
     Ok(UserCheck { ok, outcome })

@@ -39,20 +39,48 @@ pub enum Raw {
 }
 
 impl Key {
-    const fn text(name: &'static str, parse: fn(&mut Settings, &str) -> Result<(), String>) -> Self {
-        Self { name, kind: Kind::Text, parse }
+    const fn text(
+        name: &'static str,
+        parse: fn(&mut Settings, &str) -> Result<(), String>,
+    ) -> Self {
+        Self {
+            name,
+            kind: Kind::Text,
+            parse,
+        }
     }
 
-    const fn integer(name: &'static str, parse: fn(&mut Settings, &str) -> Result<(), String>) -> Self {
-        Self { name, kind: Kind::Integer, parse }
+    const fn integer(
+        name: &'static str,
+        parse: fn(&mut Settings, &str) -> Result<(), String>,
+    ) -> Self {
+        Self {
+            name,
+            kind: Kind::Integer,
+            parse,
+        }
     }
 
-    const fn number(name: &'static str, parse: fn(&mut Settings, &str) -> Result<(), String>) -> Self {
-        Self { name, kind: Kind::Number, parse }
+    const fn number(
+        name: &'static str,
+        parse: fn(&mut Settings, &str) -> Result<(), String>,
+    ) -> Self {
+        Self {
+            name,
+            kind: Kind::Number,
+            parse,
+        }
     }
 
-    const fn boolean(name: &'static str, parse: fn(&mut Settings, &str) -> Result<(), String>) -> Self {
-        Self { name, kind: Kind::Boolean, parse }
+    const fn boolean(
+        name: &'static str,
+        parse: fn(&mut Settings, &str) -> Result<(), String>,
+    ) -> Self {
+        Self {
+            name,
+            kind: Kind::Boolean,
+            parse,
+        }
     }
 
     /// `CELLAR_` and the name upper-cased, dots as underscores (`CELLAR_STORE_URL`).
@@ -78,7 +106,11 @@ impl Kind {
             (Kind::Integer | Kind::Number, toml::Value::Integer(n)) => Ok(n.to_string()),
             (Kind::Number, toml::Value::Float(x)) => Ok(x.to_string()),
             (Kind::Boolean, toml::Value::Boolean(b)) => Ok(b.to_string()),
-            (kind, other) => Err(format!("expected {}, found {}", kind.describe(), other.type_str())),
+            (kind, other) => Err(format!(
+                "expected {}, found {}",
+                kind.describe(),
+                other.type_str()
+            )),
         }
     }
 
@@ -94,37 +126,77 @@ impl Kind {
 
 /// All keys (DESIGN §7, plus the server's limits).
 pub const KEYS: &[Key] = &[
-    Key::text("server.listen", |s, v| parse_listen(v).map(|addr| s.listen = addr)),
-    Key::text("data_dir", |s, v| non_empty(v).map(|dir| s.data_dir = PathBuf::from(dir))),
+    Key::text("server.listen", |s, v| {
+        parse_listen(v).map(|addr| s.listen = addr)
+    }),
+    Key::text("data_dir", |s, v| {
+        non_empty(v).map(|dir| s.data_dir = PathBuf::from(dir))
+    }),
     Key::text("store.url", |s, v| v.parse().map(|url| s.store_url = url)),
-    Key::text("store.endpoint", |s, v| non_empty(v).map(|e| s.store_endpoint = Some(e.to_owned()))),
-    Key::text("store.region", |s, v| non_empty(v).map(|r| s.store_region = Some(r.to_owned()))),
-    Key::boolean("store.allow_http", |s, v| parse_bool(v).map(|b| s.store_allow_http = b)),
-    Key::text("sync.conflict", |s, v| v.parse().map(|policy| s.conflict = policy)),
-    Key::integer("sync.size_info_bytes", |s, v| parse_count(v).map(|n| s.size_thresholds.info_bytes = n)),
-    Key::integer("sync.size_warn_bytes", |s, v| parse_count(v).map(|n| s.size_thresholds.warn_bytes = n)),
+    Key::text("store.endpoint", |s, v| {
+        non_empty(v).map(|e| s.store_endpoint = Some(e.to_owned()))
+    }),
+    Key::text("store.region", |s, v| {
+        non_empty(v).map(|r| s.store_region = Some(r.to_owned()))
+    }),
+    Key::boolean("store.allow_http", |s, v| {
+        parse_bool(v).map(|b| s.store_allow_http = b)
+    }),
+    Key::text("sync.conflict", |s, v| {
+        v.parse().map(|policy| s.conflict = policy)
+    }),
+    Key::integer("sync.size_info_bytes", |s, v| {
+        parse_count(v).map(|n| s.size_thresholds.info_bytes = n)
+    }),
+    Key::integer("sync.size_warn_bytes", |s, v| {
+        parse_count(v).map(|n| s.size_thresholds.warn_bytes = n)
+    }),
     Key::integer("sync.min_upload_interval_ms", |s, v| {
         parse_millis(v).map(|interval| s.min_upload_interval = interval)
     }),
-    Key::boolean("sync.version_check", |s, v| parse_bool(v).map(|b| s.version_check = b)),
-    Key::text("sync.durability", |s, v| v.parse().map(|durability| s.durability = durability)),
-    Key::text("auth.mode", |s, v| parse_auth_mode(v).map(|mode| s.auth_mode = mode)),
-    Key::text("auth.jwt_secret", |s, v| non_empty(v).map(|t| s.jwt_secret = Some(Secret(t.to_owned())))),
-    Key::boolean("auth.trusted_proxy", |s, v| parse_bool(v).map(|b| s.trusted_proxy = b)),
-    Key::integer("limits.max_body_bytes", |s, v| parse_positive(v).map(|n| s.limits.max_body_bytes = n)),
-    Key::integer("limits.max_statements", |s, v| parse_positive(v).map(|n| s.limits.max_statements = n)),
-    Key::integer("limits.max_sql_bytes", |s, v| parse_positive(v).map(|n| s.limits.max_sql_bytes = n)),
-    Key::integer("limits.max_result_rows", |s, v| parse_positive(v).map(|n| s.limits.max_result_rows = n)),
+    Key::boolean("sync.version_check", |s, v| {
+        parse_bool(v).map(|b| s.version_check = b)
+    }),
+    Key::text("sync.durability", |s, v| {
+        v.parse().map(|durability| s.durability = durability)
+    }),
+    Key::text("auth.mode", |s, v| {
+        parse_auth_mode(v).map(|mode| s.auth_mode = mode)
+    }),
+    Key::text("auth.jwt_secret", |s, v| {
+        non_empty(v).map(|t| s.jwt_secret = Some(Secret(t.to_owned())))
+    }),
+    Key::boolean("auth.trusted_proxy", |s, v| {
+        parse_bool(v).map(|b| s.trusted_proxy = b)
+    }),
+    Key::integer("limits.max_body_bytes", |s, v| {
+        parse_positive(v).map(|n| s.limits.max_body_bytes = n)
+    }),
+    Key::integer("limits.max_statements", |s, v| {
+        parse_positive(v).map(|n| s.limits.max_statements = n)
+    }),
+    Key::integer("limits.max_sql_bytes", |s, v| {
+        parse_positive(v).map(|n| s.limits.max_sql_bytes = n)
+    }),
+    Key::integer("limits.max_result_rows", |s, v| {
+        parse_positive(v).map(|n| s.limits.max_result_rows = n)
+    }),
     Key::integer("limits.query_timeout_ms", |s, v| {
         parse_positive(v).map(|ms| s.limits.query_timeout = Duration::from_millis(ms as u64))
     }),
-    Key::number("faults.error_rate", |s, v| parse_rate(v).map(|rate| s.faults.rates.error_rate = rate)),
-    Key::number("faults.drop_rate", |s, v| parse_rate(v).map(|rate| s.faults.rates.drop_rate = rate)),
+    Key::number("faults.error_rate", |s, v| {
+        parse_rate(v).map(|rate| s.faults.rates.error_rate = rate)
+    }),
+    Key::number("faults.drop_rate", |s, v| {
+        parse_rate(v).map(|rate| s.faults.rates.drop_rate = rate)
+    }),
     Key::integer("faults.latency_ms", |s, v| {
         parse_millis(v).map(|delay| s.faults.rates.max_latency = delay)
     }),
     Key::integer("faults.seed", |s, v| {
-        v.parse().map(|seed| s.faults.seed = seed).map_err(|_| format!("{v:?} is not a whole number"))
+        v.parse()
+            .map(|seed| s.faults.seed = seed)
+            .map_err(|_| format!("{v:?} is not a whole number"))
     }),
 ];
 
@@ -165,13 +237,17 @@ pub fn hint_for(unknown: &str) -> String {
 }
 
 fn non_empty(value: &str) -> Result<&str, String> {
-    if value.is_empty() { Err("must not be empty".into()) } else { Ok(value) }
+    if value.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(value)
+    }
 }
 
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{value:?} is not an address; expected IP:PORT, such as 127.0.0.1:8080"))
+    value.parse().map_err(|_| {
+        format!("{value:?} is not an address; expected IP:PORT, such as 127.0.0.1:8080")
+    })
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -199,7 +275,9 @@ fn parse_millis(value: &str) -> Result<Duration, String> {
 fn parse_rate(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err(format!("{value:?} is not a probability; expected a number from 0 to 1, such as 0.1")),
+        _ => Err(format!(
+            "{value:?} is not a probability; expected a number from 0 to 1, such as 0.1"
+        )),
     }
 }
 
@@ -215,6 +293,8 @@ fn parse_auth_mode(value: &str) -> Result<AuthKind, String> {
     match value {
         "header" => Ok(AuthKind::Header),
         "jwt" => Ok(AuthKind::Jwt),
-        other => Err(format!("unknown auth mode {other:?}; expected header or jwt")),
+        other => Err(format!(
+            "unknown auth mode {other:?}; expected header or jwt"
+        )),
     }
 }

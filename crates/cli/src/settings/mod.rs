@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use cellar_engine::store::FaultRates;
 use cellar_engine::{
-    ConflictPolicy, Durability, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store, SizeThresholds,
-    Store,
+    ConflictPolicy, Durability, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store,
+    SizeThresholds, Store,
 };
 use cellar_server::{AuthMode, Limits, ServerOptions};
 
@@ -151,7 +151,12 @@ pub struct Faults {
 impl Faults {
     /// The rates to inject, or `None` when no fault is asked for.
     pub fn injected(&self) -> Option<FaultRates> {
-        let FaultRates { error_rate, drop_rate, max_latency, .. } = self.rates;
+        let FaultRates {
+            error_rate,
+            drop_rate,
+            max_latency,
+            ..
+        } = self.rates;
         (error_rate > 0.0 || drop_rate > 0.0 || !max_latency.is_zero()).then_some(self.rates)
     }
 }
@@ -214,11 +219,12 @@ impl Settings {
                 origin: entry.source,
             });
         };
-        key.set(self, &entry.value).map_err(|reason| ConfigError::InvalidValue {
-            key: key.name,
-            origin: entry.source.clone(),
-            reason,
-        })?;
+        key.set(self, &entry.value)
+            .map_err(|reason| ConfigError::InvalidValue {
+                key: key.name,
+                origin: entry.source.clone(),
+                reason,
+            })?;
         self.sources.insert(key.name, entry.source);
         Ok(())
     }
@@ -230,19 +236,30 @@ impl Settings {
 
     /// An error about the current value of `key`.
     pub fn invalid(&self, key: &'static str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::InvalidValue { key, origin: self.source_of(key), reason: reason.into() }
+        ConfigError::InvalidValue {
+            key,
+            origin: self.source_of(key),
+            reason: reason.into(),
+        }
     }
 
     /// Checks what no single key can: combinations.
     fn check(&self) -> Result<(), ConfigError> {
-        let SizeThresholds { info_bytes, warn_bytes } = self.size_thresholds;
+        let SizeThresholds {
+            info_bytes,
+            warn_bytes,
+        } = self.size_thresholds;
         if info_bytes > warn_bytes {
             return Err(self.invalid(
                 "sync.size_info_bytes",
                 format!("{info_bytes} is above sync.size_warn_bytes ({warn_bytes})"),
             ));
         }
-        let FaultRates { error_rate, drop_rate, .. } = self.faults.rates;
+        let FaultRates {
+            error_rate,
+            drop_rate,
+            ..
+        } = self.faults.rates;
         if error_rate + drop_rate > 1.0 {
             return Err(self.invalid(
                 "faults.drop_rate",
@@ -251,7 +268,10 @@ impl Settings {
         }
         if !matches!(self.store_url, StoreUrl::S3 { .. }) {
             let s3_only = ["store.endpoint", "store.region", "store.allow_http"];
-            if let Some(key) = s3_only.into_iter().find(|key| self.sources.contains_key(key)) {
+            if let Some(key) = s3_only
+                .into_iter()
+                .find(|key| self.sources.contains_key(key))
+            {
                 return Err(self.invalid(
                     key,
                     format!(
@@ -302,10 +322,17 @@ impl Settings {
     /// secret, so only here is its absence an error.
     pub fn server_options(&self) -> Result<ServerOptions, ConfigError> {
         let auth = match self.auth_mode {
-            AuthKind::Header => AuthMode::Header { trusted_proxy: self.trusted_proxy },
-            AuthKind::Jwt => AuthMode::Jwt { secret: self.jwt_secret()?.to_owned() },
+            AuthKind::Header => AuthMode::Header {
+                trusted_proxy: self.trusted_proxy,
+            },
+            AuthKind::Jwt => AuthMode::Jwt {
+                secret: self.jwt_secret()?.to_owned(),
+            },
         };
-        Ok(ServerOptions { auth, limits: self.limits.clone() })
+        Ok(ServerOptions {
+            auth,
+            limits: self.limits.clone(),
+        })
     }
 
     /// The JWT secret, required and long enough.
@@ -337,8 +364,15 @@ fn file_entries(file: &ConfigFile) -> Result<Vec<Entry>, ConfigError> {
     };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => return Ok(Vec::new()),
-        Err(source) => return Err(ConfigError::Unreadable { path: path.to_owned(), source }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Vec::new());
+        }
+        Err(source) => {
+            return Err(ConfigError::Unreadable {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     let table: toml::Table = toml::from_str(&text).map_err(|err| ConfigError::Syntax {
         path: path.to_owned(),
@@ -348,14 +382,22 @@ fn file_entries(file: &ConfigFile) -> Result<Vec<Entry>, ConfigError> {
     flatten("", table, &mut leaves);
     Ok(leaves
         .into_iter()
-        .map(|(key, value)| Entry { key, value: Raw::Toml(value), source: Source::File(path.to_owned()) })
+        .map(|(key, value)| Entry {
+            key,
+            value: Raw::Toml(value),
+            source: Source::File(path.to_owned()),
+        })
         .collect())
 }
 
 /// Turns nested tables into dotted keys (`[store] url = …` becomes `store.url`).
 fn flatten(prefix: &str, table: toml::Table, out: &mut Vec<(String, toml::Value)>) {
     for (name, value) in table {
-        let key = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        let key = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}.{name}")
+        };
         match value {
             toml::Value::Table(inner) => flatten(&key, inner, out),
             leaf => out.push((key, leaf)),
@@ -375,7 +417,11 @@ fn env_entries(env: &Environment) -> Vec<Entry> {
                 Some(key) => key.name.to_owned(),
                 None => key_in_a_section(name)?,
             };
-            Some(Entry { key, value: Raw::Text(value.clone()), source: Source::Env(name.clone()) })
+            Some(Entry {
+                key,
+                value: Raw::Text(value.clone()),
+                source: Source::Env(name.clone()),
+            })
         })
         .collect()
 }

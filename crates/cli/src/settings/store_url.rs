@@ -63,11 +63,18 @@ fn parse_s3(rest: &str) -> Result<StoreUrl, String> {
     }
     let prefix = prefix.trim_matches('/');
     if prefix.split('/').any(|part| matches!(part, "." | "..")) || prefix.contains("//") {
-        return Err(format!("the prefix {prefix:?} has an empty, '.' or '..' segment"));
+        return Err(format!(
+            "the prefix {prefix:?} has an empty, '.' or '..' segment"
+        ));
     }
     Ok(StoreUrl::S3 {
         bucket: bucket.to_owned(),
-        prefix: if prefix.is_empty() { DEFAULT_PREFIX } else { prefix }.to_owned(),
+        prefix: if prefix.is_empty() {
+            DEFAULT_PREFIX
+        } else {
+            prefix
+        }
+        .to_owned(),
     })
 }
 
@@ -104,13 +111,29 @@ mod tests {
         ];
         for (url, prefix) in cases {
             let parsed: StoreUrl = url.parse().unwrap();
-            assert_eq!(parsed, StoreUrl::S3 { bucket: "b".into(), prefix: prefix.into() }, "{url}");
+            assert_eq!(
+                parsed,
+                StoreUrl::S3 {
+                    bucket: "b".into(),
+                    prefix: prefix.into()
+                },
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn malformed_urls_are_refused_with_the_expected_forms() {
-        for bad in ["", "file://", "s3://", "s3:///prefix", "s3://b/a//c", "s3://b/../x", "http://x", "memory://x"] {
+        for bad in [
+            "",
+            "file://",
+            "s3://",
+            "s3:///prefix",
+            "s3://b/a//c",
+            "s3://b/../x",
+            "http://x",
+            "memory://x",
+        ] {
             let err = bad.parse::<StoreUrl>().expect_err(bad);
             assert!(!err.is_empty(), "{bad}");
         }

@@ -3,7 +3,9 @@ use std::time::Duration;
 use super::*;
 
 fn env(vars: &[(&str, &str)]) -> Environment {
-    vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A config file with `text` in a temp folder (kept alive by the returned guard).
@@ -15,11 +17,17 @@ fn file(text: &str) -> (tempfile::TempDir, ConfigFile) {
 }
 
 fn flag(key: &'static str, flag: &'static str, value: &str) -> Flag {
-    Flag { key, flag, value: value.to_owned() }
+    Flag {
+        key,
+        flag,
+        value: value.to_owned(),
+    }
 }
 
 fn load_err(file: &ConfigFile, env: &Environment, flags: &[Flag]) -> String {
-    Settings::load(file, env, flags).expect_err("should be refused").to_string()
+    Settings::load(file, env, flags)
+        .expect_err("should be refused")
+        .to_string()
 }
 
 #[test]
@@ -27,14 +35,28 @@ fn no_file_at_all_gives_the_embedded_default() {
     let settings = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
     assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(settings.data_dir, Path::new("./cellar-data/local"));
-    assert_eq!(settings.store_url, StoreUrl::Folder("./cellar-data/bucket".into()));
+    assert_eq!(
+        settings.store_url,
+        StoreUrl::Folder("./cellar-data/bucket".into())
+    );
     assert_eq!(settings.engine_config().prefix, "cellar-users");
     assert_eq!(settings.conflict, ConflictPolicy::LastWriteWins);
-    assert_eq!(settings.size_thresholds, SizeThresholds { info_bytes: 524_288, warn_bytes: 1_048_576 });
+    assert_eq!(
+        settings.size_thresholds,
+        SizeThresholds {
+            info_bytes: 524_288,
+            warn_bytes: 1_048_576
+        }
+    );
     assert_eq!(settings.engine_config().min_upload_interval, Duration::ZERO);
     assert!(settings.engine_config().version_check);
     let options = settings.server_options().unwrap();
-    assert!(matches!(options.auth, AuthMode::Header { trusted_proxy: false }));
+    assert!(matches!(
+        options.auth,
+        AuthMode::Header {
+            trusted_proxy: false
+        }
+    ));
     assert_eq!(settings.source_of("store.url"), Source::Default);
 }
 
@@ -45,16 +67,31 @@ fn env_overrides_the_file_and_flags_override_env() {
          [store]\nurl = \"file:///file-bucket\"\n\
          [sync]\nconflict = \"strict\"\nsize_info_bytes = 10\n",
     );
-    let vars = env(&[("CELLAR_STORE_URL", "file:///env-bucket"), ("CELLAR_SYNC_CONFLICT", "rebase")]);
+    let vars = env(&[
+        ("CELLAR_STORE_URL", "file:///env-bucket"),
+        ("CELLAR_SYNC_CONFLICT", "rebase"),
+    ]);
     let flags = [flag("store.url", "--store-url", "s3://flag-bucket/tenants")];
     let settings = Settings::load(&config, &vars, &flags).unwrap();
 
     assert_eq!(settings.data_dir, Path::new("/from/file"));
     assert_eq!(settings.size_thresholds.info_bytes, 10);
     assert_eq!(settings.conflict, ConflictPolicy::Rebase);
-    assert_eq!(settings.store_url, StoreUrl::S3 { bucket: "flag-bucket".into(), prefix: "tenants".into() });
-    assert_eq!(settings.source_of("data_dir"), Source::File(dir.path().join("cellar.toml")));
-    assert_eq!(settings.source_of("sync.conflict"), Source::Env("CELLAR_SYNC_CONFLICT".into()));
+    assert_eq!(
+        settings.store_url,
+        StoreUrl::S3 {
+            bucket: "flag-bucket".into(),
+            prefix: "tenants".into()
+        }
+    );
+    assert_eq!(
+        settings.source_of("data_dir"),
+        Source::File(dir.path().join("cellar.toml"))
+    );
+    assert_eq!(
+        settings.source_of("sync.conflict"),
+        Source::Env("CELLAR_SYNC_CONFLICT".into())
+    );
     assert_eq!(settings.source_of("store.url"), Source::Flag("--store-url"));
 }
 
@@ -63,22 +100,42 @@ fn an_unknown_key_in_the_file_is_named_with_the_file_and_the_keys_of_its_section
     let (_dir, config) = file("[store]\nbukcet = \"x\"\n");
     let err = load_err(&config, &env(&[]), &[]);
     assert!(err.contains("unknown key store.bukcet"), "{err}");
-    assert!(err.contains("config file") && err.contains("cellar.toml"), "{err}");
-    assert!(err.contains("store.url") && !err.contains("sync.conflict"), "{err}");
+    assert!(
+        err.contains("config file") && err.contains("cellar.toml"),
+        "{err}"
+    );
+    assert!(
+        err.contains("store.url") && !err.contains("sync.conflict"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_invalid_value_names_the_key_and_the_environment_variable() {
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_CONFLICT", "sometimes")]), &[]);
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_SYNC_CONFLICT", "sometimes")]),
+        &[],
+    );
     assert!(err.contains("invalid value for sync.conflict"), "{err}");
-    assert!(err.contains("environment variable CELLAR_SYNC_CONFLICT"), "{err}");
+    assert!(
+        err.contains("environment variable CELLAR_SYNC_CONFLICT"),
+        "{err}"
+    );
     assert!(err.contains("last-write-wins, strict or rebase"), "{err}");
 }
 
 #[test]
 fn an_invalid_flag_value_names_the_flag() {
-    let err = load_err(&ConfigFile::Default, &env(&[]), &[flag("server.listen", "--listen", "localhost")]);
-    assert!(err.contains("server.listen") && err.contains("flag --listen"), "{err}");
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[]),
+        &[flag("server.listen", "--listen", "localhost")],
+    );
+    assert!(
+        err.contains("server.listen") && err.contains("flag --listen"),
+        "{err}"
+    );
     assert!(err.contains("IP:PORT"), "{err}");
 }
 
@@ -86,10 +143,16 @@ fn an_invalid_flag_value_names_the_flag() {
 fn a_value_of_the_wrong_toml_type_is_refused() {
     let (_dir, config) = file("[sync]\nsize_info_bytes = \"big\"\n");
     let err = load_err(&config, &env(&[]), &[]);
-    assert!(err.contains("sync.size_info_bytes") && err.contains("expected an integer, found string"), "{err}");
+    assert!(
+        err.contains("sync.size_info_bytes") && err.contains("expected an integer, found string"),
+        "{err}"
+    );
     let (_dir, config) = file("[store]\nallow_http = 1\n");
     let err = load_err(&config, &env(&[]), &[]);
-    assert!(err.contains("store.allow_http") && err.contains("true or false"), "{err}");
+    assert!(
+        err.contains("store.allow_http") && err.contains("true or false"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -101,22 +164,41 @@ fn malformed_toml_names_the_file() {
 
 #[test]
 fn a_named_config_file_must_exist() {
-    let err = load_err(&ConfigFile::Named("/nonexistent/cellar.toml".into()), &env(&[]), &[]);
-    assert!(err.contains("cannot read config file /nonexistent/cellar.toml"), "{err}");
+    let err = load_err(
+        &ConfigFile::Named("/nonexistent/cellar.toml".into()),
+        &env(&[]),
+        &[],
+    );
+    assert!(
+        err.contains("cannot read config file /nonexistent/cellar.toml"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_typo_in_a_section_variable_is_refused_and_foreign_variables_are_left_alone() {
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_STORE_URLL", "memory://")]), &[]);
-    assert!(err.contains("unknown key store.urll") && err.contains("CELLAR_STORE_URLL"), "{err}");
-    let foreign = env(&[("CELLAR_VENV", "/venv"), ("CELLAR_CONFIG", "x.toml"), ("CELLAR_DATA_DIR", "/d")]);
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_STORE_URLL", "memory://")]),
+        &[],
+    );
+    assert!(
+        err.contains("unknown key store.urll") && err.contains("CELLAR_STORE_URLL"),
+        "{err}"
+    );
+    let foreign = env(&[
+        ("CELLAR_VENV", "/venv"),
+        ("CELLAR_CONFIG", "x.toml"),
+        ("CELLAR_DATA_DIR", "/d"),
+    ]);
     let settings = Settings::load(&ConfigFile::Default, &foreign, &[]).unwrap();
     assert_eq!(settings.data_dir, Path::new("/d"));
 }
 
 #[test]
 fn an_empty_variable_counts_as_unset() {
-    let settings = Settings::load(&ConfigFile::Default, &env(&[("CELLAR_STORE_URL", "")]), &[]).unwrap();
+    let settings =
+        Settings::load(&ConfigFile::Default, &env(&[("CELLAR_STORE_URL", "")]), &[]).unwrap();
     assert_eq!(settings.source_of("store.url"), Source::Default);
 }
 
@@ -124,14 +206,27 @@ fn an_empty_variable_counts_as_unset() {
 fn credentials_in_the_file_are_refused_with_a_pointer_to_the_environment() {
     let (_dir, config) = file("[store]\nurl = \"s3://b\"\naccess_key_id = \"AKIA\"\n");
     let err = load_err(&config, &env(&[]), &[]);
-    assert!(err.contains("store.access_key_id") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(
+        err.contains("store.access_key_id") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
 }
 
 #[test]
 fn s3_settings_on_a_folder_store_are_refused() {
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_STORE_ENDPOINT", "http://127.0.0.1:9000")]), &[]);
-    assert!(err.contains("store.endpoint") && err.contains("CELLAR_STORE_ENDPOINT"), "{err}");
-    assert!(err.contains("file://./cellar-data/bucket (from the default)"), "{err}");
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_STORE_ENDPOINT", "http://127.0.0.1:9000")]),
+        &[],
+    );
+    assert!(
+        err.contains("store.endpoint") && err.contains("CELLAR_STORE_ENDPOINT"),
+        "{err}"
+    );
+    assert!(
+        err.contains("file://./cellar-data/bucket (from the default)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -147,9 +242,15 @@ fn an_s3_url_builds_a_store_with_its_endpoint_and_prefix() {
 
 #[test]
 fn size_thresholds_must_be_in_order() {
-    let vars = env(&[("CELLAR_SYNC_SIZE_INFO_BYTES", "2000"), ("CELLAR_SYNC_SIZE_WARN_BYTES", "1000")]);
+    let vars = env(&[
+        ("CELLAR_SYNC_SIZE_INFO_BYTES", "2000"),
+        ("CELLAR_SYNC_SIZE_WARN_BYTES", "1000"),
+    ]);
     let err = load_err(&ConfigFile::Default, &vars, &[]);
-    assert!(err.contains("sync.size_info_bytes") && err.contains("sync.size_warn_bytes (1000)"), "{err}");
+    assert!(
+        err.contains("sync.size_info_bytes") && err.contains("sync.size_warn_bytes (1000)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -157,86 +258,190 @@ fn limits_are_read_and_must_be_positive() {
     let (_dir, config) = file("[limits]\nquery_timeout_ms = 1500\nmax_statements = 7\n");
     let settings = Settings::load(&config, &env(&[]), &[]).unwrap();
     let limits = settings.server_options().unwrap().limits;
-    assert_eq!((limits.query_timeout, limits.max_statements), (Duration::from_millis(1500), 7));
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_LIMITS_MAX_RESULT_ROWS", "0")]), &[]);
-    assert!(err.contains("limits.max_result_rows") && err.contains("at least 1"), "{err}");
+    assert_eq!(
+        (limits.query_timeout, limits.max_statements),
+        (Duration::from_millis(1500), 7)
+    );
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_LIMITS_MAX_RESULT_ROWS", "0")]),
+        &[],
+    );
+    assert!(
+        err.contains("limits.max_result_rows") && err.contains("at least 1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn pacing_and_the_version_check_reach_the_engine() {
     let (_dir, config) = file("[sync]\nmin_upload_interval_ms = 1000\nversion_check = false\n");
-    let engine = Settings::load(&config, &env(&[]), &[]).unwrap().engine_config();
-    assert_eq!((engine.min_upload_interval, engine.version_check), (Duration::from_secs(1), false));
-    let vars = env(&[("CELLAR_SYNC_MIN_UPLOAD_INTERVAL_MS", "250"), ("CELLAR_SYNC_VERSION_CHECK", "true")]);
+    let engine = Settings::load(&config, &env(&[]), &[])
+        .unwrap()
+        .engine_config();
+    assert_eq!(
+        (engine.min_upload_interval, engine.version_check),
+        (Duration::from_secs(1), false)
+    );
+    let vars = env(&[
+        ("CELLAR_SYNC_MIN_UPLOAD_INTERVAL_MS", "250"),
+        ("CELLAR_SYNC_VERSION_CHECK", "true"),
+    ]);
     let engine = Settings::load(&config, &vars, &[]).unwrap().engine_config();
-    assert_eq!((engine.min_upload_interval, engine.version_check), (Duration::from_millis(250), true));
+    assert_eq!(
+        (engine.min_upload_interval, engine.version_check),
+        (Duration::from_millis(250), true)
+    );
 }
 
 #[test]
 fn pacing_and_the_version_check_refuse_malformed_values() {
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_MIN_UPLOAD_INTERVAL_MS", "1s")]), &[]);
-    assert!(err.contains("sync.min_upload_interval_ms") && err.contains("milliseconds"), "{err}");
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_VERSION_CHECK", "off")]), &[]);
-    assert!(err.contains("sync.version_check") && err.contains("true or false"), "{err}");
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_SYNC_MIN_UPLOAD_INTERVAL_MS", "1s")]),
+        &[],
+    );
+    assert!(
+        err.contains("sync.min_upload_interval_ms") && err.contains("milliseconds"),
+        "{err}"
+    );
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_SYNC_VERSION_CHECK", "off")]),
+        &[],
+    );
+    assert!(
+        err.contains("sync.version_check") && err.contains("true or false"),
+        "{err}"
+    );
 }
 
 #[test]
 fn fault_injection_is_off_unless_a_rate_or_a_latency_is_set() {
     let settings = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
     assert_eq!(settings.faults.injected(), None);
-    let zero = env(&[("CELLAR_FAULTS_ERROR_RATE", "0"), ("CELLAR_FAULTS_SEED", "9")]);
-    assert_eq!(Settings::load(&ConfigFile::Default, &zero, &[]).unwrap().faults.injected(), None);
+    let zero = env(&[
+        ("CELLAR_FAULTS_ERROR_RATE", "0"),
+        ("CELLAR_FAULTS_SEED", "9"),
+    ]);
+    assert_eq!(
+        Settings::load(&ConfigFile::Default, &zero, &[])
+            .unwrap()
+            .faults
+            .injected(),
+        None
+    );
     let latency = env(&[("CELLAR_FAULTS_LATENCY_MS", "20")]);
-    let rates = Settings::load(&ConfigFile::Default, &latency, &[]).unwrap().faults.injected();
-    assert_eq!(rates.map(|rates| rates.max_latency), Some(Duration::from_millis(20)));
+    let rates = Settings::load(&ConfigFile::Default, &latency, &[])
+        .unwrap()
+        .faults
+        .injected();
+    assert_eq!(
+        rates.map(|rates| rates.max_latency),
+        Some(Duration::from_millis(20))
+    );
 }
 
 #[test]
 fn fault_keys_are_read_from_the_file_and_overridden_by_env() {
-    let (_dir, config) = file("[faults]\nerror_rate = 0.1\ndrop_rate = 0\nlatency_ms = 5\nseed = 42\n");
+    let (_dir, config) =
+        file("[faults]\nerror_rate = 0.1\ndrop_rate = 0\nlatency_ms = 5\nseed = 42\n");
     let faults = Settings::load(&config, &env(&[]), &[]).unwrap().faults;
     let rates = faults.injected().expect("faults are on");
-    assert_eq!((rates.error_rate, rates.drop_rate, rates.max_latency), (0.1, 0.0, Duration::from_millis(5)));
+    assert_eq!(
+        (rates.error_rate, rates.drop_rate, rates.max_latency),
+        (0.1, 0.0, Duration::from_millis(5))
+    );
     assert_eq!(faults.seed, 42);
 
-    let vars = env(&[("CELLAR_FAULTS_DROP_RATE", "0.25"), ("CELLAR_FAULTS_SEED", "7")]);
+    let vars = env(&[
+        ("CELLAR_FAULTS_DROP_RATE", "0.25"),
+        ("CELLAR_FAULTS_SEED", "7"),
+    ]);
     let settings = Settings::load(&config, &vars, &[]).unwrap();
-    assert_eq!((settings.faults.rates.error_rate, settings.faults.rates.drop_rate), (0.1, 0.25));
+    assert_eq!(
+        (
+            settings.faults.rates.error_rate,
+            settings.faults.rates.drop_rate
+        ),
+        (0.1, 0.25)
+    );
     assert_eq!(settings.faults.seed, 7);
-    assert_eq!(settings.source_of("faults.drop_rate"), Source::Env("CELLAR_FAULTS_DROP_RATE".into()));
+    assert_eq!(
+        settings.source_of("faults.drop_rate"),
+        Source::Env("CELLAR_FAULTS_DROP_RATE".into())
+    );
 }
 
 #[test]
 fn fault_rates_must_be_probabilities_that_fit_together() {
     for bad in ["1.5", "-0.1", "lots", "NaN"] {
-        let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_FAULTS_ERROR_RATE", bad)]), &[]);
-        assert!(err.contains("faults.error_rate") && err.contains("from 0 to 1"), "{bad}: {err}");
+        let err = load_err(
+            &ConfigFile::Default,
+            &env(&[("CELLAR_FAULTS_ERROR_RATE", bad)]),
+            &[],
+        );
+        assert!(
+            err.contains("faults.error_rate") && err.contains("from 0 to 1"),
+            "{bad}: {err}"
+        );
     }
-    let both = env(&[("CELLAR_FAULTS_ERROR_RATE", "0.6"), ("CELLAR_FAULTS_DROP_RATE", "0.6")]);
+    let both = env(&[
+        ("CELLAR_FAULTS_ERROR_RATE", "0.6"),
+        ("CELLAR_FAULTS_DROP_RATE", "0.6"),
+    ]);
     let err = load_err(&ConfigFile::Default, &both, &[]);
-    assert!(err.contains("faults.drop_rate") && err.contains("add up to more than 1"), "{err}");
+    assert!(
+        err.contains("faults.drop_rate") && err.contains("add up to more than 1"),
+        "{err}"
+    );
     let (_dir, config) = file("[faults]\ndrop_rate = \"0.1\"\n");
     let err = load_err(&config, &env(&[]), &[]);
-    assert!(err.contains("faults.drop_rate") && err.contains("expected a number, found string"), "{err}");
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_FAULTS_SEED", "-1")]), &[]);
-    assert!(err.contains("faults.seed") && err.contains("whole number"), "{err}");
+    assert!(
+        err.contains("faults.drop_rate") && err.contains("expected a number, found string"),
+        "{err}"
+    );
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_FAULTS_SEED", "-1")]),
+        &[],
+    );
+    assert!(
+        err.contains("faults.seed") && err.contains("whole number"),
+        "{err}"
+    );
 }
 
 #[test]
 fn jwt_mode_needs_a_long_secret_to_serve() {
     let mode = ("CELLAR_AUTH_MODE", "jwt");
     let settings = Settings::load(&ConfigFile::Default, &env(&[mode]), &[]).unwrap();
-    let err = settings.server_options().expect_err("no secret").to_string();
-    assert!(err.contains("auth.jwt_secret is not set") && err.contains("CELLAR_AUTH_MODE"), "{err}");
+    let err = settings
+        .server_options()
+        .expect_err("no secret")
+        .to_string();
+    assert!(
+        err.contains("auth.jwt_secret is not set") && err.contains("CELLAR_AUTH_MODE"),
+        "{err}"
+    );
 
     let short = env(&[mode, ("CELLAR_AUTH_JWT_SECRET", "short")]);
-    let err = Settings::load(&ConfigFile::Default, &short, &[]).unwrap().server_options().expect_err("short");
+    let err = Settings::load(&ConfigFile::Default, &short, &[])
+        .unwrap()
+        .server_options()
+        .expect_err("short");
     assert!(err.to_string().contains("at least 32 bytes"), "{err}");
 
     let good = env(&[mode, ("CELLAR_AUTH_JWT_SECRET", &"k".repeat(32))]);
     let settings = Settings::load(&ConfigFile::Default, &good, &[]).unwrap();
-    assert!(!format!("{settings:?}").contains("kkkk"), "the secret must not be printed");
-    assert!(matches!(settings.server_options().unwrap().auth, AuthMode::Jwt { .. }));
+    assert!(
+        !format!("{settings:?}").contains("kkkk"),
+        "the secret must not be printed"
+    );
+    assert!(matches!(
+        settings.server_options().unwrap().auth,
+        AuthMode::Jwt { .. }
+    ));
 }
 
 #[test]
@@ -246,7 +451,11 @@ fn durability_is_sync_by_default_and_async_on_request() {
     let (_dir, config) = file("[sync]\ndurability = \"async\"\n");
     let chosen = Settings::load(&config, &env(&[]), &[]).unwrap();
     assert_eq!(chosen.durability, cellar_engine::Durability::Async);
-    let err = load_err(&ConfigFile::Default, &env(&[("CELLAR_SYNC_DURABILITY", "eventually")]), &[]);
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_SYNC_DURABILITY", "eventually")]),
+        &[],
+    );
     assert!(err.contains("invalid value for sync.durability"), "{err}");
     assert!(err.contains("expected sync or async"), "{err}");
 }

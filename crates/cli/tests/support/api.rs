@@ -61,7 +61,10 @@ impl Api {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("build the HTTP client");
-        Self { client, base: format!("http://{address}") }
+        Self {
+            client,
+            base: format!("http://{address}"),
+        }
     }
 
     /// Appends `value` to `user`'s list, creating the table if needed, in one request.
@@ -75,11 +78,23 @@ impl Api {
 
     /// `user`'s list, in append order (empty before the first append).
     pub async fn values(&self, user: &str) -> Reply<Vec<i64>> {
-        match self.query(user, json!(["SELECT v FROM t ORDER BY rowid"])).await {
-            Reply::Ok { version, value } => Reply::Ok { version, value: rows_of(&value) },
-            Reply::Refused { code, message, version, .. } if code == "sql_error" && message.contains("no such table") => {
-                Reply::Ok { version: version.unwrap_or(0), value: Vec::new() }
-            }
+        match self
+            .query(user, json!(["SELECT v FROM t ORDER BY rowid"]))
+            .await
+        {
+            Reply::Ok { version, value } => Reply::Ok {
+                version,
+                value: rows_of(&value),
+            },
+            Reply::Refused {
+                code,
+                message,
+                version,
+                ..
+            } if code == "sql_error" && message.contains("no such table") => Reply::Ok {
+                version: version.unwrap_or(0),
+                value: Vec::new(),
+            },
             other => other.map(|_| Vec::new()),
         }
     }
@@ -107,14 +122,25 @@ impl Api {
             Err(err) => return Reply::NoAnswer(describe(&err)),
         };
         if status == 200 {
-            let version = body["version"].as_u64().expect("a 200 answer carries its version");
-            return Reply::Ok { version, value: body };
+            let version = body["version"]
+                .as_u64()
+                .expect("a 200 answer carries its version");
+            return Reply::Ok {
+                version,
+                value: body,
+            };
         }
         Reply::Refused {
             status,
             version,
-            code: body["error"]["code"].as_str().unwrap_or_default().to_owned(),
-            message: body["error"]["message"].as_str().unwrap_or_default().to_owned(),
+            code: body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            message: body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         }
     }
 }
@@ -122,8 +148,21 @@ impl Api {
 impl<T> Reply<T> {
     fn map<U>(self, f: impl FnOnce(T) -> U) -> Reply<U> {
         match self {
-            Reply::Ok { version, value } => Reply::Ok { version, value: f(value) },
-            Reply::Refused { status, version, code, message } => Reply::Refused { status, version, code, message },
+            Reply::Ok { version, value } => Reply::Ok {
+                version,
+                value: f(value),
+            },
+            Reply::Refused {
+                status,
+                version,
+                code,
+                message,
+            } => Reply::Refused {
+                status,
+                version,
+                code,
+                message,
+            },
             Reply::NoAnswer(why) => Reply::NoAnswer(why),
         }
     }

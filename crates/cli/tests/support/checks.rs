@@ -85,10 +85,26 @@ impl Ledger {
         self.events += 1;
         match reply {
             Reply::Ok { version, .. } => {
-                self.acked.push(Ack { user: user.to_owned(), value, version, seq: self.events });
+                self.acked.push(Ack {
+                    user: user.to_owned(),
+                    value,
+                    version,
+                    seq: self.events,
+                });
             }
-            Reply::Refused { status, code, message, .. } => {
-                self.failed.push(Failure { user: user.to_owned(), value: Some(value), status, code, message });
+            Reply::Refused {
+                status,
+                code,
+                message,
+                ..
+            } => {
+                self.failed.push(Failure {
+                    user: user.to_owned(),
+                    value: Some(value),
+                    status,
+                    code,
+                    message,
+                });
             }
             Reply::NoAnswer(_) => self.unanswered.push((user.to_owned(), value)),
         }
@@ -99,10 +115,26 @@ impl Ledger {
         self.events += 1;
         match reply {
             Reply::Ok { version, value } => {
-                self.reads.push(Read { user: user.to_owned(), version, values: value, started });
+                self.reads.push(Read {
+                    user: user.to_owned(),
+                    version,
+                    values: value,
+                    started,
+                });
             }
-            Reply::Refused { status, code, message, .. } => {
-                self.failed.push(Failure { user: user.to_owned(), value: None, status, code, message });
+            Reply::Refused {
+                status,
+                code,
+                message,
+                ..
+            } => {
+                self.failed.push(Failure {
+                    user: user.to_owned(),
+                    value: None,
+                    status,
+                    code,
+                    message,
+                });
             }
             Reply::NoAnswer(_) => {}
         }
@@ -110,12 +142,21 @@ impl Ledger {
 
     /// The values acknowledged for `user`.
     pub fn acked_values(&self, user: &str) -> Vec<i64> {
-        self.acked.iter().filter(|ack| ack.user == user).map(|ack| ack.value).collect()
+        self.acked
+            .iter()
+            .filter(|ack| ack.user == user)
+            .map(|ack| ack.value)
+            .collect()
     }
 
     /// The highest version acknowledged to an append of `user` (0 if none).
     pub fn highest_acked_version(&self, user: &str) -> u64 {
-        self.acked.iter().filter(|ack| ack.user == user).map(|ack| ack.version).max().unwrap_or(0)
+        self.acked
+            .iter()
+            .filter(|ack| ack.user == user)
+            .map(|ack| ack.version)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Appends refused with `code`, as (user, value).
@@ -143,9 +184,17 @@ impl Ledger {
     /// waited for it got the same words (see `docs/reliability.md`, findings).
     pub fn dropped_pending_writes(&self, final_values: impl Fn(&str) -> Vec<i64>) -> Vec<String> {
         let mut announced: HashMap<(String, u64), Vec<i64>> = HashMap::new();
-        for failure in self.failed.iter().filter(|failure| failure.code == "sync_pending") {
-            if let (Some(value), Some(version)) = (failure.value, pending_version(&failure.message)) {
-                announced.entry((failure.user.clone(), version)).or_default().push(value);
+        for failure in self
+            .failed
+            .iter()
+            .filter(|failure| failure.code == "sync_pending")
+        {
+            if let (Some(value), Some(version)) = (failure.value, pending_version(&failure.message))
+            {
+                announced
+                    .entry((failure.user.clone(), version))
+                    .or_default()
+                    .push(value);
             }
         }
         announced
@@ -154,7 +203,9 @@ impl Ledger {
                 let kept = final_values(user);
                 !values.iter().any(|value| kept.contains(value))
             })
-            .map(|((user, version), values)| format!("{user} version {version}: none of {values:?} was kept"))
+            .map(|((user, version), values)| {
+                format!("{user} version {version}: none of {values:?} was kept")
+            })
             .collect()
     }
 
@@ -176,7 +227,9 @@ impl Ledger {
             let missed: Vec<i64> = self
                 .acked
                 .iter()
-                .filter(|ack| ack.user == read.user && ack.seq < read.started && !seen.contains(&ack.value))
+                .filter(|ack| {
+                    ack.user == read.user && ack.seq < read.started && !seen.contains(&ack.value)
+                })
                 .map(|ack| ack.value)
                 .collect();
             if !missed.is_empty() {
@@ -203,13 +256,17 @@ pub struct SharedLedger(Arc<Mutex<Ledger>>);
 impl SharedLedger {
     /// Locks the ledger.
     pub fn lock(&self) -> MutexGuard<'_, Ledger> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The ledger, once every client is done.
     pub fn into_inner(self) -> Ledger {
         match Arc::try_unwrap(self.0) {
-            Ok(mutex) => mutex.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Ok(mutex) => mutex
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
             Err(_) => panic!("a client still holds the ledger"),
         }
     }
@@ -236,7 +293,10 @@ pub fn bucket(cellar: &Cellar, user: &str) -> Option<Remote> {
     super::assert_exit(&output, 0);
     let pulled: serde_json::Value = serde_json::from_slice(&output.stdout).expect("pull --json");
     let version = pulled["version"].as_u64().expect("pulled version");
-    Some(Remote { version, values: values_in(&file) })
+    Some(Remote {
+        version,
+        values: values_in(&file),
+    })
 }
 
 /// `cellar verify --all`: every object matches its checksum and passes
@@ -249,14 +309,21 @@ pub fn verify_all(cellar: &Cellar) -> u64 {
 
 /// The list in table `t` of the SQLite file at `path` (empty without the table).
 pub fn values_in(path: &Path) -> Vec<i64> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open a database");
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("open a database");
     let exists: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_schema WHERE name = 't'", [], |row| row.get(0))
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 't'",
+            [],
+            |row| row.get(0),
+        )
         .expect("read the schema");
     if exists == 0 {
         return Vec::new();
     }
-    let mut statement = conn.prepare("SELECT v FROM t ORDER BY rowid").expect("prepare");
+    let mut statement = conn
+        .prepare("SELECT v FROM t ORDER BY rowid")
+        .expect("prepare");
     statement
         .query_map([], |row| row.get(0))
         .expect("query")
@@ -266,7 +333,9 @@ pub fn values_in(path: &Path) -> Vec<i64> {
 
 /// The users with a local folder under `data_dir`.
 pub fn local_users(data_dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(data_dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
     let mut users: Vec<String> = entries
         .flatten()
         .filter(|entry| entry.path().is_dir())
@@ -311,19 +380,30 @@ pub fn check_local_databases(data_dir: &Path) -> LocalCheck {
         let copy = scratch.path().join("database.sqlite");
         std::fs::copy(&original, &copy).expect("copy the database");
         for suffix in ["-journal", "-wal", "-shm"] {
-            let companion = data_dir.join(&user).join(format!("database.sqlite{suffix}"));
+            let companion = data_dir
+                .join(&user)
+                .join(format!("database.sqlite{suffix}"));
             if companion.exists() {
                 check.hot_journals += usize::from(suffix == "-journal");
-                std::fs::copy(&companion, scratch.path().join(format!("database.sqlite{suffix}")))
-                    .expect("copy a companion");
+                std::fs::copy(
+                    &companion,
+                    scratch.path().join(format!("database.sqlite{suffix}")),
+                )
+                .expect("copy a companion");
             }
         }
-        let verdict = Connection::open(&copy)
-            .and_then(|conn| conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0)));
+        let verdict = Connection::open(&copy).and_then(|conn| {
+            conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
+        });
         match verdict {
             Ok(verdict) if verdict == "ok" => {}
-            Ok(verdict) => check.problems.push(format!("{}: integrity_check says {verdict}", original.display())),
-            Err(err) => check.problems.push(format!("{}: cannot be opened: {err}", original.display())),
+            Ok(verdict) => check.problems.push(format!(
+                "{}: integrity_check says {verdict}",
+                original.display()
+            )),
+            Err(err) => check
+                .problems
+                .push(format!("{}: cannot be opened: {err}", original.display())),
         }
     }
     check
@@ -332,11 +412,19 @@ pub fn check_local_databases(data_dir: &Path) -> LocalCheck {
 /// The values of `wanted` that are not in `found`.
 pub fn missing(wanted: &[i64], found: &[i64]) -> Vec<i64> {
     let found: HashSet<i64> = found.iter().copied().collect();
-    wanted.iter().copied().filter(|value| !found.contains(value)).collect()
+    wanted
+        .iter()
+        .copied()
+        .filter(|value| !found.contains(value))
+        .collect()
 }
 
 /// The values that occur more than once in `found` (each append adds a unique value).
 pub fn duplicates(found: &[i64]) -> Vec<i64> {
     let mut seen = HashSet::new();
-    found.iter().copied().filter(|value| !seen.insert(*value)).collect()
+    found
+        .iter()
+        .copied()
+        .filter(|value| !seen.insert(*value))
+        .collect()
 }

@@ -52,7 +52,12 @@ impl Load {
     /// Starts the clients against `servers`. Values come from `values` (unique across
     /// runs that share it). A client stops at its first request without an answer (its
     /// server died), when told to, or at the [`Limit`].
-    pub fn start(&self, servers: &[Api], ledger: &SharedLedger, values: &Arc<AtomicI64>) -> Clients {
+    pub fn start(
+        &self,
+        servers: &[Api],
+        ledger: &SharedLedger,
+        values: &Arc<AtomicI64>,
+    ) -> Clients {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let tasks = (0..self.clients)

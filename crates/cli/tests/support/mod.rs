@@ -31,7 +31,9 @@ pub fn full_run() -> bool {
 /// printed, so that a failing run can be replayed.
 pub fn run_seed(suite: &str) -> u64 {
     let seed = match std::env::var("CELLAR_RELIABILITY_SEED") {
-        Ok(text) => text.parse().expect("CELLAR_RELIABILITY_SEED is a whole number"),
+        Ok(text) => text
+            .parse()
+            .expect("CELLAR_RELIABILITY_SEED is a whole number"),
         Err(_) => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64),
@@ -50,7 +52,10 @@ pub struct Cellar {
 impl Cellar {
     /// A folder whose `cellar.toml` points at `./local` and the folder store `./bucket`.
     pub fn new() -> Self {
-        let cellar = Self { dir: tempfile::tempdir().expect("temp dir"), env: Vec::new() };
+        let cellar = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            env: Vec::new(),
+        };
         cellar.write_config("data_dir = \"local\"\n[store]\nurl = \"file://bucket\"\n");
         cellar
     }
@@ -59,9 +64,15 @@ impl Cellar {
     pub fn on_s3(s3: &cellar_testkit::S3Server) -> Self {
         let env = vec![
             ("AWS_ACCESS_KEY_ID".to_owned(), s3.access_key_id.clone()),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), s3.secret_access_key.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                s3.secret_access_key.clone(),
+            ),
         ];
-        let cellar = Self { dir: tempfile::tempdir().expect("temp dir"), env };
+        let cellar = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            env,
+        };
         cellar.write_config(&format!(
             "data_dir = \"local\"\n[store]\nurl = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nallow_http = true\n",
             s3.store_url("cellar-users"),
@@ -90,7 +101,10 @@ impl Cellar {
     /// environment and the given ones added.
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cellar"));
-        command.current_dir(self.path()).args(args).env_remove("RUST_LOG");
+        command
+            .current_dir(self.path())
+            .args(args)
+            .env_remove("RUST_LOG");
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("CELLAR_") {
                 command.env_remove(name);
@@ -112,30 +126,37 @@ impl Cellar {
         with_json.push("--json");
         let output = self.run(&with_json, env);
         assert_exit(&output, exit);
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {}", describe(&output)))
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| panic!("{err}: {}", describe(&output)))
     }
 
     /// Creates a SQLite database at `name` with `rows` rows in table `t`.
     pub fn sqlite_file(&self, name: &str, rows: i64) -> PathBuf {
         let path = self.path().join(name);
         let conn = Connection::open(&path).expect("open");
-        conn.execute_batch("CREATE TABLE t(x INTEGER)").expect("create");
+        conn.execute_batch("CREATE TABLE t(x INTEGER)")
+            .expect("create");
         for x in 0..rows {
-            conn.execute("INSERT INTO t VALUES (?1)", [x]).expect("insert");
+            conn.execute("INSERT INTO t VALUES (?1)", [x])
+                .expect("insert");
         }
         path
     }
 
     /// The object of `user` in the folder store.
     pub fn object_path(&self, user: &str) -> PathBuf {
-        self.path().join("bucket/cellar-users").join(user).join("database.sqlite")
+        self.path()
+            .join("bucket/cellar-users")
+            .join(user)
+            .join("database.sqlite")
     }
 }
 
 /// Rows in table `t` of the database at `path`.
 pub fn count_rows(path: &Path) -> i64 {
     let conn = Connection::open(path).expect("open");
-    conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).expect("count")
+    conn.query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+        .expect("count")
 }
 
 /// Asserts the exit status, showing both streams when it is wrong.

@@ -39,11 +39,16 @@ impl Server {
     /// Starts `cellar serve ARGS --listen 127.0.0.1:0 --json` with `env` added (and
     /// `RUST_LOG=warn` unless `env` sets it); panics with the log if it does not come up.
     pub fn start(cellar: &Cellar, args: &[&str], env: &[(&str, &str)]) -> Server {
-        Self::try_start(cellar, args, env).unwrap_or_else(|log| panic!("cellar serve did not start:\n{log}"))
+        Self::try_start(cellar, args, env)
+            .unwrap_or_else(|log| panic!("cellar serve did not start:\n{log}"))
     }
 
     /// Like [`Server::start`]; the error is the server's log.
-    pub fn try_start(cellar: &Cellar, args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+    pub fn try_start(
+        cellar: &Cellar,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
         let log = cellar.path().join(format!("serve-{number}.log"));
         let mut all_args = vec!["serve", "--listen", "127.0.0.1:0", "--json"];
@@ -55,7 +60,11 @@ impl Server {
             .stderr(File::create(&log).expect("create the server log"));
         let mut child = command.spawn().expect("spawn cellar serve");
         let stdout = child.stdout.take().expect("stdout is piped");
-        let mut server = Server { child, address: String::new(), log };
+        let mut server = Server {
+            child,
+            address: String::new(),
+            log,
+        };
         match announced_address(stdout) {
             Some(address) => {
                 server.address = address;
@@ -87,10 +96,14 @@ impl Server {
     /// SIGTERM, then waits for a graceful exit (in-flight requests finish first).
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
         assert!(sent.success(), "kill -TERM {pid} failed");
-        self.wait_exit(STOP_TIMEOUT)
-            .unwrap_or_else(|| panic!("cellar serve did not stop within {STOP_TIMEOUT:?} of SIGTERM"))
+        self.wait_exit(STOP_TIMEOUT).unwrap_or_else(|| {
+            panic!("cellar serve did not stop within {STOP_TIMEOUT:?} of SIGTERM")
+        })
     }
 
     /// The exit status, if the process has exited (without waiting).

@@ -233,8 +233,16 @@ pub(crate) async fn run(
     let mut response = Json(QueryResponse {
         version: committed.version,
         wrote: committed.wrote,
-        durability: if committed.in_bucket { Durability::Sync } else { Durability::Async },
-        results: committed.value.into_iter().map(StatementResult::from).collect(),
+        durability: if committed.in_bucket {
+            Durability::Sync
+        } else {
+            Durability::Async
+        },
+        results: committed
+            .value
+            .into_iter()
+            .map(StatementResult::from)
+            .collect(),
     })
     .into_response();
     set_version(&mut response, committed.version);

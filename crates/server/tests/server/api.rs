@@ -463,7 +463,12 @@ async fn the_answer_says_whether_the_write_was_in_the_bucket_or_only_local() {
     use crate::common::{Dirs, TestServer, engine};
     let dirs = Dirs::new();
     let sync = TestServer::start(
-        engine(dirs.data("sync"), dirs.bucket(), cellar_engine::ConflictPolicy::Strict).await,
+        engine(
+            dirs.data("sync"),
+            dirs.bucket(),
+            cellar_engine::ConflictPolicy::Strict,
+        )
+        .await,
         ServerOptions::default(),
     )
     .await;

@@ -83,7 +83,8 @@ impl Api {
     /// `concurrency` connections open.
     pub fn new(url: &str, concurrency: u64) -> anyhow::Result<Self> {
         let base = url.trim_end_matches('/');
-        let parsed = reqwest::Url::parse(base).with_context(|| format!("--url {url:?} is not a URL"))?;
+        let parsed =
+            reqwest::Url::parse(base).with_context(|| format!("--url {url:?} is not a URL"))?;
         if parsed.scheme() != "http" {
             bail!("--url {url:?}: only http:// is supported");
         }
@@ -100,7 +101,11 @@ impl Api {
     }
 
     /// `POST /v1/query` as `user`; the answer as `T`, or why it failed.
-    pub async fn query<T: DeserializeOwned>(&self, user: &UserId, body: &serde_json::Value) -> Result<T, Failure> {
+    pub async fn query<T: DeserializeOwned>(
+        &self,
+        user: &UserId,
+        body: &serde_json::Value,
+    ) -> Result<T, Failure> {
         let response = self
             .client
             .post(&self.query_url)
@@ -133,7 +138,8 @@ impl Api {
             .text()
             .await
             .with_context(|| format!("cannot read {}", self.metrics_url))?;
-        Counters::parse(&text).with_context(|| format!("{} is not a cellar server's", self.metrics_url))
+        Counters::parse(&text)
+            .with_context(|| format!("{} is not a cellar server's", self.metrics_url))
     }
 }
 
@@ -146,13 +152,19 @@ impl Failure {
         } else {
             "transport"
         };
-        Self { code: code.into(), message: err.to_string() }
+        Self {
+            code: code.into(),
+            message: err.to_string(),
+        }
     }
 
     /// The `{"error": {"code", "message"}}` body of DESIGN §5, or the status if it is not one.
     fn of_error_body(status: reqwest::StatusCode, body: &[u8]) -> Self {
         match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(ErrorBody { error }) => Self { code: error.code, message: error.message },
+            Ok(ErrorBody { error }) => Self {
+                code: error.code,
+                message: error.message,
+            },
             Err(_) => Self {
                 code: format!("http_{}", status.as_u16()),
                 message: String::from_utf8_lossy(body).into_owned(),
@@ -170,7 +182,12 @@ impl Counters {
             .filter_map(|line| line.split_once(' '))
             .filter_map(|(name, value)| Some((name, value.trim().parse().ok()?)))
             .collect();
-        let get = |name: &str| samples.get(name).copied().with_context(|| format!("no sample {name}"));
+        let get = |name: &str| {
+            samples
+                .get(name)
+                .copied()
+                .with_context(|| format!("no sample {name}"))
+        };
         Ok(Self {
             uploads: get("cellar_uploads_total")?,
             upload_bytes: get("cellar_upload_bytes_total")?,
@@ -203,18 +220,31 @@ mod tests {
                     cellar_download_bytes_total 4096\ncellar_conflicts_total 0\n\
                     cellar_http_requests_total{route=\"/v1/query\",status=\"200\"} 9\n";
         let after = Counters::parse(text).unwrap();
-        let before = Counters { uploads: 2, upload_bytes: 1000, ..Counters::default() };
+        let before = Counters {
+            uploads: 2,
+            upload_bytes: 1000,
+            ..Counters::default()
+        };
         let delta = after.since(&before);
-        assert_eq!((delta.uploads, delta.upload_bytes, delta.download_bytes), (5, 6000, 4096));
+        assert_eq!(
+            (delta.uploads, delta.upload_bytes, delta.download_bytes),
+            (5, 6000, 4096)
+        );
         let err = Counters::parse("cellar_uploads_total 1\n").unwrap_err();
-        assert!(err.to_string().contains("cellar_upload_bytes_total"), "{err}");
+        assert!(
+            err.to_string().contains("cellar_upload_bytes_total"),
+            "{err}"
+        );
     }
 
     #[test]
     fn error_bodies_give_their_code_and_anything_else_its_status() {
         let body = br#"{"error": {"code": "sync_pending", "message": "kept locally"}}"#;
         let failure = Failure::of_error_body(reqwest::StatusCode::SERVICE_UNAVAILABLE, body);
-        assert_eq!((failure.code.as_str(), failure.message.as_str()), ("sync_pending", "kept locally"));
+        assert_eq!(
+            (failure.code.as_str(), failure.message.as_str()),
+            ("sync_pending", "kept locally")
+        );
         let failure = Failure::of_error_body(reqwest::StatusCode::BAD_GATEWAY, b"<html>");
         assert_eq!(failure.code, "http_502");
     }

@@ -50,7 +50,12 @@ impl Tally {
     }
 
     /// Counts one request.
-    pub fn record(&mut self, write: bool, latency: Duration, outcome: Result<Acknowledged, Failure>) {
+    pub fn record(
+        &mut self,
+        write: bool,
+        latency: Duration,
+        outcome: Result<Acknowledged, Failure>,
+    ) {
         match outcome {
             Ok(answer) => {
                 record(&mut self.latency, latency);
@@ -124,7 +129,10 @@ impl Setup {
         for first in first_requests {
             record(&mut latency, *first);
         }
-        Self { seconds: elapsed.as_secs_f64(), first_request_ms: Latency::of(&latency) }
+        Self {
+            seconds: elapsed.as_secs_f64(),
+            first_request_ms: Latency::of(&latency),
+        }
     }
 }
 
@@ -177,10 +185,18 @@ pub struct Report {
 
 impl Report {
     /// Puts the pieces together.
-    pub fn new(args: &BenchArgs, setup: Setup, tally: Tally, elapsed: Duration, counters: Counters) -> Self {
+    pub fn new(
+        args: &BenchArgs,
+        setup: Setup,
+        tally: Tally,
+        elapsed: Duration,
+        counters: Counters,
+    ) -> Self {
         let ok = tally.reads + tally.writes;
         let failed: u64 = tally.errors.values().sum();
-        let per_write = |n: u64| (tally.acknowledged_writes > 0).then(|| n as f64 / tally.acknowledged_writes as f64);
+        let per_write = |n: u64| {
+            (tally.acknowledged_writes > 0).then(|| n as f64 / tally.acknowledged_writes as f64)
+        };
         let seconds = elapsed.as_secs_f64();
         Self {
             url: args.url.clone(),
@@ -198,7 +214,11 @@ impl Report {
                 error_examples: tally.examples,
             },
             seconds,
-            throughput: if seconds > 0.0 { ok as f64 / seconds } else { 0.0 },
+            throughput: if seconds > 0.0 {
+                ok as f64 / seconds
+            } else {
+                0.0
+            },
             latency_ms: Latency::of(&tally.latency),
             store: Store {
                 uploads_per_write: per_write(counters.uploads),
@@ -217,7 +237,10 @@ impl Printable for Report {
     fn to_text(&self) -> String {
         let r = &self.requests;
         let latency = |latency: &Option<Latency>| match latency {
-            Some(l) => format!("p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}", l.p50, l.p95, l.p99, l.max, l.mean),
+            Some(l) => format!(
+                "p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}",
+                l.p50, l.p95, l.p99, l.max, l.mean
+            ),
             None => "no successful request".into(),
         };
         let errors = if r.errors.is_empty() {
@@ -225,21 +248,41 @@ impl Printable for Report {
         } else {
             r.errors
                 .iter()
-                .map(|(code, n)| format!("{code} {n} (e.g. {})", r.error_examples.get(code).map_or("", String::as_str)))
+                .map(|(code, n)| {
+                    format!(
+                        "{code} {n} (e.g. {})",
+                        r.error_examples.get(code).map_or("", String::as_str)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let s = &self.store;
-        let per_write = |value: Option<f64>, unit: &str| value.map_or(String::new(), |v| format!(" ({v:.3}{unit} per write)"));
+        let per_write = |value: Option<f64>, unit: &str| {
+            value.map_or(String::new(), |v| format!(" ({v:.3}{unit} per write)"))
+        };
         [
             format!(
                 "cellar bench {}: {} users, {} in flight, write ratio {}, preload {}",
-                self.url, self.users, self.concurrency, self.write_ratio, bytes(self.preload_bytes)
+                self.url,
+                self.users,
+                self.concurrency,
+                self.write_ratio,
+                bytes(self.preload_bytes)
             ),
-            format!("setup       {:.2} s; first request per user (ms): {}", self.setup.seconds, latency(&self.setup.first_request_ms)),
+            format!(
+                "setup       {:.2} s; first request per user (ms): {}",
+                self.setup.seconds,
+                latency(&self.setup.first_request_ms)
+            ),
             format!(
                 "requests    {} in {:.2} s: {} ok ({} reads, {} writes), {} failed",
-                r.total, self.seconds, r.ok, r.reads, r.writes, r.total - r.ok
+                r.total,
+                self.seconds,
+                r.ok,
+                r.reads,
+                r.writes,
+                r.total - r.ok
             ),
             format!("throughput  {:.1} requests/s", self.throughput),
             format!("latency ms  {}", latency(&self.latency_ms)),
@@ -251,7 +294,12 @@ impl Printable for Report {
                 bytes(s.upload_bytes),
                 per_write(s.upload_bytes_per_write.map(|b| b / 1024.0), " KiB"),
             ),
-            format!("downloads   {}, {} downloaded; conflicts {}", s.downloads, bytes(s.download_bytes), s.conflicts),
+            format!(
+                "downloads   {}, {} downloaded; conflicts {}",
+                s.downloads,
+                bytes(s.download_bytes),
+                s.conflicts
+            ),
         ]
         .join("\n")
     }
@@ -260,10 +308,10 @@ impl Printable for Report {
 /// `1.5 MiB`, `312 B`.
 fn bytes(n: u64) -> String {
     let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    units
-        .iter()
-        .find(|(_, size)| n >= *size)
-        .map_or_else(|| format!("{n} B"), |(unit, size)| format!("{:.1} {unit}", n as f64 / *size as f64))
+    units.iter().find(|(_, size)| n >= *size).map_or_else(
+        || format!("{n} B"),
+        |(unit, size)| format!("{:.1} {unit}", n as f64 / *size as f64),
+    )
 }
 
 #[cfg(test)]
@@ -274,14 +322,30 @@ mod tests {
     fn tallies_merge_counts_errors_by_code_and_latency() {
         let empty = empty_histogram().unwrap();
         let mut a = Tally::new(&empty);
-        a.record(false, Duration::from_millis(1), Ok(Acknowledged { wrote: false }));
-        a.record(true, Duration::from_millis(3), Ok(Acknowledged { wrote: true }));
+        a.record(
+            false,
+            Duration::from_millis(1),
+            Ok(Acknowledged { wrote: false }),
+        );
+        a.record(
+            true,
+            Duration::from_millis(3),
+            Ok(Acknowledged { wrote: true }),
+        );
         let mut b = Tally::new(&empty);
-        let failure = || Err(Failure { code: "sync_pending".into(), message: "kept".into() });
+        let failure = || {
+            Err(Failure {
+                code: "sync_pending".into(),
+                message: "kept".into(),
+            })
+        };
         b.record(true, Duration::from_millis(9), failure());
         b.record(true, Duration::from_millis(9), failure());
         let merged = a.merge(b);
-        assert_eq!((merged.reads, merged.writes, merged.acknowledged_writes), (1, 1, 1));
+        assert_eq!(
+            (merged.reads, merged.writes, merged.acknowledged_writes),
+            (1, 1, 1)
+        );
         assert_eq!(merged.errors.get("sync_pending"), Some(&2));
         let latency = Latency::of(&merged.latency).unwrap();
         assert!(latency.p50 >= 0.99 && latency.max <= 3.01, "{latency:?}");

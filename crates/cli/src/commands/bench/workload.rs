@@ -32,10 +32,14 @@ pub async fn prepare(api: &Api, user: &UserId, preload_bytes: u64) -> anyhow::Re
     loop {
         let grow = match shape {
             Shape::Empty => create(),
-            Shape::Ready { size } if size < preload_bytes => grow((preload_bytes - size).min(CHUNK_BYTES)),
+            Shape::Ready { size } if size < preload_bytes => {
+                grow((preload_bytes - size).min(CHUNK_BYTES))
+            }
             Shape::Ready { .. } => return Ok(first),
         };
-        api.query::<Value>(user, &grow).await.map_err(|failure| setup_error(user, failure))?;
+        api.query::<Value>(user, &grow)
+            .await
+            .map_err(|failure| setup_error(user, failure))?;
         shape = probe(api, user).await?;
     }
 }
@@ -53,12 +57,25 @@ async fn probe(api: &Api, user: &UserId) -> anyhow::Result<Shape> {
         "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bench_blobs'), \
          page_count * page_size FROM pragma_page_count(), pragma_page_size()"
     ]});
-    let answer: Answer = api.query(user, &body).await.map_err(|failure| setup_error(user, failure))?;
-    let row = answer.results.first().and_then(|result| result.rows.first());
-    match row.map(|row| (row.first().and_then(Value::as_u64), row.get(1).and_then(Value::as_u64))) {
+    let answer: Answer = api
+        .query(user, &body)
+        .await
+        .map_err(|failure| setup_error(user, failure))?;
+    let row = answer
+        .results
+        .first()
+        .and_then(|result| result.rows.first());
+    match row.map(|row| {
+        (
+            row.first().and_then(Value::as_u64),
+            row.get(1).and_then(Value::as_u64),
+        )
+    }) {
         Some((Some(0), _)) => Ok(Shape::Empty),
         Some((Some(_), Some(size))) => Ok(Shape::Ready { size }),
-        _ => Err(anyhow!("setting up {user}: unexpected answer to the size query: {row:?}")),
+        _ => Err(anyhow!(
+            "setting up {user}: unexpected answer to the size query: {row:?}"
+        )),
     }
 }
 
@@ -116,7 +133,10 @@ mod tests {
     #[test]
     fn writes_are_the_given_share_evenly_spread() {
         let count = |ratio| (0..1000).filter(|&k| is_write(k, ratio)).count();
-        assert_eq!((count(0.0), count(0.05), count(0.5), count(1.0)), (0, 50, 500, 1000));
+        assert_eq!(
+            (count(0.0), count(0.05), count(0.5), count(1.0)),
+            (0, 50, 500, 1000)
+        );
         let first: Vec<u64> = (0..60).filter(|&k| is_write(k, 0.05)).collect();
         assert_eq!(first, [19, 39, 59]);
     }
