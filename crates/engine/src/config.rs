@@ -142,7 +142,7 @@ impl EngineConfig {
                 &uuid::Uuid::new_v4().simple().to_string()[..12]
             ),
             cache_capacity: 1024,
-            max_conflict_retries: 8,
+            max_conflict_retries: 16,
             min_upload_interval: std::time::Duration::ZERO,
             version_check: true,
         }
