@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 
+use crate::checksum::check_body;
 use crate::engine::{Engine, blocking};
 use crate::error::{Error, Result};
 use crate::metadata::SnapshotMetadata;
-use crate::snapshot::{Snapshot, looks_like_sqlite, sha256_hex};
+use crate::snapshot::{Snapshot, looks_like_sqlite};
 use crate::store::{ETag, Fetched, Listed};
 use crate::sync::upload::{self, UploadFailure, UploadPlan};
 use crate::sync::{pending, pull};
@@ -78,14 +79,10 @@ impl Engine {
             return Ok(None);
         };
         let metadata = parse(user, &info.metadata)?;
-        let actual = sha256_hex(&body);
-        if actual != metadata.sha256 {
+        if let Err(mismatch) = check_body(&metadata, &body) {
             return Err(Error::Inconsistent {
                 user: user.clone(),
-                detail: format!(
-                    "{key}: cellar-sha256 says {} but the body hashes to {actual}",
-                    metadata.sha256
-                ),
+                detail: format!("{key}: {mismatch}"),
             });
         }
         Ok(Some((metadata, body)))
@@ -99,13 +96,10 @@ impl Engine {
         };
         let metadata = parse(user, &info.metadata)?;
         let mut problems = Vec::new();
-        let actual = sha256_hex(&body);
-        let checksum_ok = actual == metadata.sha256;
-        if !checksum_ok {
-            problems.push(format!(
-                "checksum mismatch: metadata {} body {actual}",
-                metadata.sha256
-            ));
+        let checksum = check_body(&metadata, &body);
+        let checksum_ok = checksum.is_ok();
+        if let Err(mismatch) = checksum {
+            problems.push(format!("checksum mismatch: {mismatch}"));
         }
         let verdict = blocking(move || integrity_check(&body)).await?;
         let integrity_ok = verdict == "ok";

@@ -15,6 +15,8 @@ use lru::LruCache;
 
 use crate::group::QueuedWork;
 use crate::local::SyncState;
+use crate::store::ETag;
+use crate::sync::staged::StagedDownload;
 use crate::tracked::TrackedConnection;
 use crate::{UserId, Version};
 
@@ -27,6 +29,12 @@ pub(crate) struct SlotState {
     pub sync: Option<SyncState>,
     /// When this instance last uploaded the user's database (for pacing).
     pub last_upload: Option<std::time::Instant>,
+    /// A download answering requests before it is installed; installed by the next
+    /// holder of the lock (`conn`, if any, is open on it).
+    pub staged: Option<StagedDownload>,
+    /// An object whose download failed its SHA-256 check after it was staged: downloaded
+    /// again, it is checked in full before it answers anything.
+    pub distrusted: Option<ETag>,
 }
 
 /// A user's slot: the per-user request lock over the warm state, and the queue of work

@@ -4,6 +4,7 @@ use std::fs;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::cache::Slots;
@@ -34,6 +35,9 @@ pub(crate) struct Shared {
     pub events: broadcast::Sender<Event>,
     pub metrics: EngineMetrics,
     pub capabilities: StoreCapabilities,
+    /// Work that runs after a request answered (installing a download that answered
+    /// before it was installed); [`Engine::settle`] waits for it.
+    pub after_answer: TaskTracker,
 }
 
 /// A [`SqlPolicy`] with a `Debug` that does not try to print a closure.
@@ -71,14 +75,19 @@ impl Shared {
         });
     }
 
-    /// Opens a tracked connection to `user`'s local database.
-    pub async fn open_connection(&self, user: &UserId) -> Result<TrackedConnection> {
+    /// Opens a tracked connection to `user`'s local database, or to the download that is
+    /// about to replace it when one is staged (see `sync::staged`).
+    pub async fn open_connection(&self, user: &UserId, staged: bool) -> Result<TrackedConnection> {
         let layout = self.layout.clone();
         let owned = user.clone();
         let policy = self.sql_policy.clone().map(|holder| holder.0);
         let limits = self.sql_limits;
         blocking(move || {
-            let conn = crate::local::open_database(&layout, &owned)?;
+            let conn = if staged {
+                crate::local::open_download(&layout, &owned)?
+            } else {
+                crate::local::open_database(&layout, &owned)?
+            };
             if let Some(limits) = limits {
                 limits.apply(&conn)?;
             }
@@ -179,6 +188,7 @@ impl EngineBuilder {
                 events,
                 metrics: EngineMetrics::default(),
                 capabilities,
+                after_answer: TaskTracker::new(),
             }),
         };
         engine.finish_pending_uploads().await;
@@ -273,6 +283,16 @@ impl Engine {
         job.outcome().await
     }
 
+    /// Waits for the work that runs after a request has answered: a download that answered
+    /// its first request before it was installed is installed then. Call it before the
+    /// process exits, or the next start downloads those databases again.
+    pub async fn settle(&self) {
+        let tasks = &self.shared.after_answer;
+        tasks.close();
+        tasks.wait().await;
+        tasks.reopen();
+    }
+
     /// The version `user`'s database was last seen at on this instance, without any I/O
     /// or waiting (e.g. to label an error response); `None` if not seen recently.
     pub fn seen_version(&self, user: &UserId) -> Option<Version> {
@@ -290,8 +310,7 @@ impl Engine {
     pub async fn status(&self, user: &UserId) -> Result<DbStatus> {
         let session = self.begin(user).await?;
         let state = session.base().clone();
-        let path = self.shared.layout.database_path(user);
-        let size_bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let size_bytes = fs::metadata(session.file_path()).map_or(0, |m| m.len());
         drop(session);
         Ok(status_of(user, &state, size_bytes))
     }

@@ -65,6 +65,12 @@ impl Layout {
         self.user_dir(user).join("database.sqlite.download")
     }
 
+    /// SQLite's rollback journal of the download file, made while a request writes on a
+    /// download not yet installed (see `sync::staged`).
+    pub fn download_journal_path(&self, user: &UserId) -> PathBuf {
+        self.user_dir(user).join("database.sqlite.download-journal")
+    }
+
     /// Where the previous local file waits while a download replaces it.
     pub fn retired_path(&self, user: &UserId) -> PathBuf {
         self.user_dir(user).join("database.sqlite.retired")

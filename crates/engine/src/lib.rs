@@ -22,6 +22,7 @@
 
 mod admin;
 mod cache;
+pub mod checksum;
 mod clock;
 mod config;
 pub mod crash;

@@ -11,6 +11,7 @@ use crate::Version;
 
 const VERSION: &str = "cellar-version";
 const SHA256: &str = "cellar-sha256";
+const CRC64NVME: &str = "cellar-crc64nvme";
 const SIZE: &str = "cellar-size";
 const WRITER: &str = "cellar-writer";
 const UPDATED_AT: &str = "cellar-updated-at";
@@ -25,6 +26,9 @@ pub struct SnapshotMetadata {
     pub version: Version,
     /// Hex SHA-256 of the uploaded bytes; checked on every download.
     pub sha256: String,
+    /// Hex CRC-64/NVME of the uploaded bytes, the fast check of a download as it arrives
+    /// (see [`crate::checksum`]); `None` on objects uploaded before Cellar wrote it.
+    pub crc64nvme: Option<String>,
     /// Size of the uploaded bytes.
     pub size: u64,
     /// Instance id of the writer.
@@ -36,7 +40,7 @@ pub struct SnapshotMetadata {
 impl SnapshotMetadata {
     /// The key/value form sent to the store.
     pub fn to_raw(&self) -> RawMetadata {
-        BTreeMap::from([
+        let mut raw = BTreeMap::from([
             (VERSION.to_owned(), self.version.to_string()),
             (SHA256.to_owned(), self.sha256.clone()),
             (SIZE.to_owned(), self.size.to_string()),
@@ -45,7 +49,11 @@ impl SnapshotMetadata {
                 UPDATED_AT.to_owned(),
                 self.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
             ),
-        ])
+        ]);
+        if let Some(crc) = &self.crc64nvme {
+            raw.insert(CRC64NVME.to_owned(), crc.clone());
+        }
+        raw
     }
 
     /// Parses what the store returned; the error names the missing or malformed key.
@@ -63,6 +71,7 @@ impl SnapshotMetadata {
         Ok(Self {
             version: version.parse().map_err(|_| bad(VERSION, version))?,
             sha256: field(SHA256)?.to_owned(),
+            crc64nvme: raw.get(CRC64NVME).cloned(),
             size: size.parse().map_err(|_| bad(SIZE, size))?,
             writer: field(WRITER)?.to_owned(),
             updated_at: DateTime::parse_from_rfc3339(updated_at)
@@ -80,6 +89,7 @@ mod tests {
         SnapshotMetadata {
             version: Version::new(7),
             sha256: "ab".repeat(32),
+            crc64nvme: Some("0123456789abcdef".into()),
             size: 8192,
             writer: "cellar-test".into(),
             updated_at: DateTime::parse_from_rfc3339("2026-11-24T10:00:00.123Z")
@@ -93,7 +103,17 @@ mod tests {
         let raw = sample().to_raw();
         assert_eq!(raw["cellar-version"], "7");
         assert_eq!(raw["cellar-updated-at"], "2026-11-24T10:00:00.123Z");
+        assert_eq!(raw["cellar-crc64nvme"], "0123456789abcdef");
         assert_eq!(SnapshotMetadata::from_raw(&raw).unwrap(), sample());
+    }
+
+    #[test]
+    fn objects_from_before_the_crc_still_parse() {
+        let mut raw = sample().to_raw();
+        raw.remove("cellar-crc64nvme");
+        let parsed = SnapshotMetadata::from_raw(&raw).unwrap();
+        assert_eq!(parsed.crc64nvme, None);
+        assert_eq!(parsed.sha256, sample().sha256);
     }
 
     #[test]

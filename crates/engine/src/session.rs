@@ -17,7 +17,7 @@ use crate::local::{PendingUpload, SyncState};
 use crate::metrics::EngineMetrics;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
-use crate::sync::{aside, background, pull};
+use crate::sync::{aside, background, pull, staged};
 use crate::tracked::TrackedConnection;
 use crate::{UserId, Version};
 
@@ -80,7 +80,10 @@ impl Session {
         shared.slots.get(&user).remember_version(base.version);
         let conn = match guard.conn.take() {
             Some(conn) => conn,
-            None => shared.open_connection(&user).await?,
+            None => {
+                let staged = guard.staged.is_some();
+                shared.open_connection(&user, staged).await?
+            }
         };
         conn.begin()?;
         Ok(Self {
@@ -101,6 +104,15 @@ impl Session {
     /// The version the request started from (at least the bucket's at its start).
     pub fn base(&self) -> &SyncState {
         &self.base
+    }
+
+    /// The file the request runs on: the local database, or a download answering before
+    /// it is installed.
+    pub fn file_path(&self) -> std::path::PathBuf {
+        match self.guard.staged {
+            Some(_) => self.shared.layout.download_temp_path(&self.user),
+            None => self.shared.layout.database_path(&self.user),
+        }
     }
 
     /// When this instance last uploaded this user's database.
@@ -184,6 +196,12 @@ impl Session {
                 in_bucket: self.base_in_bucket,
             }));
         }
+        if let Some(staged) = &mut self.guard.staged {
+            // Nothing built on a download is uploaded before its SHA-256 check passed.
+            if let Err(err) = staged.verified(&self.user).await {
+                return Err(self.abandon(conn, err));
+            }
+        }
         let (conn, image) = blocking(move || {
             let image = Snapshot::take(conn.raw());
             Ok((conn, image))
@@ -217,9 +235,10 @@ impl Session {
         }
     }
 
-    /// The bucket has the upload: commit the local transaction and record the new state.
-    /// If the local commit fails, the local copy stays at the old version and the next
-    /// request downloads the new one: the request still succeeded.
+    /// The bucket has the upload: commit the local transaction and record the new state
+    /// (on a staged download, the state it is installed with). If the local commit fails,
+    /// the local copy stays at the old version and the next request downloads the new
+    /// one: the request still succeeded.
     async fn commit_locally(
         &mut self,
         conn: TrackedConnection,
@@ -233,11 +252,15 @@ impl Session {
         let layout = self.shared.layout.clone();
         let user = self.user.clone();
         let saved = state.clone();
+        let staged = self.guard.staged.is_some();
         crash_point("after-upload-before-commit");
         let (conn, outcome) = blocking(move || {
             let outcome = conn.control("COMMIT").map_err(Error::from).and_then(|()| {
                 crash_point("after-commit-before-state");
-                saved.save(&layout.sync_state_path(&user))
+                match staged {
+                    true => Ok(()), // saved when the download is installed
+                    false => saved.save(&layout.sync_state_path(&user)),
+                }
             });
             Ok((conn, outcome))
         })
@@ -245,7 +268,10 @@ impl Session {
         match outcome {
             Ok(()) => {
                 self.guard.conn = Some(conn);
-                self.guard.sync = Some(state);
+                match &mut self.guard.staged {
+                    Some(download) => download.state = state,
+                    None => self.guard.sync = Some(state),
+                }
                 self.guard.last_upload = Some(std::time::Instant::now());
                 self.shared
                     .slots
@@ -384,6 +410,9 @@ impl Drop for Session {
         if let Some(conn) = self.conn.take() {
             conn.rollback();
             self.guard.conn = Some(conn);
+        }
+        if self.guard.staged.is_some() {
+            staged::finish_soon(Arc::clone(&self.shared), self.user.clone());
         }
     }
 }

@@ -12,11 +12,10 @@
 //! version's bytes unique, so S3's content-hash ETags differ for every version and a stale
 //! writer can never pass `If-Match` after the same content was uploaded again (ABA).
 
+use crate::Version;
+use crate::checksum::{crc64nvme_hex, sha256_hex};
 use bytes::{Bytes, BytesMut};
 use rusqlite::{Connection, MAIN_DB};
-use sha2::{Digest, Sha256};
-
-use crate::Version;
 
 const CHANGE_COUNTER: usize = 24;
 const PAGE_COUNT: usize = 28;
@@ -78,6 +77,11 @@ impl Snapshot {
         sha256_hex(&self.bytes)
     }
 
+    /// Hex CRC-64/NVME of the image, as carried in `cellar-crc64nvme`.
+    pub fn crc64nvme(&self) -> String {
+        crc64nvme_hex(&self.bytes)
+    }
+
     /// The image.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -92,11 +96,6 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
-}
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// True when `bytes` start with the SQLite file header.

@@ -40,7 +40,7 @@ pub async fn serve(
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     let (closing, signals) = Shutdown::new();
     let tasks = signals.tasks().clone();
-    let app = crate::routes::build(engine, options, signals);
+    let app = crate::routes::build(engine.clone(), options, signals);
     info!(%addr, "cellar is serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -51,6 +51,7 @@ pub async fn serve(
         .await?;
     tasks.close();
     tasks.wait().await;
+    engine.settle().await;
     info!("shut down");
     Ok(())
 }

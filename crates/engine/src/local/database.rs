@@ -16,10 +16,23 @@ use crate::local::SyncState;
 pub fn open_database(layout: &Layout, user: &UserId) -> Result<Connection> {
     let dir = layout.user_dir(user);
     fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    open_file(&layout.database_path(user))
+}
+
+/// Opens the user's download that is not installed yet. Its pages are never spilled into
+/// the file before a commit, so until then the file holds exactly the downloaded bytes
+/// (what its SHA-256 check reads, see `sync::staged`).
+pub fn open_download(layout: &Layout, user: &UserId) -> Result<Connection> {
+    let conn = open_file(&layout.download_temp_path(user))?;
+    conn.execute_batch("PRAGMA cache_spill = OFF;")?;
+    Ok(conn)
+}
+
+fn open_file(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(layout.database_path(user), flags)?;
+    let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     Ok(conn)
@@ -39,10 +52,16 @@ pub fn open_database(layout: &Layout, user: &UserId) -> Result<Connection> {
 /// A crash after 2 and before 4 leaves no database file: [`reset_if_missing`] then clears
 /// the companions and the sync state, and the next request downloads again.
 pub fn install_image(layout: &Layout, user: &UserId, image: &[u8]) -> Result<()> {
+    fsutil::remove_if_exists(&layout.download_journal_path(user))?;
+    fsutil::write_synced(&layout.download_temp_path(user), image)?;
+    install_download(layout, user)
+}
+
+/// Steps 2 to 5 of [`install_image`], for a download file already written and fsynced.
+pub fn install_download(layout: &Layout, user: &UserId) -> Result<()> {
     let target = layout.database_path(user);
     let temp = layout.download_temp_path(user);
     let retired = layout.retired_path(user);
-    fsutil::write_synced(&temp, image)?;
     if target.exists() {
         fsutil::rename_synced(&target, &retired)?;
         crash_point("install-old-file-retired");

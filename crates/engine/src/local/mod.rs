@@ -4,6 +4,8 @@ mod database;
 mod pending;
 mod state;
 
-pub use database::{install_image, is_intact, open_database, reset_if_missing};
+pub use database::{
+    install_download, install_image, is_intact, open_database, open_download, reset_if_missing,
+};
 pub use pending::PendingUpload;
 pub use state::SyncState;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
+use super::{ByteStream, ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
 use crate::metadata::RawMetadata;
 
 /// One injected fault.
@@ -217,6 +217,19 @@ impl<S: Store> Store for FaultyStore<S> {
             Operation::Get,
             key,
             self.inner.get(key, if_none_match)
+        )
+    }
+
+    async fn get_stream(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        faulty!(
+            self,
+            Operation::Get,
+            key,
+            self.inner.get_stream(key, if_none_match)
         )
     }
 

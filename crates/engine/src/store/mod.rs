@@ -1,7 +1,8 @@
 //! The remote side: one narrow trait over object storage, and its implementations.
 //!
 //! The engine needs five things of a bucket: read an object with its metadata (optionally
-//! only if it changed), read just the metadata, write conditionally, list, delete.
+//! only if it changed, optionally as it arrives), read just the metadata, write
+//! conditionally, list, delete.
 //! Conditional writes are what make conflicts visible (DESIGN §3): `If-None-Match: *`
 //! for a user's first upload, `If-Match: <etag>` afterwards.
 
@@ -15,6 +16,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 pub use faulty::{Fault, FaultRates, FaultyStore, Operation};
 pub use local::LocalStore;
@@ -46,9 +49,12 @@ pub struct ObjectInfo {
     pub metadata: RawMetadata,
 }
 
-/// The answer to a (conditional) read.
+/// A body arriving piece by piece.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// The answer to a (conditional) read; the body whole (`Bytes`) or arriving ([`ByteStream`]).
 #[derive(Clone, Debug)]
-pub enum Fetched {
+pub enum Fetched<B = Bytes> {
     /// No object at that key.
     NotFound,
     /// The object still has the ETag the caller named.
@@ -58,8 +64,22 @@ pub enum Fetched {
         /// Its ETag and metadata.
         info: ObjectInfo,
         /// Its bytes.
-        body: Bytes,
+        body: B,
     },
+}
+
+impl Fetched {
+    /// The same answer with the body as a stream of one piece.
+    pub fn into_stream(self) -> Fetched<ByteStream> {
+        match self {
+            Fetched::NotFound => Fetched::NotFound,
+            Fetched::NotModified => Fetched::NotModified,
+            Fetched::Found { info, body } => Fetched::Found {
+                info,
+                body: futures::stream::once(async { Ok(body) }).boxed(),
+            },
+        }
+    }
 }
 
 /// The precondition of every write: Cellar never overwrites blindly.
@@ -122,6 +142,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`Fetched::NotModified`] when the object still has that ETag (one round trip).
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError>;
 
+    /// Like [`Store::get`], with the body as it arrives, so that a large download can be
+    /// written to disk while it comes in instead of being held whole. Stores that read a
+    /// body whole anyway keep this default.
+    async fn get_stream(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        Ok(self.get(key, if_none_match).await?.into_stream())
+    }
+
     /// Reads an object's ETag and metadata, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
 
@@ -146,6 +177,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
         (**self).get(key, if_none_match).await
+    }
+    async fn get_stream(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        (**self).get_stream(key, if_none_match).await
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         (**self).head(key).await

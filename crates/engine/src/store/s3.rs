@@ -10,15 +10,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt,
-    PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, GetResult, ObjectStore,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
 
-use super::{ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
+use super::{ByteStream, ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
 use crate::metadata::RawMetadata;
 
 /// Where an S3-compatible bucket is and how to reach it. Credentials are never part of
@@ -76,27 +76,32 @@ impl S3Store {
         Self { inner }
     }
 
-    async fn get_opts(&self, key: &str, options: GetOptions) -> Result<Fetched, StoreError> {
-        let result = match self.inner.get_opts(&Path::from(key), options).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Fetched::NotFound),
-            Err(object_store::Error::NotModified { .. }) => return Ok(Fetched::NotModified),
-            Err(err) => return Err(StoreError::unavailable("get", key, err)),
-        };
-        let info = ObjectInfo {
-            etag: ETag(result.meta.e_tag.clone().unwrap_or_default()),
-            size: result.meta.size,
-            metadata: user_metadata(&result.attributes),
-        };
-        let body = if result.range.is_empty() {
-            Bytes::new()
-        } else {
-            result
-                .bytes()
-                .await
-                .map_err(|err| StoreError::unavailable("get", key, err))?
-        };
-        Ok(Fetched::Found { info, body })
+    /// A `GET` with `options`; the body is left to arrive.
+    async fn get_opts(
+        &self,
+        key: &str,
+        options: GetOptions,
+    ) -> Result<Fetched<GetResult>, StoreError> {
+        match self.inner.get_opts(&Path::from(key), options).await {
+            Ok(result) => Ok(Fetched::Found {
+                info: ObjectInfo {
+                    etag: ETag(result.meta.e_tag.clone().unwrap_or_default()),
+                    size: result.meta.size,
+                    metadata: user_metadata(&result.attributes),
+                },
+                body: result,
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(Fetched::NotFound),
+            Err(object_store::Error::NotModified { .. }) => Ok(Fetched::NotModified),
+            Err(err) => Err(StoreError::unavailable("get", key, err)),
+        }
+    }
+
+    fn conditional_get(if_none_match: Option<&ETag>) -> GetOptions {
+        GetOptions {
+            if_none_match: if_none_match.map(|etag| etag.0.clone()),
+            ..GetOptions::default()
+        }
     }
 }
 
@@ -113,11 +118,44 @@ fn user_metadata(attributes: &Attributes) -> RawMetadata {
 #[async_trait]
 impl Store for S3Store {
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
-        let options = GetOptions {
-            if_none_match: if_none_match.map(|etag| etag.0.clone()),
-            ..GetOptions::default()
-        };
-        self.get_opts(key, options).await
+        match self
+            .get_opts(key, Self::conditional_get(if_none_match))
+            .await?
+        {
+            Fetched::Found { info, body } => {
+                let body = body
+                    .bytes()
+                    .await
+                    .map_err(|err| StoreError::unavailable("get", key, err))?;
+                Ok(Fetched::Found { info, body })
+            }
+            Fetched::NotFound => Ok(Fetched::NotFound),
+            Fetched::NotModified => Ok(Fetched::NotModified),
+        }
+    }
+
+    async fn get_stream(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        match self
+            .get_opts(key, Self::conditional_get(if_none_match))
+            .await?
+        {
+            Fetched::Found { info, body } => {
+                let key = key.to_owned();
+                let body = body
+                    .into_stream()
+                    .map(move |piece| {
+                        piece.map_err(|err| StoreError::unavailable("get", &key, err))
+                    })
+                    .boxed();
+                Ok(Fetched::Found { info, body })
+            }
+            Fetched::NotFound => Ok(Fetched::NotFound),
+            Fetched::NotModified => Ok(Fetched::NotModified),
+        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {

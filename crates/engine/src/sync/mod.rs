@@ -1,4 +1,5 @@
-//! The sync steps, one file each: check and download at request start ([`pull`]), upload
+//! The sync steps, one file each: check and download at request start ([`pull`]), answer
+//! from a download before it is installed ([`staged`]), upload
 //! after a write ([`upload`]), finish a write whose upload failed ([`pending`]), upload
 //! `async` writes in the background ([`background`]), and keep a losing database aside
 //! ([`aside`]).
@@ -7,4 +8,5 @@ pub(crate) mod aside;
 pub(crate) mod background;
 pub(crate) mod pending;
 pub(crate) mod pull;
+pub(crate) mod staged;
 pub(crate) mod upload;

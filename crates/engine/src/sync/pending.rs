@@ -11,7 +11,7 @@ use crate::local::{PendingUpload, SyncState};
 use crate::snapshot::Snapshot;
 use crate::store::PutCondition;
 use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
-use crate::sync::{aside, pull};
+use crate::sync::{aside, pull, staged};
 use crate::{UserId, Version};
 
 /// Uploads `user`'s pending write, if any. Errors with `EarlierWritePending` while the
@@ -21,6 +21,9 @@ pub(crate) async fn finish_pending(
     user: &UserId,
     slot: &mut SlotState,
 ) -> Result<()> {
+    // A download staged by the previous holder of the lock is installed first: the
+    // pending write may have been committed on it.
+    staged::finish_staged(shared, user, slot).await;
     let layout = shared.layout.clone();
     let owned = user.clone();
     let Some((record, mut image)) = blocking(move || PendingUpload::load(&layout, &owned)).await?

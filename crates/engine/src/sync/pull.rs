@@ -3,8 +3,9 @@
 //!
 //! One round trip: a `GET` with `If-None-Match: <etag of the local copy>` answers
 //! "not modified" or brings the newer object. Cellar then checks what it got instead of
-//! trusting it: the body must hash to `cellar-sha256`, and the version must not be older
-//! than one already seen here (some stores were seen serving a stale object).
+//! trusting it: the version must not be older than one already seen here (some stores
+//! were seen serving a stale object), and the body must match its checksums. A newer
+//! object is staged as it arrives and answers the request at once ([`super::staged`]).
 
 use std::time::Instant;
 
@@ -17,9 +18,9 @@ use crate::events::Event;
 use crate::local::{self, SyncState};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
-use crate::snapshot::sha256_hex;
 use crate::store::Fetched;
 use crate::sync::pending;
+use crate::sync::staged::{self, Download};
 use crate::{Durability, UserId, Version};
 
 /// Brings the local copy of `user` up to the bucket's version; returns the state it is at,
@@ -30,18 +31,19 @@ pub(crate) async fn version_compare_on_start(
     user: &UserId,
     slot: &mut SlotState,
 ) -> Result<(SyncState, bool)> {
+    staged::finish_staged(shared, user, slot).await;
     load_state(shared, user, slot).await?;
-    if shared.config.durability == Durability::Async {
-        if let Some(local) = pending::pending_version(shared, user).await? {
-            let state = slot.sync.clone().unwrap_or_default();
-            return Ok((
-                SyncState {
-                    version: local,
-                    ..state
-                },
-                false,
-            ));
-        }
+    if shared.config.durability == Durability::Async
+        && let Some(local) = pending::pending_version(shared, user).await?
+    {
+        let state = slot.sync.clone().unwrap_or_default();
+        return Ok((
+            SyncState {
+                version: local,
+                ..state
+            },
+            false,
+        ));
     }
     pending::finish_pending(shared, user, slot).await?;
     compare(shared, user, slot).await.map(|state| (state, true))
@@ -55,7 +57,7 @@ async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result
         return Ok(state);
     }
     let key = shared.layout.database_key(user);
-    let fetched = shared.store.get(&key, state.etag.as_ref()).await?;
+    let fetched = shared.store.get_stream(&key, state.etag.as_ref()).await?;
     let outcome = match fetched {
         Fetched::NotModified => Ok(state),
         Fetched::NotFound if state.version == Version::ZERO => Ok(state),
@@ -70,19 +72,25 @@ async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result
         Fetched::Found { info, body } => {
             let remote = SnapshotMetadata::from_raw(&info.metadata)
                 .map_err(|detail| inconsistent(user, format!("{key}: {detail}")))?;
-            check_download(user, &key, &state, &remote, &body)?;
+            check_version(user, &key, &state, &remote)?;
             let new_state = SyncState {
                 version: remote.version,
                 etag: Some(info.etag),
                 updated_at: Some(remote.updated_at),
             };
-            install(shared, user, slot, body.clone(), new_state.clone()).await?;
+            let writer = remote.writer.clone();
+            let download = Download {
+                key,
+                metadata: remote,
+                state: new_state.clone(),
+                body,
+            };
+            staged::stage(shared, user, slot, download).await?;
             EngineMetrics::add(&shared.metrics.downloads, 1);
-            EngineMetrics::add(&shared.metrics.bytes_downloaded, body.len() as u64);
             shared.publish(Event::Version {
                 user_id: user.to_string(),
-                version: remote.version,
-                writer: remote.writer,
+                version: new_state.version,
+                writer,
             });
             Ok(new_state)
         }
@@ -91,28 +99,14 @@ async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result
     outcome
 }
 
-/// Refuses a download whose body does not match its checksum or whose version is older
-/// than the local one. Both are logged with their evidence, never retried away.
-fn check_download(
+/// Refuses a download whose version is older than the local one (a stale read), logged
+/// with its evidence, never retried away; checked before the body is read.
+fn check_version(
     user: &UserId,
     key: &str,
     local: &SyncState,
     remote: &SnapshotMetadata,
-    body: &[u8],
 ) -> Result<()> {
-    let actual = sha256_hex(body);
-    if actual != remote.sha256 {
-        error!(user = %user, key, expected = %remote.sha256, actual = %actual, size = body.len(),
-            "downloaded body does not match its cellar-sha256");
-        return Err(inconsistent(
-            user,
-            format!(
-                "{key}: cellar-sha256 says {} but the {} bytes received hash to {actual}",
-                remote.sha256,
-                body.len()
-            ),
-        ));
-    }
     if remote.version < local.version {
         error!(user = %user, key, remote_version = remote.version.get(), local_version = local.version.get(),
             remote_writer = %remote.writer, remote_updated_at = %remote.updated_at,
@@ -160,6 +154,7 @@ pub(crate) async fn install(
 ) -> Result<()> {
     slot.conn = None;
     slot.sync = None;
+    slot.staged = None; // replaced by `image`
     let layout = shared.layout.clone();
     let owned = user.clone();
     let saved = state.clone();

@@ -86,6 +86,7 @@ pub(crate) async fn sync_on_mutation(
         let metadata = SnapshotMetadata {
             version: plan.version,
             sha256: image.sha256(),
+            crc64nvme: Some(image.crc64nvme()),
             size: image.len(),
             writer: shared.config.writer_id.clone(),
             updated_at: shared.clock.now(),

@@ -65,33 +65,61 @@ pub async fn restored_content_never_moves_the_version_back(store: Arc<dyn Store>
 }
 
 pub async fn corrupted_download_is_refused(store: Arc<dyn Store>, name: &str) {
-    let (a, b, _dirs) = two(&store).await;
+    let (a, b, dirs) = two(&store).await;
     let alice = user(name);
     append(&a, &alice, 1).await.unwrap();
     assert_eq!(values(&b, &alice).await, [1]);
     append(&a, &alice, 2).await.unwrap();
-    // Flip a byte of v2 in the bucket, keeping its metadata.
     let key = a.layout().database_key(&alice);
     let Fetched::Found { info, body } = store.get(&key, None).await.unwrap() else {
         panic!("v2 missing");
     };
-    let mut bad = body.to_vec();
-    let last = bad.len() - 10;
-    bad[last] ^= 0xff;
-    store
-        .put(
-            &key,
-            bad.into(),
-            info.metadata,
-            PutCondition::Match(info.etag),
-        )
-        .await
-        .unwrap();
+    let mut flipped = body.to_vec();
+    let last = flipped.len() - 10;
+    flipped[last] ^= 0xff;
+    let mut etag = info.etag.clone();
+    let mut replace = async |body: Vec<u8>, metadata| {
+        etag = store
+            .put(
+                &key,
+                body.into(),
+                metadata,
+                PutCondition::Match(etag.clone()),
+            )
+            .await
+            .unwrap();
+    };
+    let b_local = dirs[1].path().join(alice.as_str()).join("database.sqlite");
+    let only_v1_installed = || {
+        let conn = rusqlite::Connection::open(&b_local).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1, "only v1 was installed");
+    };
+
+    // A flipped byte, metadata kept: the CRC checked on arrival refuses it.
+    replace(flipped.clone(), info.metadata.clone()).await;
+    let err = b.status(&alice).await.unwrap_err();
+    assert!(err.to_string().contains("cellar-crc64nvme"), "{err}");
+    only_v1_installed();
+
+    // An object from before the CRC: SHA-256 is checked on arrival instead.
+    let mut without_crc = info.metadata.clone();
+    without_crc.remove("cellar-crc64nvme");
+    replace(flipped, without_crc).await;
     let err = b.status(&alice).await.unwrap_err();
     assert!(err.to_string().contains("cellar-sha256"), "{err}");
-    assert_eq!(
-        b.metrics().downloads.load(Ordering::Relaxed),
-        1,
-        "only v1 was installed"
-    );
+    only_v1_installed();
+
+    // The right bytes and CRC, a wrong SHA-256: the download answers its first request
+    // (checked by CRC), but is never installed; downloaded again, it is checked in full
+    // before it answers anything.
+    let mut wrong_sha = info.metadata.clone();
+    wrong_sha.insert("cellar-sha256".into(), "00".repeat(32));
+    replace(body.to_vec(), wrong_sha).await;
+    assert_eq!(b.status(&alice).await.unwrap().version, Version::new(2));
+    let err = b.status(&alice).await.unwrap_err();
+    assert!(err.to_string().contains("cellar-sha256"), "{err}");
+    only_v1_installed();
 }

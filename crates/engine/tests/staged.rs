@@ -1,0 +1,248 @@
+//! A download answers its first request before it is installed (`sync/staged.rs`): the
+//! request runs on `database.sqlite.download`, and the file is checked, fsynced and
+//! renamed into place after it, with the sync state saved last.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cellar_engine::store::{ByteStream, ETag, Fetched, Listed, ObjectInfo, PutCondition};
+use cellar_engine::{
+    ConflictPolicy, Engine, Error, MemoryStore, RawMetadata, S3Store, Store, SyncState, UserId,
+};
+use cellar_testkit::S3Server;
+use common::*;
+use futures::StreamExt;
+
+/// `b`'s sync state on disk: what a restart would believe the local file is.
+fn saved_state(engine: &Engine, user: &UserId) -> Option<SyncState> {
+    let path = engine.layout().sync_state_path(user);
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+fn count_rows(path: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `a` wrote 1 and 2; `b` has never seen the user.
+async fn written_by_a() -> (Pair, UserId) {
+    let pair = pair(ConflictPolicy::Strict).await;
+    let alice = user("alice");
+    append(&pair.a, &alice, 1).await.unwrap();
+    append(&pair.a, &alice, 2).await.unwrap();
+    (pair, alice)
+}
+
+#[tokio::test]
+async fn the_first_request_runs_on_the_download_which_is_installed_after_it() {
+    let (Pair { b, .. }, alice) = written_by_a().await;
+    let layout = b.layout().clone();
+    let mut session = b.begin(&alice).await.unwrap();
+    assert_eq!(session.file_path(), layout.download_temp_path(&alice));
+    assert!(!layout.database_path(&alice).exists());
+    let rows = session
+        .run(|conn| conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)))
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+    assert_eq!(saved_state(&b, &alice), None, "nothing installed yet");
+    assert_eq!(session.commit().await.unwrap().version.get(), 2);
+
+    b.settle().await;
+    assert_eq!(count_rows(&layout.database_path(&alice)), 2);
+    assert!(!layout.download_temp_path(&alice).exists());
+    assert_eq!(saved_state(&b, &alice).unwrap().version.get(), 2);
+    let session = b.begin(&alice).await.unwrap();
+    assert_eq!(session.file_path(), layout.database_path(&alice));
+    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_write_on_the_download_is_installed_with_its_version() {
+    let (Pair { a, b, .. }, alice) = written_by_a().await;
+    let mut session = b.begin(&alice).await.unwrap();
+    assert_eq!(session.file_path(), b.layout().download_temp_path(&alice));
+    session
+        .run(|conn| conn.execute("INSERT INTO t VALUES (3)", []))
+        .await
+        .unwrap();
+    assert_eq!(session.commit().await.unwrap().version.get(), 3);
+    b.settle().await;
+    assert_eq!(saved_state(&b, &alice).unwrap().version.get(), 3);
+    assert_eq!(count_rows(&b.layout().database_path(&alice)), 3);
+    assert_eq!(values(&b, &alice).await, [1, 2, 3]);
+    assert_eq!(values(&a, &alice).await, [1, 2, 3]);
+    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_failed_request_on_the_download_still_installs_it_unchanged() {
+    let (Pair { b, .. }, alice) = written_by_a().await;
+    let err = b
+        .transact(&alice, |conn| {
+            conn.execute("INSERT INTO t VALUES (3)", [])?;
+            conn.execute("INSERT INTO no_such_table VALUES (4)", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+    b.settle().await;
+    // Installed: the rollback left the downloaded bytes as they were (SHA-256 passed).
+    assert_eq!(saved_state(&b, &alice).unwrap().version.get(), 2);
+    assert_eq!(count_rows(&b.layout().database_path(&alice)), 2);
+    assert_eq!(values(&b, &alice).await, [1, 2]);
+    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
+}
+
+/// The process dies after the first request answered and before the install: the old
+/// state stays on disk, and the next start downloads again.
+#[test]
+fn a_crash_before_the_install_leaves_the_old_state_and_downloads_again() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let store = Arc::new(MemoryStore::new());
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let alice = user("alice");
+    let first = runtime();
+    first.block_on(async {
+        let a = engine(store.clone(), dirs[0].path(), ConflictPolicy::Strict, "a").await;
+        append(&a, &alice, 1).await.unwrap();
+        let b = engine(store.clone(), dirs[1].path(), ConflictPolicy::Strict, "b").await;
+        let session = b.begin(&alice).await.unwrap();
+        session.commit().await.unwrap();
+        // The install task is queued on this single-threaded runtime, not run yet.
+    });
+    drop(first); // the "crash": the install task never runs
+    let b_dir = dirs[1].path().join("alice");
+    assert!(b_dir.join("database.sqlite.download").exists());
+    assert!(!b_dir.join("database.sqlite").exists());
+    assert!(!b_dir.join("sync-state.json").exists());
+
+    runtime().block_on(async {
+        let b = engine(store.clone(), dirs[1].path(), ConflictPolicy::Strict, "b").await;
+        assert_eq!(values(&b, &alice).await, [1]);
+        assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
+        b.settle().await;
+        assert_eq!(count_rows(&b_dir.join("database.sqlite")), 1);
+        assert_eq!(saved_state(&b, &alice).unwrap().version.get(), 1);
+    });
+}
+
+/// A memory store whose streamed bodies can be cut off half way, as a dropped
+/// connection does.
+#[derive(Debug, Default)]
+struct CutOff {
+    inner: MemoryStore,
+    armed: AtomicBool,
+}
+
+#[async_trait]
+impl Store for CutOff {
+    async fn get(
+        &self,
+        key: &str,
+        inm: Option<&ETag>,
+    ) -> Result<Fetched, cellar_engine::store::StoreError> {
+        self.inner.get(key, inm).await
+    }
+    async fn get_stream(
+        &self,
+        key: &str,
+        inm: Option<&ETag>,
+    ) -> Result<Fetched<ByteStream>, cellar_engine::store::StoreError> {
+        let fetched = self.inner.get(key, inm).await?;
+        let Fetched::Found { info, body } = fetched else {
+            return Ok(fetched.into_stream());
+        };
+        if !self.armed.load(Ordering::SeqCst) {
+            return Ok(Fetched::Found { info, body }.into_stream());
+        }
+        let half = body.slice(..body.len() / 2);
+        let failure =
+            cellar_engine::store::StoreError::unavailable("get", key, "connection reset by peer");
+        let pieces = futures::stream::iter([Ok(half), Err(failure)]).boxed();
+        Ok(Fetched::Found { info, body: pieces })
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<ObjectInfo>, cellar_engine::store::StoreError> {
+        self.inner.head(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: RawMetadata,
+        condition: PutCondition,
+    ) -> Result<ETag, cellar_engine::store::StoreError> {
+        self.inner.put(key, body, metadata, condition).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, cellar_engine::store::StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), cellar_engine::store::StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_off_half_way_is_refused_and_leaves_no_file() {
+    let store = Arc::new(CutOff::default());
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = engine(store.clone(), dirs[0].path(), ConflictPolicy::Strict, "a").await;
+    let b = engine(store.clone(), dirs[1].path(), ConflictPolicy::Strict, "b").await;
+    let alice = user("alice");
+    append(&a, &alice, 1).await.unwrap();
+    store.armed.store(true, Ordering::SeqCst);
+    let err = b.status(&alice).await.unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    assert!(!b.layout().download_temp_path(&alice).exists());
+    assert!(!b.layout().database_path(&alice).exists());
+    store.armed.store(false, Ordering::SeqCst);
+    assert_eq!(values(&b, &alice).await, [1]);
+}
+
+/// On a real S3 server the body arrives in many pieces; all of them are written, counted
+/// and checked.
+#[tokio::test]
+async fn a_large_database_streams_from_seaweedfs() {
+    let server = S3Server::seaweedfs().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(S3Store::from_object_store(server.object_store()));
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = engine(store.clone(), dirs[0].path(), ConflictPolicy::Strict, "a").await;
+    let b = engine(store, dirs[1].path(), ConflictPolicy::Strict, "b").await;
+    let alice = user("alice");
+    a.transact(&alice, |conn| {
+        conn.execute("CREATE TABLE t(v INTEGER, pad BLOB)", [])?;
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400) \
+             INSERT INTO t SELECT i, randomblob(32768) FROM n",
+            [],
+        )?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let size = a.status(&alice).await.unwrap().size_bytes;
+    assert!(size > 12 << 20, "{size}");
+    assert_eq!(b.status(&alice).await.unwrap().size_bytes, size);
+    assert_eq!(b.metrics().bytes_downloaded.load(Ordering::Relaxed), size);
+    b.settle().await;
+    assert_eq!(count_rows(&b.layout().database_path(&alice)), 400);
+    assert!(cellar_engine::is_intact(&b.layout().database_path(&alice)));
+}
