@@ -1,0 +1,570 @@
+//! Throttling: the S3 store retries 429 and 503 answers with backoff, so a throttled upload
+//! still lands; a store that keeps refusing ends in a clear error within the retry bound.
+//!
+//! A small reverse proxy on 127.0.0.1 stands between [`S3Store::new`] and a real SeaweedFS.
+//! It forwards every request as it came (method, path and query, headers with `Host` and
+//! the SigV4 `Authorization`, body), so signatures stay valid, and answers a scripted
+//! number of requests of one method itself, with S3's `SlowDown` error.
+//!
+//! `S3Store::new` takes its keys from the environment, and setting a variable in a
+//! threaded test process needs `unsafe`. So each test starts SeaweedFS, then runs its body
+//! in a child process (this test binary again, with `--exact`) whose environment carries
+//! the keys and where SeaweedFS is.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cellar_engine::store::StoreError;
+use cellar_engine::{
+    ConflictPolicy, Engine, Error, ErrorKind, S3Settings, S3Store, Store, UserId, Version,
+};
+use cellar_testkit::S3Server;
+use common::{append, remote_version, user, values};
+
+/// Set in the child process: where SeaweedFS answers, and its bucket and region.
+const UPSTREAM_ENV: &str = "CELLAR_THROTTLING_UPSTREAM";
+const BUCKET_ENV: &str = "CELLAR_THROTTLING_BUCKET";
+const REGION_ENV: &str = "CELLAR_THROTTLING_REGION";
+
+/// `object_store`'s first backoff (`BackoffConfig::default().init_backoff`); later ones
+/// are drawn between it and twice the previous one. No retry can come sooner.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The `RetryConfig` of [`S3Store::new`].
+const MAX_RETRIES: usize = 4;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The bound of each test's body, and of the child process that runs it.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CHILD_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn an_upload_answered_429_twice_is_retried_with_backoff_and_lands() {
+    let test = "an_upload_answered_429_twice_is_retried_with_backoff_and_lands";
+    if let Some(upstream) = upstream_for(test).await {
+        // The user's first upload: `If-None-Match: *`.
+        bounded(upload_lands_after_two_refusals(
+            upstream,
+            StatusCode::TOO_MANY_REQUESTS,
+            0,
+        ))
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_upload_answered_503_twice_is_retried_with_backoff_and_lands() {
+    let test = "an_upload_answered_503_twice_is_retried_with_backoff_and_lands";
+    if let Some(upstream) = upstream_for(test).await {
+        // An update: `If-Match: <etag>`.
+        bounded(upload_lands_after_two_refusals(
+            upstream,
+            StatusCode::SERVICE_UNAVAILABLE,
+            1,
+        ))
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_version_check_answered_429_once_is_retried_and_the_request_succeeds() {
+    let test = "a_version_check_answered_429_once_is_retried_and_the_request_succeeds";
+    let Some(upstream) = upstream_for(test).await else {
+        return;
+    };
+    bounded(async {
+        let fixture = Fixture::open(upstream).await;
+        let alice = user("alice");
+        append(&fixture.engine, &alice, 1).await.unwrap();
+        fixture
+            .proxy
+            .throttle(Method::GET, StatusCode::TOO_MANY_REQUESTS, Some(1));
+
+        assert_eq!(values(&fixture.engine, &alice).await, [1]);
+
+        let gets = fixture.proxy.seen(&Method::GET);
+        assert_eq!(throttled(&gets), [true, false], "{gets:#?}");
+        assert!(gets.iter().all(|get| get.path == fixture.key_path(&alice)));
+        assert!(
+            gets.iter().all(|get| get.if_none_match.is_some()),
+            "both tries are the conditional version check: {gets:#?}"
+        );
+        assert_spaced_by_backoff(&gets);
+        assert!(
+            fixture.proxy.seen(&Method::PUT).is_empty(),
+            "a read uploads nothing"
+        );
+        println!("GET 429 once: retried after {:?}", gaps(&gets));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upload_answered_503_every_time_is_pending_after_the_bounded_retries() {
+    let test = "an_upload_answered_503_every_time_is_pending_after_the_bounded_retries";
+    let Some(upstream) = upstream_for(test).await else {
+        return;
+    };
+    bounded(async {
+        let fixture = Fixture::open(upstream).await;
+        let alice = user("alice");
+        append(&fixture.engine, &alice, 1).await.unwrap();
+        fixture
+            .proxy
+            .throttle(Method::PUT, StatusCode::SERVICE_UNAVAILABLE, None);
+
+        let started = Instant::now();
+        let err = append(&fixture.engine, &alice, 2).await.unwrap_err();
+        let elapsed = started.elapsed();
+
+        match &err {
+            Error::SyncPending {
+                version,
+                source:
+                    StoreError::Unavailable {
+                        operation, message, ..
+                    },
+                ..
+            } => {
+                assert_eq!(*version, Version::new(2));
+                assert_eq!(*operation, "put");
+                assert!(message.contains("503"), "{message}");
+            }
+            other => panic!("expected sync_pending after a failed upload, got {other:?}"),
+        }
+        assert_eq!(err.kind(), ErrorKind::SyncPending);
+        assert!(
+            err.to_string().contains("object store unavailable (put "),
+            "{err}"
+        );
+        let puts = fixture.proxy.seen(&Method::PUT);
+        assert_eq!(puts.len(), 1 + MAX_RETRIES, "{puts:#?}");
+        assert!(puts.iter().all(|put| put.throttled));
+        assert_spaced_by_backoff(&puts);
+        assert!(elapsed < RETRY_TIMEOUT, "gave up after {elapsed:?}");
+        println!(
+            "PUT 503 always: {} tries {:?} apart, error after {elapsed:?}: {err}",
+            puts.len(),
+            gaps(&puts)
+        );
+
+        // The bucket still holds version 1; the write waits in the pending-upload record
+        // and is uploaded before this user is served again, once the store answers.
+        assert_eq!(remote_version(&fixture.reader, &alice).await, 1);
+        assert!(fixture.pending_record(&alice).exists());
+        fixture.proxy.stop_throttling();
+        assert_eq!(values(&fixture.engine, &alice).await, [1, 2]);
+        assert_eq!(remote_version(&fixture.reader, &alice).await, 2);
+        assert_eq!(values(&fixture.reader, &alice).await, [1, 2]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_version_check_answered_503_every_time_fails_as_unavailable_and_changes_nothing() {
+    let test = "a_version_check_answered_503_every_time_fails_as_unavailable_and_changes_nothing";
+    let Some(upstream) = upstream_for(test).await else {
+        return;
+    };
+    bounded(async {
+        let fixture = Fixture::open(upstream).await;
+        let alice = user("alice");
+        append(&fixture.engine, &alice, 1).await.unwrap();
+        fixture
+            .proxy
+            .throttle(Method::GET, StatusCode::SERVICE_UNAVAILABLE, None);
+
+        let started = Instant::now();
+        let err = append(&fixture.engine, &alice, 2).await.unwrap_err();
+        let elapsed = started.elapsed();
+
+        assert!(
+            matches!(
+                &err,
+                Error::Store(StoreError::Unavailable { operation: "get", message, .. })
+                    if message.contains("503")
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(
+            err.to_string().contains("object store unavailable (get "),
+            "{err}"
+        );
+        let gets = fixture.proxy.seen(&Method::GET);
+        assert_eq!(gets.len(), 1 + MAX_RETRIES, "{gets:#?}");
+        assert_spaced_by_backoff(&gets);
+        assert!(elapsed < RETRY_TIMEOUT, "gave up after {elapsed:?}");
+        assert!(fixture.proxy.seen(&Method::PUT).is_empty());
+        println!(
+            "GET 503 always: {} tries {:?} apart, error after {elapsed:?}: {err}",
+            gets.len(),
+            gaps(&gets)
+        );
+
+        // The request did not run: nothing pending, nothing new here or in the bucket.
+        assert!(!fixture.pending_record(&alice).exists());
+        fixture.proxy.stop_throttling();
+        assert_eq!(values(&fixture.engine, &alice).await, [1]);
+        assert_eq!(remote_version(&fixture.reader, &alice).await, 1);
+    })
+    .await;
+}
+
+/// Tests 1 and 2: after `earlier_writes` writes, the next upload is answered `status` twice,
+/// then lands on the third try, as one upload for the engine.
+async fn upload_lands_after_two_refusals(
+    upstream: Upstream,
+    status: StatusCode,
+    earlier_writes: i64,
+) {
+    let fixture = Fixture::open(upstream).await;
+    let alice = user("alice");
+    for value in 1..=earlier_writes {
+        append(&fixture.engine, &alice, value).await.unwrap();
+    }
+    let uploads_before = fixture.engine.metrics().uploads.load(Ordering::Relaxed);
+    fixture.proxy.throttle(Method::PUT, status, Some(2));
+
+    let started = Instant::now();
+    let committed = append(&fixture.engine, &alice, 100).await.unwrap();
+    let elapsed = started.elapsed();
+
+    let version = earlier_writes.unsigned_abs() + 1;
+    assert_eq!(committed.version, Version::new(version));
+    assert!(committed.wrote && committed.in_bucket);
+    let puts = fixture.proxy.seen(&Method::PUT);
+    assert_eq!(throttled(&puts), [true, true, false], "{puts:#?}");
+    assert!(puts.iter().all(|put| put.path == fixture.key_path(&alice)));
+    let condition = if earlier_writes == 0 {
+        puts[0].if_match.is_none() && puts[0].if_none_match.as_deref() == Some("*")
+    } else {
+        puts[0].if_match.is_some() && puts[0].if_none_match.is_none()
+    };
+    assert!(condition, "{puts:#?}");
+    assert!(
+        puts.iter().all(|put| (&put.if_match, &put.if_none_match)
+            == (&puts[0].if_match, &puts[0].if_none_match)),
+        "every try carries the same condition: {puts:#?}"
+    );
+    assert_spaced_by_backoff(&puts);
+    assert_eq!(
+        fixture.engine.metrics().uploads.load(Ordering::Relaxed),
+        uploads_before + 1,
+        "the retries are the store client's: the engine made one upload"
+    );
+    assert_eq!(
+        fixture.engine.metrics().conflicts.load(Ordering::Relaxed),
+        0
+    );
+    println!(
+        "PUT {status} twice: tries {:?} apart, write took {elapsed:?}",
+        gaps(&puts)
+    );
+
+    let mut expected: Vec<i64> = (1..=earlier_writes).collect();
+    expected.push(100);
+    assert_eq!(remote_version(&fixture.reader, &alice).await, version);
+    assert_eq!(values(&fixture.reader, &alice).await, expected);
+}
+
+/// Where the child process finds SeaweedFS.
+struct Upstream {
+    endpoint: String,
+    bucket: String,
+    region: String,
+}
+
+/// In the test process: starts SeaweedFS, runs `test` again in a child process whose
+/// environment holds the keys and where SeaweedFS is, checks that it passed, and returns
+/// `None`. In that child: returns where SeaweedFS is.
+async fn upstream_for(test: &str) -> Option<Upstream> {
+    if let (Ok(endpoint), Ok(bucket), Ok(region)) = (
+        std::env::var(UPSTREAM_ENV),
+        std::env::var(BUCKET_ENV),
+        std::env::var(REGION_ENV),
+    ) {
+        return Some(Upstream {
+            endpoint,
+            bucket,
+            region,
+        });
+    }
+    let server = S3Server::seaweedfs().await.unwrap();
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(UPSTREAM_ENV, &server.endpoint)
+        .env(BUCKET_ENV, &server.bucket)
+        .env(REGION_ENV, &server.region)
+        .env("AWS_ACCESS_KEY_ID", &server.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &server.secret_access_key)
+        .env_remove("AWS_SESSION_TOKEN")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(CHILD_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("{test}: the child process ran past {CHILD_TIMEOUT:?}"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{test} failed in its child process ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    eprintln!("{stdout}");
+    None
+}
+
+/// Runs a test's body, failing it if it takes longer than [`TEST_TIMEOUT`].
+async fn bounded(body: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_TIMEOUT, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test ran past {TEST_TIMEOUT:?}"));
+}
+
+/// An engine whose [`S3Store`] goes through the throttling proxy, and a reader engine
+/// that reaches SeaweedFS directly (to see what the bucket holds).
+struct Fixture {
+    proxy: Proxy,
+    engine: Engine,
+    reader: Engine,
+    bucket: String,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+impl Fixture {
+    /// Opens both engines; the start-up probe goes through the proxy unthrottled.
+    async fn open(upstream: Upstream) -> Fixture {
+        let proxy = Proxy::start(&upstream.endpoint).await;
+        let store = |endpoint: &str| -> Arc<dyn Store> {
+            Arc::new(
+                S3Store::new(&S3Settings {
+                    bucket: upstream.bucket.clone(),
+                    endpoint: Some(endpoint.to_owned()),
+                    region: Some(upstream.region.clone()),
+                    allow_http: true,
+                })
+                .unwrap(),
+            )
+        };
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let policy = ConflictPolicy::Strict;
+        let engine = common::engine(store(&proxy.endpoint), dirs[0].path(), policy, "a").await;
+        let reader =
+            common::engine(store(&upstream.endpoint), dirs[1].path(), policy, "reader").await;
+        Fixture {
+            proxy,
+            engine,
+            reader,
+            bucket: upstream.bucket,
+            _dirs: dirs,
+        }
+    }
+
+    /// The path of `user`'s snapshot in a path-style request.
+    fn key_path(&self, user: &UserId) -> String {
+        format!(
+            "/{}/{}",
+            self.bucket,
+            self.engine.layout().database_key(user)
+        )
+    }
+
+    /// `user`'s pending-upload record in the proxied engine's folder.
+    fn pending_record(&self, user: &UserId) -> std::path::PathBuf {
+        self.engine.layout().pending_record_path(user)
+    }
+}
+
+/// Asserts that each try came at least [`FIRST_BACKOFF`] after the one before.
+fn assert_spaced_by_backoff(tries: &[Seen]) {
+    let gaps = gaps(tries);
+    assert!(
+        gaps.iter().all(|gap| *gap >= FIRST_BACKOFF),
+        "retries closer than {FIRST_BACKOFF:?}: {gaps:?}"
+    );
+}
+
+/// The time between consecutive requests.
+fn gaps(tries: &[Seen]) -> Vec<Duration> {
+    tries.windows(2).map(|w| w[1].at - w[0].at).collect()
+}
+
+/// Which of the requests the proxy answered itself.
+fn throttled(tries: &[Seen]) -> Vec<bool> {
+    tries.iter().map(|seen| seen.throttled).collect()
+}
+
+/// A reverse proxy on 127.0.0.1 in front of SeaweedFS that throttles on request.
+struct Proxy {
+    /// `http://127.0.0.1:PORT`.
+    endpoint: String,
+    state: Arc<ProxyState>,
+}
+
+/// What the proxy's handler shares with the test.
+struct ProxyState {
+    /// SeaweedFS's endpoint.
+    upstream: String,
+    client: reqwest::Client,
+    throttle: Mutex<Option<Throttle>>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// Which requests the proxy answers itself, and how.
+struct Throttle {
+    method: Method,
+    status: StatusCode,
+    /// How many more to answer; `None`: every one.
+    remaining: Option<usize>,
+}
+
+/// One request the proxy received.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: Method,
+    /// Path and query.
+    path: String,
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+    at: Instant,
+    /// Answered by the proxy instead of SeaweedFS.
+    throttled: bool,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(ProxyState {
+            upstream: upstream.to_owned(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            throttle: Mutex::new(None),
+            seen: Mutex::new(Vec::new()),
+        });
+        let app = Router::new().fallback(forward).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Proxy { endpoint, state }
+    }
+
+    /// Answers the next `times` requests of `method` (`None`: all of them) with `status`,
+    /// and forgets the requests seen so far.
+    fn throttle(&self, method: Method, status: StatusCode, times: Option<usize>) {
+        *self.state.throttle.lock().unwrap() = Some(Throttle {
+            method,
+            status,
+            remaining: times,
+        });
+        self.state.seen.lock().unwrap().clear();
+    }
+
+    fn stop_throttling(&self) {
+        *self.state.throttle.lock().unwrap() = None;
+    }
+
+    /// The requests of `method` seen since [`Proxy::throttle`].
+    fn seen(&self, method: &Method) -> Vec<Seen> {
+        let seen = self.state.seen.lock().unwrap();
+        seen.iter()
+            .filter(|seen| seen.method == method)
+            .cloned()
+            .collect()
+    }
+}
+
+impl ProxyState {
+    /// Records a request; returns the status to answer it with if it is throttled.
+    fn admit(&self, parts: &Parts) -> Option<StatusCode> {
+        let mut throttle = self.throttle.lock().unwrap();
+        let status = match throttle.as_mut() {
+            Some(throttle) if throttle.method == parts.method && throttle.remaining != Some(0) => {
+                if let Some(remaining) = &mut throttle.remaining {
+                    *remaining -= 1;
+                }
+                Some(throttle.status)
+            }
+            _ => None,
+        };
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .map(|value: &axum::http::HeaderValue| {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                })
+        };
+        self.seen.lock().unwrap().push(Seen {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            if_match: header(IF_MATCH),
+            if_none_match: header(IF_NONE_MATCH),
+            at: Instant::now(),
+            throttled: status.is_some(),
+        });
+        status
+    }
+}
+
+/// The proxy's one handler: throttles, or forwards to SeaweedFS and relays its answer.
+async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    if let Some(status) = state.admit(&parts) {
+        return slow_down(status, parts.uri.path());
+    }
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let answer = state
+        .client
+        .request(
+            parts.method.clone(),
+            format!("{}{path_and_query}", state.upstream),
+        )
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await;
+    match answer {
+        Ok(answer) => relay(answer, &parts.method).await,
+        Err(err) => (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+    }
+}
+
+/// SeaweedFS's answer, as it came, minus hop-by-hop headers.
+async fn relay(answer: reqwest::Response, method: &Method) -> Response {
+    let status = answer.status();
+    let mut headers = answer.headers().clone();
+    let body = answer.bytes().await.unwrap();
+    headers.remove(CONNECTION);
+    headers.remove("transfer-encoding");
+    if method != Method::HEAD {
+        // The server writes it from the body; a HEAD answer keeps the object's length.
+        headers.remove(CONTENT_LENGTH);
+    }
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// S3's throttling answer.
+fn slow_down(status: StatusCode, resource: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+         <Message>Please reduce your request rate.</Message><Resource>{resource}</Resource>\
+         <RequestId>cellar-throttling-proxy</RequestId></Error>"
+    );
+    (status, [(CONTENT_TYPE, "application/xml")], body).into_response()
+}
