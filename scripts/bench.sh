@@ -160,26 +160,34 @@ cold_start() {
     start_server cold-writer
     bench cold-start-preload --users 1 --user-prefix cold --preload-bytes 256MiB --requests 0
     stop_server
-    local object="cellar-users/cold-0/database.sqlite" runs=3
+    local object="cellar-users/cold-0/database.sqlite" runs=7 get
+    : >"$work/pairs"
     for run in $(seq $runs); do
         start_server "cold-reader-$run" # a fresh data folder: the first request downloads
+        sync # neither side starts while the previous run's files are still being written back
         bench "cold-start-$run" --users 1 --user-prefix cold --preload-bytes 256MiB --requests 0
         stop_server
+        sync
         if [[ $store == seaweedfs ]]; then
-            curl -sf --aws-sigv4 "aws:amz:$region:s3" --user "$access_key_id:$secret_access_key" \
-                -o /dev/null -w '%{time_total}\n' "$endpoint/$bucket/$object" >>"$work/get-seconds"
+            get=$(curl -sf --aws-sigv4 "aws:amz:$region:s3" --user "$access_key_id:$secret_access_key" \
+                -o /dev/null -w '%{time_total}' "$endpoint/$bucket/$object")
         else
-            local TIMEFORMAT=%R
-            { time cat "$work/bucket/$object" >/dev/null; } 2>>"$work/get-seconds"
+            get=$({ TIMEFORMAT=%R; time cat "$work/bucket/$object" >/dev/null; } 2>&1)
         fi
+        # Each cold start is paired with the GET right after it, so that the machine's
+        # drift between runs cancels out in the ratio.
+        jq -c --argjson get "$get" '{cold: (.setup.first_request_ms.max / 1000), get: $get}' \
+            "$results/cold-start-$run.json" >>"$work/pairs"
     done
+    say "  pairs (seconds): $(jq -c '[.cold, .get]' "$work/pairs" | tr '\n' ' ')"
     local size
     size=$(stat -c %s "$work/cold-reader-1/local/cold-0/database.sqlite")
-    jq -rs --arg store "$store" --argjson size "$size" --slurpfile get <(sort -n "$work/get-seconds" | jq -s .) '
-        (map(.setup.first_request_ms.max) | sort | .[length / 2 | floor] / 1000) as $cold
-        | ($get[0] | .[length / 2 | floor]) as $plain
-        | "cold-start \($store), \($size / 1048576 | floor) MiB: first request \($cold) s (\($size / 1048576 / $cold | floor) MiB/s), plain GET \($plain) s (\($size / 1048576 / $plain | floor) MiB/s), ratio \(($plain / $cold * 1000 | round) / 1000) (target >= 0.8); medians of '"$runs"'"' \
-        "$results"/cold-start-[0-9]*.json
+    jq -rs --arg store "$store" --argjson size "$size" '
+        def median: sort | .[length / 2 | floor];
+        (map(.cold) | median) as $cold | (map(.get) | median) as $plain
+        | (map(.get / .cold) | median) as $ratio
+        | "cold-start \($store), \($size / 1048576 | floor) MiB: first request \($cold) s (\($size / 1048576 / $cold | floor) MiB/s), plain GET \($plain) s (\($size / 1048576 / $plain | floor) MiB/s), ratio \(($ratio * 1000 | round) / 1000) (target >= 0.8; median of \(length) paired runs, each between \(map(.get / .cold) | min * 100 | round / 100) and \(map(.get / .cold) | max * 100 | round / 100))"' \
+        "$work/pairs"
 }
 
 memory() {

@@ -16,12 +16,12 @@
 
 use std::fs::File;
 use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
 use crate::UserId;
@@ -50,10 +50,12 @@ pub(crate) struct StagedDownload {
     sha256: Sha256Check,
 }
 
+/// SHA-256 of the download file, checked when it is needed (before the install, or
+/// before an upload built on it) rather than while the first request runs.
 #[derive(Debug)]
 enum Sha256Check {
     Passed,
-    Running(JoinHandle<std::result::Result<(), String>>),
+    Due { path: PathBuf, expected: String },
     Failed(String),
 }
 
@@ -140,11 +142,10 @@ pub(crate) async fn stage(
     let sha256 = if checked.sha256 {
         Sha256Check::Passed
     } else {
-        let path = shared.layout.download_temp_path(user);
-        let expected = metadata.sha256.clone();
-        Sha256Check::Running(tokio::task::spawn_blocking(move || {
-            check_sha256(&path, &expected)
-        }))
+        Sha256Check::Due {
+            path: shared.layout.download_temp_path(user),
+            expected: metadata.sha256.clone(),
+        }
     };
     slot.staged = Some(StagedDownload {
         etag: state.etag.clone().unwrap_or_else(|| ETag(String::new())),
@@ -167,13 +168,13 @@ pub(crate) struct Download {
 }
 
 impl StagedDownload {
-    /// Waits for the SHA-256 check of the download; an error if it failed.
+    /// Checks SHA-256 of the download unless done; an error if it does not match.
     pub async fn verified(&mut self, user: &UserId) -> Result<()> {
-        if let Sha256Check::Running(handle) = &mut self.sha256 {
-            self.sha256 = match handle.await {
-                Ok(Ok(())) => Sha256Check::Passed,
-                Ok(Err(mismatch)) => Sha256Check::Failed(mismatch),
-                Err(join) => Sha256Check::Failed(format!("the SHA-256 check failed: {join}")),
+        if let Sha256Check::Due { path, expected } = &self.sha256 {
+            let (path, expected) = (path.clone(), expected.clone());
+            self.sha256 = match blocking(move || Ok(check_sha256(&path, &expected))).await? {
+                Ok(()) => Sha256Check::Passed,
+                Err(mismatch) => Sha256Check::Failed(mismatch),
             };
         }
         match &self.sha256 {
@@ -258,7 +259,7 @@ async fn discard(shared: &Shared, user: &UserId) {
 }
 
 /// Hashes the file at `path` and compares with `expected`.
-fn check_sha256(path: &std::path::Path, expected: &str) -> std::result::Result<(), String> {
+fn check_sha256(path: &Path, expected: &str) -> std::result::Result<(), String> {
     let file = File::open(path).map_err(|err| format!("{}: {err}", path.display()))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut BufReader::with_capacity(1 << 20, file), &mut hasher)
