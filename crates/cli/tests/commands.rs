@@ -120,7 +120,11 @@ fn verify_and_pull_detect_a_corrupted_object() {
 
     let pull = cellar.run(&["pull", "alice", "-o", "bad.sqlite"], &[]);
     assert_exit(&pull, 1);
-    assert!(stderr(&pull).contains("cellar-crc64nvme"), "{}", stderr(&pull));
+    assert!(
+        stderr(&pull).contains("cellar-crc64nvme"),
+        "{}",
+        stderr(&pull)
+    );
     assert!(!cellar.path().join("bad.sqlite").exists());
 }
 
