@@ -138,7 +138,15 @@ async fn an_upload_answered_503_every_time_is_pending_after_the_bounded_retries(
             } => {
                 assert_eq!(*version, Version::new(2));
                 assert_eq!(*operation, "put");
-                assert!(message.contains("503"), "{message}");
+                assert!(
+                    message.contains("503") && message.contains("(SlowDown)"),
+                    "{message}"
+                );
+                // What reaches a client names the failure, not the endpoint or bucket.
+                assert!(
+                    !message.contains("127.0.0.1") && !message.contains(&fixture.bucket),
+                    "{message}"
+                );
             }
             other => panic!("expected sync_pending after a failed upload, got {other:?}"),
         }

@@ -17,6 +17,7 @@ use object_store::{
     Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, GetResult, ObjectStore,
     ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
+use tracing::warn;
 
 use super::{ByteStream, ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
 use crate::metadata::RawMetadata;
@@ -93,7 +94,7 @@ impl S3Store {
             }),
             Err(object_store::Error::NotFound { .. }) => Ok(Fetched::NotFound),
             Err(object_store::Error::NotModified { .. }) => Ok(Fetched::NotModified),
-            Err(err) => Err(StoreError::unavailable("get", key, err)),
+            Err(err) => Err(failure("get", key, err)),
         }
     }
 
@@ -103,6 +104,35 @@ impl S3Store {
             ..GetOptions::default()
         }
     }
+}
+
+/// A failed request: logged in full, and summed up for whoever gets the error.
+///
+/// `object_store`'s error text names the endpoint URL (with the bucket, and for R2 the
+/// account), and quotes the store's raw XML answer: right for the operator's log, too much
+/// for an API client. The summary keeps what failed and how (status, S3 error code).
+fn failure(operation: &'static str, key: &str, err: object_store::Error) -> StoreError {
+    let full = err.to_string();
+    warn!(operation, key, error = %full, "object store request failed");
+    StoreError::unavailable(operation, key, summary(&full))
+}
+
+fn summary(full: &str) -> String {
+    let before_xml = full.split("<?xml").next().unwrap_or(full);
+    let mut text = before_xml
+        .split_whitespace()
+        .filter(|word| !word.starts_with("http://") && !word.starts_with("https://"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    text = text.trim_end_matches(':').to_owned();
+    let code = full
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map(|(code, _)| code);
+    if let Some(code) = code {
+        text.push_str(&format!(" ({code})"));
+    }
+    text
 }
 
 fn user_metadata(attributes: &Attributes) -> RawMetadata {
@@ -123,10 +153,7 @@ impl Store for S3Store {
             .await?
         {
             Fetched::Found { info, body } => {
-                let body = body
-                    .bytes()
-                    .await
-                    .map_err(|err| StoreError::unavailable("get", key, err))?;
+                let body = body.bytes().await.map_err(|err| failure("get", key, err))?;
                 Ok(Fetched::Found { info, body })
             }
             Fetched::NotFound => Ok(Fetched::NotFound),
@@ -147,9 +174,7 @@ impl Store for S3Store {
                 let key = key.to_owned();
                 let body = body
                     .into_stream()
-                    .map(move |piece| {
-                        piece.map_err(|err| StoreError::unavailable("get", &key, err))
-                    })
+                    .map(move |piece| piece.map_err(|err| failure("get", &key, err)))
                     .boxed();
                 Ok(Fetched::Found { info, body })
             }
@@ -209,7 +234,7 @@ impl Store for S3Store {
             ) => Err(StoreError::PreconditionFailed {
                 key: key.to_owned(),
             }),
-            Err(err) => Err(StoreError::unavailable("put", key, err)),
+            Err(err) => Err(failure("put", key, err)),
         }
     }
 
@@ -220,7 +245,7 @@ impl Store for S3Store {
             .list(Some(&prefix_path))
             .try_collect()
             .await
-            .map_err(|err| StoreError::unavailable("list", prefix, err))?;
+            .map_err(|err| failure("list", prefix, err))?;
         let mut listed: Vec<Listed> = objects
             .into_iter()
             .map(|meta| Listed {
@@ -235,7 +260,36 @@ impl Store for S3Store {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self.inner.delete(&Path::from(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(err) => Err(StoreError::unavailable("delete", key, err)),
+            Err(err) => Err(failure("delete", key, err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn the_summary_keeps_the_failure_and_drops_the_endpoint_and_the_xml() {
+        let full = "Generic S3 error: Error performing PUT \
+            http://127.0.0.1:9000/cellar-bucket/cellar-users/alice/database.sqlite in 620ms, \
+            after 4 retries, max_retries: 4, retry_timeout: 20s  - Server returned non-2xx \
+            status code: 503 Service Unavailable: <?xml version=\"1.0\"?><Error><Code>SlowDown\
+            </Code><Message>Please reduce your request rate.</Message><BucketName>cellar-bucket\
+            </BucketName></Error>";
+        let short = summary(full);
+        assert_eq!(
+            short,
+            "Generic S3 error: Error performing PUT in 620ms, after 4 retries, max_retries: 4, \
+             retry_timeout: 20s - Server returned non-2xx status code: 503 Service Unavailable \
+             (SlowDown)"
+        );
+        assert!(!short.contains("cellar-bucket") && !short.contains("127.0.0.1"));
+        let refused = "Generic S3 error: Error performing GET https://acct.r2.cloudflarestorage.com/b/k \
+            in 2ms - HTTP error: error sending request";
+        assert_eq!(
+            summary(refused),
+            "Generic S3 error: Error performing GET in 2ms - HTTP error: error sending request"
+        );
     }
 }
