@@ -4,6 +4,8 @@
 //!   preloaded to SIZE: version check, the update, `sqlite3_serialize`, stamp and SHA-256,
 //!   the store's durable put, the local commit. Throughput is in database bytes.
 //! - `snapshot-take/SIZE`: [`Snapshot::take`] alone (the serialize and its copy).
+//! - `checksum/ALGORITHM`: the two checksums of the metadata over 64 MiB: SHA-256 (checked
+//!   before a download is installed) and CRC-64/NVME (checked while it arrives).
 //!
 //! `cargo bench -p cellar-engine --bench upload`
 
@@ -11,6 +13,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cellar_engine::checksum;
 use cellar_engine::rusqlite::Connection;
 use cellar_engine::snapshot::Snapshot;
 use cellar_engine::{Engine, EngineConfig, LocalStore, UserId};
@@ -87,5 +90,20 @@ fn write_path(c: &mut Criterion) {
     take.finish();
 }
 
-criterion_group!(benches, write_path);
+fn checksums(c: &mut Criterion) {
+    let body: Vec<u8> = (0..64usize << 20).map(|i| (i * 31 % 251) as u8).collect();
+    let mut group = c.benchmark_group("checksum");
+    group
+        .sample_size(10)
+        .throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function("sha256/64MiB", |b| {
+        b.iter(|| black_box(checksum::sha256_hex(&body)))
+    });
+    group.bench_function("crc64nvme/64MiB", |b| {
+        b.iter(|| black_box(checksum::crc64nvme_hex(&body)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, write_path, checksums);
 criterion_main!(benches);
