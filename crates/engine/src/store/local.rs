@@ -15,17 +15,18 @@
 //! (roll forward). An incoming file that does not match was never committed and is removed.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError, check_condition,
-    content_etag,
+    ByteStream, ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError,
+    check_condition, content_etag,
 };
 use crate::fsutil;
 use crate::metadata::RawMetadata;
@@ -90,6 +91,22 @@ impl LocalStore {
         })
     }
 
+    /// Every request's version check, so first without the lock and without a trip to the
+    /// blocking pool (one read of a file of a few hundred bytes): the metadata file is the
+    /// commit point and is replaced by rename, so when it names the caller's ETag that is
+    /// the committed version (a write in progress has not committed; an interrupted one
+    /// either never committed or changed the ETag).
+    fn unchanged(&self, key: &str, if_none_match: Option<&ETag>) -> Result<bool, StoreError> {
+        let Some(etag) = if_none_match else {
+            return Ok(false);
+        };
+        Ok(self
+            .files(key)?
+            .read_meta()
+            .map_err(|err| StoreError::unavailable("get", key, err))?
+            .is_some_and(|meta| &meta.etag == etag))
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         key: &str,
@@ -141,6 +158,26 @@ impl ObjectFiles {
         Ok(Some(lock))
     }
 
+    /// The committed object, its body opened under the shared lock. A write replaces the
+    /// body by rename, so the open file stays this version's body however long it is read
+    /// after the lock is released.
+    fn open_current(&self, if_none_match: Option<&ETag>) -> io::Result<Fetched<File>> {
+        let Some(_lock) = self.lock_shared()? else {
+            return Ok(Fetched::NotFound);
+        };
+        let Some(meta) = self.read_meta()? else {
+            return Ok(Fetched::NotFound);
+        };
+        if Some(&meta.etag) == if_none_match {
+            return Ok(Fetched::NotModified);
+        }
+        let body = File::open(&self.body)?;
+        Ok(Fetched::Found {
+            info: ObjectFiles::info(meta),
+            body,
+        })
+    }
+
     fn finish_interrupted_write(&self) -> io::Result<()> {
         let incoming = match fs::read(&self.incoming) {
             Ok(bytes) => bytes,
@@ -175,6 +212,31 @@ impl ObjectFiles {
     }
 }
 
+/// How much of a body one read takes.
+const PIECE: u64 = 1 << 20;
+
+/// The rest of `file`, read piece by piece on the blocking pool as the stream is polled.
+fn read_in_pieces(file: File, key: String) -> ByteStream {
+    futures::stream::try_unfold(Some(file), move |file| {
+        let key = key.clone();
+        async move {
+            let Some(mut file) = file else {
+                return Ok(None);
+            };
+            let read = tokio::task::spawn_blocking(move || {
+                let mut piece = Vec::with_capacity(PIECE as usize);
+                (&mut file).take(PIECE).read_to_end(&mut piece)?;
+                Ok::<_, io::Error>((file, piece))
+            })
+            .await
+            .map_err(|join| StoreError::unavailable("get", &key, join))?;
+            let (file, piece) = read.map_err(|err| StoreError::unavailable("get", &key, err))?;
+            Ok((!piece.is_empty()).then(|| (Bytes::from(piece), Some(file))))
+        }
+    })
+    .boxed()
+}
+
 fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
@@ -186,39 +248,49 @@ fn to_io(err: crate::Error) -> io::Error {
 #[async_trait]
 impl Store for LocalStore {
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
-        // Every request's version check, so first without the lock and without a trip to
-        // the blocking pool (one read of a file of a few hundred bytes): the metadata file is
-        // the commit point and is replaced by rename, so when it names the caller's ETag
-        // that is the committed version (a write in progress has not committed; an
-        // interrupted one either never committed or changed the ETag).
-        if let Some(etag) = if_none_match {
-            let files = self.files(key)?;
-            let unchanged = files
-                .read_meta()
-                .map_err(|err| StoreError::unavailable("get", key, err))?
-                .is_some_and(|meta| &meta.etag == etag);
-            if unchanged {
-                return Ok(Fetched::NotModified);
-            }
+        if self.unchanged(key, if_none_match)? {
+            return Ok(Fetched::NotModified);
         }
         let if_none_match = if_none_match.cloned();
         self.blocking(key, "get", move |files| {
-            let Some(_lock) = files.lock_shared()? else {
-                return Ok(Fetched::NotFound);
-            };
-            let Some(meta) = files.read_meta()? else {
-                return Ok(Fetched::NotFound);
-            };
-            if Some(&meta.etag) == if_none_match.as_ref() {
-                return Ok(Fetched::NotModified);
-            }
-            let body = Bytes::from(fs::read(&files.body)?);
-            Ok(Fetched::Found {
-                info: ObjectFiles::info(meta),
-                body,
+            Ok(match files.open_current(if_none_match.as_ref())? {
+                Fetched::Found { info, mut body } => {
+                    let mut bytes = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
+                    body.read_to_end(&mut bytes)?;
+                    Fetched::Found {
+                        info,
+                        body: Bytes::from(bytes),
+                    }
+                }
+                Fetched::NotFound => Fetched::NotFound,
+                Fetched::NotModified => Fetched::NotModified,
             })
         })
         .await
+    }
+
+    async fn get_stream(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        if self.unchanged(key, if_none_match)? {
+            return Ok(Fetched::NotModified);
+        }
+        let if_none_match = if_none_match.cloned();
+        let opened = self
+            .blocking(key, "get", move |files| {
+                files.open_current(if_none_match.as_ref())
+            })
+            .await?;
+        Ok(match opened {
+            Fetched::Found { info, body } => Fetched::Found {
+                info,
+                body: read_in_pieces(body, key.to_owned()),
+            },
+            Fetched::NotFound => Fetched::NotFound,
+            Fetched::NotModified => Fetched::NotModified,
+        })
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
@@ -324,6 +396,56 @@ fn list_metas(root: &Path, prefix: &str) -> io::Result<Vec<Listed>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body of a few pieces streams back whole and in order, and keeps being the
+    /// version it was when the read began even if a write replaces it meanwhile.
+    #[tokio::test]
+    async fn a_streamed_body_is_the_version_it_began_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let old: Vec<u8> = (0..(2 * PIECE + 1234) as usize)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let etag = store
+            .put(
+                "u/db",
+                Bytes::from(old.clone()),
+                RawMetadata::new(),
+                PutCondition::Create,
+            )
+            .await
+            .unwrap();
+        let Fetched::Found { info, mut body } = store.get_stream("u/db", None).await.unwrap()
+        else {
+            panic!("expected the object");
+        };
+        assert_eq!(info.etag, etag);
+        let first = body.next().await.unwrap().unwrap();
+        assert_eq!(first.len() as u64, PIECE);
+        store
+            .put(
+                "u/db",
+                Bytes::from_static(b"new"),
+                RawMetadata::new(),
+                PutCondition::Match(etag.clone()),
+            )
+            .await
+            .unwrap();
+        let mut read = first.to_vec();
+        while let Some(piece) = body.next().await {
+            read.extend_from_slice(&piece.unwrap());
+        }
+        assert!(read == old, "the old version, whole");
+        let current = store.head("u/db").await.unwrap().unwrap().etag;
+        assert!(matches!(
+            store.get_stream("u/db", Some(&current)).await.unwrap(),
+            Fetched::NotModified
+        ));
+        assert!(matches!(
+            store.get_stream("u/nobody", None).await.unwrap(),
+            Fetched::NotFound
+        ));
+    }
 
     #[tokio::test]
     async fn an_interrupted_write_is_rolled_forward_once_committed() {
