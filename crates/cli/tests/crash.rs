@@ -226,6 +226,12 @@ impl CrashRun {
                 acked_version,
             });
         }
+        // A download answers its first request before it is installed, and the install
+        // runs after that answer: a second request per user comes after it (the user's lock
+        // orders them), so the files are at rest when they are copied and checked.
+        for user in USERS {
+            self.recovery_read(&api, user).await;
+        }
         let local = checks::check_local_databases(&self.cellar.data_dir());
         assert!(
             local.problems.is_empty(),
