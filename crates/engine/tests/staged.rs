@@ -7,17 +7,14 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use cellar_engine::store::{ByteStream, ETag, Fetched, Listed, ObjectInfo, PutCondition};
+use cellar_engine::store::{Fault, Operation};
 use cellar_engine::{
-    ConflictPolicy, Engine, Error, MemoryStore, RawMetadata, S3Store, Store, SyncState, UserId,
+    ConflictPolicy, Engine, Error, MemoryStore, S3Store, Store, SyncState, UserId,
 };
 use cellar_testkit::S3Server;
 use common::*;
-use futures::StreamExt;
 
 /// `b`'s sync state on disk: what a restart would believe the local file is.
 fn saved_state(engine: &Engine, user: &UserId) -> Option<SyncState> {
@@ -141,79 +138,17 @@ fn a_crash_before_the_install_leaves_the_old_state_and_downloads_again() {
     });
 }
 
-/// A memory store whose streamed bodies can be cut off half way, as a dropped
-/// connection does.
-#[derive(Debug, Default)]
-struct CutOff {
-    inner: MemoryStore,
-    armed: AtomicBool,
-}
-
-#[async_trait]
-impl Store for CutOff {
-    async fn get(
-        &self,
-        key: &str,
-        inm: Option<&ETag>,
-    ) -> Result<Fetched, cellar_engine::store::StoreError> {
-        self.inner.get(key, inm).await
-    }
-    async fn get_stream(
-        &self,
-        key: &str,
-        inm: Option<&ETag>,
-    ) -> Result<Fetched<ByteStream>, cellar_engine::store::StoreError> {
-        let fetched = self.inner.get(key, inm).await?;
-        let Fetched::Found { info, body } = fetched else {
-            return Ok(fetched.into_stream());
-        };
-        if !self.armed.load(Ordering::SeqCst) {
-            return Ok(Fetched::Found { info, body }.into_stream());
-        }
-        let half = body.slice(..body.len() / 2);
-        let failure =
-            cellar_engine::store::StoreError::unavailable("get", key, "connection reset by peer");
-        let pieces = futures::stream::iter([Ok(half), Err(failure)]).boxed();
-        Ok(Fetched::Found { info, body: pieces })
-    }
-    async fn head(
-        &self,
-        key: &str,
-    ) -> Result<Option<ObjectInfo>, cellar_engine::store::StoreError> {
-        self.inner.head(key).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        metadata: RawMetadata,
-        condition: PutCondition,
-    ) -> Result<ETag, cellar_engine::store::StoreError> {
-        self.inner.put(key, body, metadata, condition).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<Listed>, cellar_engine::store::StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), cellar_engine::store::StoreError> {
-        self.inner.delete(key).await
-    }
-}
-
 #[tokio::test]
 async fn a_body_cut_off_half_way_is_refused_and_leaves_no_file() {
-    let store = Arc::new(CutOff::default());
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = engine(store.clone(), dirs[0].path(), ConflictPolicy::Strict, "a").await;
-    let b = engine(store.clone(), dirs[1].path(), ConflictPolicy::Strict, "b").await;
+    let Pair { store, a, b, .. } = pair(ConflictPolicy::Strict).await;
     let alice = user("alice");
     append(&a, &alice, 1).await.unwrap();
-    store.armed.store(true, Ordering::SeqCst);
+    store.inject(Operation::Get, Fault::CutOffBody);
     let err = b.status(&alice).await.unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
-    assert!(err.to_string().contains("connection reset"), "{err}");
+    assert!(err.to_string().contains("middle of the body"), "{err}");
     assert!(!b.layout().download_temp_path(&alice).exists());
     assert!(!b.layout().database_path(&alice).exists());
-    store.armed.store(false, Ordering::SeqCst);
     assert_eq!(values(&b, &alice).await, [1]);
 }
 

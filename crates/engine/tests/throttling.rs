@@ -83,9 +83,7 @@ async fn a_version_check_answered_429_once_is_retried_and_the_request_succeeds()
         return;
     };
     bounded(async {
-        let fixture = Fixture::open(upstream).await;
-        let alice = user("alice");
-        append(&fixture.engine, &alice, 1).await.unwrap();
+        let (fixture, alice) = Fixture::with_writes(upstream, 1).await;
         fixture
             .proxy
             .throttle(Method::GET, StatusCode::TOO_MANY_REQUESTS, Some(1));
@@ -116,9 +114,7 @@ async fn an_upload_answered_503_every_time_is_pending_after_the_bounded_retries(
         return;
     };
     bounded(async {
-        let fixture = Fixture::open(upstream).await;
-        let alice = user("alice");
-        append(&fixture.engine, &alice, 1).await.unwrap();
+        let (fixture, alice) = Fixture::with_writes(upstream, 1).await;
         fixture
             .proxy
             .throttle(Method::PUT, StatusCode::SERVICE_UNAVAILABLE, None);
@@ -185,9 +181,7 @@ async fn a_version_check_answered_503_every_time_fails_as_unavailable_and_change
         return;
     };
     bounded(async {
-        let fixture = Fixture::open(upstream).await;
-        let alice = user("alice");
-        append(&fixture.engine, &alice, 1).await.unwrap();
+        let (fixture, alice) = Fixture::with_writes(upstream, 1).await;
         fixture
             .proxy
             .throttle(Method::GET, StatusCode::SERVICE_UNAVAILABLE, None);
@@ -236,11 +230,7 @@ async fn upload_lands_after_two_refusals(
     status: StatusCode,
     earlier_writes: i64,
 ) {
-    let fixture = Fixture::open(upstream).await;
-    let alice = user("alice");
-    for value in 1..=earlier_writes {
-        append(&fixture.engine, &alice, value).await.unwrap();
-    }
+    let (fixture, alice) = Fixture::with_writes(upstream, earlier_writes).await;
     let uploads_before = fixture.engine.metrics().uploads.load(Ordering::Relaxed);
     fixture.proxy.throttle(Method::PUT, status, Some(2));
 
@@ -352,6 +342,16 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Opens both engines, then appends 1 to `writes` to alice's database, unthrottled.
+    async fn with_writes(upstream: Upstream, writes: i64) -> (Fixture, UserId) {
+        let fixture = Fixture::open(upstream).await;
+        let alice = user("alice");
+        for value in 1..=writes {
+            append(&fixture.engine, &alice, value).await.unwrap();
+        }
+        (fixture, alice)
+    }
+
     /// Opens both engines; the start-up probe goes through the proxy unthrottled.
     async fn open(upstream: Upstream) -> Fixture {
         let proxy = Proxy::start(&upstream.endpoint).await;

@@ -2,7 +2,8 @@
 //! preconditions, scripted (for exact tests) or at random rates (deterministic from a seed).
 //!
 //! "Dropped connection" is the nasty one: the write reaches the bucket but the answer is
-//! lost, so the engine cannot know whether it landed.
+//! lost, so the engine cannot know whether it landed. Its cousin for reads is a body cut
+//! off half way, after the answer looked fine.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -31,6 +33,9 @@ pub enum Fault {
     Precondition,
     /// The request is delayed, then proceeds.
     Latency(Duration),
+    /// A read is answered, and the connection breaks half way through the body (reads
+    /// only; a whole-body `get` fails, a streamed one fails after the first half).
+    CutOffBody,
 }
 
 /// Which store operation a scripted fault applies to.
@@ -157,6 +162,8 @@ impl<S: Store> FaultyStore<S> {
                 key: key.to_owned(),
             }),
             Some(Fault::DropAfterApplying) => Ok(After::Drop),
+            Some(Fault::CutOffBody) if operation == Operation::Get => Ok(After::CutOff),
+            Some(Fault::CutOffBody) => Ok(After::Keep),
             Some(Fault::RetriedAfterLanding) => Ok(After::RefuseRetry),
         }
     }
@@ -168,6 +175,7 @@ enum After {
     Keep,
     Drop,
     RefuseRetry,
+    CutOff,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -190,22 +198,59 @@ fn injected(operation: Operation, key: &str, what: &str) -> StoreError {
     }
 }
 
+/// What the caller sees of `answer` under `after`.
+fn answered<T>(
+    after: After,
+    operation: Operation,
+    key: &str,
+    answer: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match after {
+        After::Keep => answer,
+        After::Drop | After::CutOff => Err(injected(
+            operation,
+            key,
+            "connection dropped after the request was sent",
+        )),
+        After::RefuseRetry => Err(StoreError::PreconditionFailed {
+            key: key.to_owned(),
+        }),
+    }
+}
+
+/// The first `keep` bytes of `body`, then the connection breaks.
+fn cut_off(body: ByteStream, keep: u64, key: &str) -> ByteStream {
+    let failure = injected(
+        Operation::Get,
+        key,
+        "connection reset in the middle of the body",
+    );
+    futures::stream::unfold(
+        (Some(body), keep, Some(failure)),
+        |(body, left, failure)| async move {
+            let Some(mut body) = body.filter(|_| left > 0) else {
+                return failure.map(|failure| (Err(failure), (None, 0, None)));
+            };
+            match body.next().await {
+                Some(Ok(piece)) => {
+                    let taken =
+                        usize::try_from(left).map_or(piece.len(), |left| left.min(piece.len()));
+                    let rest = left - taken as u64;
+                    Some((Ok(piece.slice(..taken)), (Some(body), rest, failure)))
+                }
+                Some(Err(err)) => Some((Err(err), (None, 0, None))),
+                None => failure.map(|failure| (Err(failure), (None, 0, None))),
+            }
+        },
+    )
+    .boxed()
+}
+
 /// Runs `call` under the fault plan of `operation`.
 macro_rules! faulty {
     ($self:ident, $operation:expr, $key:expr, $call:expr) => {{
         let after = $self.before($operation, $key).await?;
-        let answer = $call.await;
-        match after {
-            After::Keep => answer,
-            After::Drop => Err(injected(
-                $operation,
-                $key,
-                "connection dropped after the request was sent",
-            )),
-            After::RefuseRetry => Err(StoreError::PreconditionFailed {
-                key: $key.to_owned(),
-            }),
-        }
+        answered(after, $operation, $key, $call.await)
     }};
 }
 
@@ -225,12 +270,15 @@ impl<S: Store> Store for FaultyStore<S> {
         key: &str,
         if_none_match: Option<&ETag>,
     ) -> Result<Fetched<ByteStream>, StoreError> {
-        faulty!(
-            self,
-            Operation::Get,
-            key,
-            self.inner.get_stream(key, if_none_match)
-        )
+        let after = self.before(Operation::Get, key).await?;
+        let answer = self.inner.get_stream(key, if_none_match).await;
+        match (after, answer) {
+            (After::CutOff, Ok(Fetched::Found { info, body })) => Ok(Fetched::Found {
+                body: cut_off(body, info.size / 2, key),
+                info,
+            }),
+            (after, answer) => answered(after, Operation::Get, key, answer),
+        }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
