@@ -114,14 +114,7 @@ async fn an_upload_answered_503_every_time_is_pending_after_the_bounded_retries(
         return;
     };
     bounded(async {
-        let (fixture, alice) = Fixture::with_writes(upstream, 1).await;
-        fixture
-            .proxy
-            .throttle(Method::PUT, StatusCode::SERVICE_UNAVAILABLE, None);
-
-        let started = Instant::now();
-        let err = append(&fixture.engine, &alice, 2).await.unwrap_err();
-        let elapsed = started.elapsed();
+        let (fixture, alice, err, elapsed) = write_while_refused(upstream, Method::PUT).await;
 
         match &err {
             Error::SyncPending {
@@ -181,14 +174,7 @@ async fn a_version_check_answered_503_every_time_fails_as_unavailable_and_change
         return;
     };
     bounded(async {
-        let (fixture, alice) = Fixture::with_writes(upstream, 1).await;
-        fixture
-            .proxy
-            .throttle(Method::GET, StatusCode::SERVICE_UNAVAILABLE, None);
-
-        let started = Instant::now();
-        let err = append(&fixture.engine, &alice, 2).await.unwrap_err();
-        let elapsed = started.elapsed();
+        let (fixture, alice, err, elapsed) = write_while_refused(upstream, Method::GET).await;
 
         assert!(
             matches!(
@@ -339,6 +325,21 @@ struct Fixture {
     reader: Engine,
     bucket: String,
     _dirs: [tempfile::TempDir; 2],
+}
+
+/// Alice at version 1, then every `method` answered 503 while she appends 2: the error
+/// and how long it took to come.
+async fn write_while_refused(
+    upstream: Upstream,
+    method: Method,
+) -> (Fixture, UserId, Error, Duration) {
+    let (fixture, alice) = Fixture::with_writes(upstream, 1).await;
+    fixture
+        .proxy
+        .throttle(method, StatusCode::SERVICE_UNAVAILABLE, None);
+    let started = Instant::now();
+    let err = append(&fixture.engine, &alice, 2).await.unwrap_err();
+    (fixture, alice, err, started.elapsed())
 }
 
 impl Fixture {
