@@ -282,6 +282,7 @@ impl Session {
                 warn!(user = %self.user, version = uploaded.version.get(), error = %err,
                     "uploaded, but the local commit failed; the next request downloads the upload");
                 self.guard.sync = None;
+                self.guard.staged = None; // its file is in doubt: never installed
             }
         }
         Ok(Finished::Landed(Committed {
@@ -301,7 +302,11 @@ impl Session {
     ) -> Result<Finished> {
         let version = self.base.version.next();
         image.stamp(version);
-        let bucket = self.guard.sync.clone().unwrap_or_default();
+        // What the bucket holds: a download not installed yet is not in `sync`.
+        let bucket = match &self.guard.staged {
+            Some(download) => download.state.clone(),
+            None => self.guard.sync.clone().unwrap_or_default(),
+        };
         let record = PendingUpload {
             version,
             base_etag: bucket.etag,

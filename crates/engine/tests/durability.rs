@@ -121,3 +121,32 @@ fn an_async_write_not_yet_uploaded_survives_a_restart() {
         assert_eq!(values(&restarted, &alice).await, [1, 2]);
     });
 }
+
+/// The first request after a download writes (`async`): its pending upload is built on
+/// the downloaded version, so it lands as the next version without a conflict, and the
+/// local copy is installed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_write_on_a_fresh_download_lands_on_the_downloaded_version() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let (writer_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer = engine(
+        store.clone(),
+        writer_dir.path(),
+        ConflictPolicy::Strict,
+        "w",
+    )
+    .await;
+    let alice = user("alice");
+    append(&writer, &alice, 1).await.unwrap();
+    append(&writer, &alice, 2).await.unwrap();
+    let engine = async_engine(store.clone(), dir.path()).await;
+    let committed = append(&engine, &alice, 3).await.unwrap();
+    assert_eq!(
+        (committed.version, committed.in_bucket),
+        (Version::new(3), false)
+    );
+    until_in_bucket(&engine, &alice, 3).await;
+    assert_eq!(values(&writer, &alice).await, [1, 2, 3]);
+    assert_eq!(engine.metrics().conflicts.load(Ordering::Relaxed), 0);
+    assert_eq!(values(&engine, &alice).await, [1, 2, 3]);
+}
