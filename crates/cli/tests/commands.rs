@@ -202,7 +202,7 @@ fn an_unreachable_store_exits_with_3() {
     let output = cellar.run(&["users"], &env);
     assert_exit(&output, 3);
     assert!(
-        stderr(&output).contains("cannot open the store s3://bucket/cellar-users"),
+        stderr(&output).contains("cannot list the users in the store s3://bucket/cellar-users"),
         "{}",
         stderr(&output)
     );

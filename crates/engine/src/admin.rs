@@ -1,14 +1,20 @@
 //! Operator actions on the bucket (the CLI's `users`, `status`, `pull`, `push`, `verify`).
-//! They go through the same user lock and the same checks as requests.
+//!
+//! The reading ones need nothing but the store: [`BucketReader`] opens no engine, so it
+//! works with read-only keys (an engine's start-up probe writes). `push` writes, and goes
+//! through the engine: the same user lock and the same checks as requests.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::checksum::check_body;
 use crate::engine::{Engine, blocking};
 use crate::error::{Error, Result};
+use crate::layout::Layout;
 use crate::metadata::SnapshotMetadata;
 use crate::snapshot::{Snapshot, looks_like_sqlite};
-use crate::store::{ETag, Fetched, Listed};
+use crate::store::{ETag, Fetched, Listed, Store};
 use crate::sync::upload::{self, UploadFailure, UploadPlan};
 use crate::sync::{pending, pull};
 use crate::{SyncState, UserId, Version};
@@ -24,7 +30,7 @@ pub struct RemoteDatabase {
     pub metadata: SnapshotMetadata,
 }
 
-/// What [`Engine::verify`] found about one user's object.
+/// What [`BucketReader::verify`] found about one user's object.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Verification {
     /// Whose database.
@@ -48,7 +54,27 @@ impl Verification {
     }
 }
 
-impl Engine {
+/// The bucket as an operator reads it: its users, their objects, checked.
+#[derive(Clone, Debug)]
+pub struct BucketReader {
+    store: Arc<dyn Store>,
+    layout: Layout,
+}
+
+impl BucketReader {
+    /// Reads `store`, with the keys of `layout` (only its prefix matters).
+    pub fn new(store: Arc<dyn Store>, layout: Layout) -> Self {
+        Self { store, layout }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// Every user with a database in the bucket, with its object size.
     pub async fn list_users(&self) -> Result<Vec<(UserId, u64)>> {
         let layout = self.layout();
@@ -114,6 +140,13 @@ impl Engine {
             integrity_ok,
             problems,
         }))
+    }
+}
+
+impl Engine {
+    /// The bucket this engine syncs with, for the operator's reads.
+    pub fn bucket_reader(&self) -> BucketReader {
+        BucketReader::new(Arc::clone(self.store()), self.layout().clone())
     }
 
     /// Uploads `image` (a SQLite database file) as `user`'s new version: one more than the

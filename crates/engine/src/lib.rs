@@ -44,7 +44,7 @@ mod tracked;
 mod user;
 mod version;
 
-pub use admin::{RemoteDatabase, Verification};
+pub use admin::{BucketReader, RemoteDatabase, Verification};
 pub use clock::{Clock, SystemClock};
 pub use config::{ConflictPolicy, Durability, EngineConfig, SizeThresholds};
 pub use engine::{DbStatus, Engine, EngineBuilder};

@@ -8,17 +8,27 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use cellar_engine::store::{ETag, Fetched, Listed, ObjectInfo, PutCondition, StoreError};
 use cellar_engine::{
-    ConflictPolicy, Engine, EngineConfig, Error, MemoryStore, RawMetadata, SizeThresholds, Store,
+    BucketReader, ConflictPolicy, Engine, EngineConfig, Error, MemoryStore, RawMetadata,
+    SizeThresholds, Store, Version,
 };
 use common::*;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-/// A store that accepts every write, ignoring its precondition (as some S3 clones do).
-#[derive(Debug, Default)]
-struct IgnoresConditions(MemoryStore);
+/// How [`Quirky`] departs from a well-behaved store.
+#[derive(Clone, Copy, Debug)]
+enum Quirk {
+    /// Accepts every write, ignoring its precondition (as some S3 clones do).
+    IgnoresConditions,
+    /// Refuses every write, as a bucket does to read-only keys.
+    ReadOnly,
+}
+
+/// A memory store with a quirk.
+#[derive(Debug)]
+struct Quirky(Arc<MemoryStore>, Quirk);
 
 #[async_trait::async_trait]
-impl Store for IgnoresConditions {
+impl Store for Quirky {
     async fn get(&self, key: &str, inm: Option<&ETag>) -> Result<Fetched, StoreError> {
         self.0.get(key, inm).await
     }
@@ -32,9 +42,10 @@ impl Store for IgnoresConditions {
         meta: RawMetadata,
         _: PutCondition,
     ) -> Result<ETag, StoreError> {
-        let condition = match self.0.head(key).await? {
-            Some(info) => PutCondition::Match(info.etag),
-            None => PutCondition::Create,
+        let condition = match (self.1, self.0.head(key).await?) {
+            (Quirk::ReadOnly, _) => return Err(access_denied("put", key)),
+            (Quirk::IgnoresConditions, Some(info)) => PutCondition::Match(info.etag),
+            (Quirk::IgnoresConditions, None) => PutCondition::Create,
         };
         self.0.put(key, body, meta, condition).await
     }
@@ -42,26 +53,67 @@ impl Store for IgnoresConditions {
         self.0.list(prefix).await
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.0.delete(key).await
+        match self.1 {
+            Quirk::ReadOnly => Err(access_denied("delete", key)),
+            Quirk::IgnoresConditions => self.0.delete(key).await,
+        }
     }
+}
+
+fn access_denied(operation: &'static str, key: &str) -> StoreError {
+    StoreError::unavailable(operation, key, "403 Forbidden (AccessDenied)")
+}
+
+fn ignores_conditions() -> Arc<Quirky> {
+    Arc::new(Quirky(Arc::default(), Quirk::IgnoresConditions))
+}
+
+/// Read-only keys cannot open an engine (its start-up probe writes), but they are enough
+/// for everything an operator reads: users, status, download, verify.
+#[tokio::test]
+async fn read_only_keys_read_the_bucket_without_an_engine() {
+    let objects = Arc::new(MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let writer = engine(objects.clone(), dir.path(), ConflictPolicy::Strict, "w").await;
+    let alice = user("alice");
+    append(&writer, &alice, 1).await.unwrap();
+    append(&writer, &alice, 2).await.unwrap();
+
+    let read_only: Arc<dyn Store> = Arc::new(Quirky(objects, Quirk::ReadOnly));
+    let cache = tempfile::tempdir().unwrap();
+    let err = Engine::open(
+        config(cache.path(), ConflictPolicy::Strict, "r"),
+        read_only.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("AccessDenied"), "{err}");
+
+    let reader = BucketReader::new(read_only, writer.layout().clone());
+    assert_eq!(reader.list_users().await.unwrap().len(), 1);
+    let status = reader.remote_status(&alice).await.unwrap().unwrap();
+    assert_eq!(status.metadata.version, Version::new(2));
+    let (metadata, body) = reader.download(&alice).await.unwrap().unwrap();
+    assert_eq!(
+        (metadata.version, body.len() as u64),
+        (Version::new(2), metadata.size)
+    );
+    assert!(reader.verify(&alice).await.unwrap().unwrap().ok());
 }
 
 #[tokio::test]
 async fn strict_and_rebase_are_refused_on_a_store_that_ignores_conditions() {
     let dir = tempfile::tempdir().unwrap();
     for policy in [ConflictPolicy::Strict, ConflictPolicy::Rebase] {
-        let err = Engine::open(
-            config(dir.path(), policy, "a"),
-            Arc::new(IgnoresConditions::default()),
-        )
-        .await
-        .unwrap_err();
+        let err = Engine::open(config(dir.path(), policy, "a"), ignores_conditions())
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
         assert!(err.to_string().contains("conditional writes"), "{err}");
     }
     let engine = Engine::open(
         config(dir.path(), ConflictPolicy::LastWriteWins, "a"),
-        Arc::new(IgnoresConditions::default()),
+        ignores_conditions(),
     )
     .await
     .unwrap();

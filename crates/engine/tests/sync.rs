@@ -31,7 +31,14 @@ async fn a_new_user_starts_empty_at_version_zero_and_uploads_nothing_until_it_wr
         (0, false, Version::ZERO)
     );
     assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), 0);
-    assert!(engine.remote_status(&alice).await.unwrap().is_none());
+    assert!(
+        engine
+            .bucket_reader()
+            .remote_status(&alice)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -64,7 +71,12 @@ async fn many_writes_in_one_request_make_one_upload_with_version_plus_one() {
     append(&engine, &alice, 7).await.unwrap();
     assert_eq!(remote_version(&engine, &alice).await, 2);
     assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed), 2);
-    let remote = engine.remote_status(&alice).await.unwrap().unwrap();
+    let remote = engine
+        .bucket_reader()
+        .remote_status(&alice)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(remote.metadata.writer, "a");
 }
 

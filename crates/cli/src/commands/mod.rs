@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cellar_engine::{Engine, Store, UserId};
+use cellar_engine::{BucketReader, Engine, Layout, Store, UserId};
 
 use crate::cli::{BucketCommand, Command, VerifyTarget};
 use crate::exit::Exit;
@@ -67,9 +67,21 @@ struct Bucket<'a> {
 }
 
 impl Bucket<'_> {
-    /// Opens the engine on the store.
+    /// Opens the engine on the store (for `push`: it writes).
     async fn open(&self) -> anyhow::Result<Engine> {
         open_engine(self.settings, self.cache).await
+    }
+
+    /// Reads the store without an engine: no start-up probe (it writes), so read-only
+    /// keys are enough for `users`, `status`, `pull` and `verify`.
+    fn reader(&self) -> anyhow::Result<BucketReader> {
+        let layout = Layout::new(self.cache, self.settings.store_url.prefix());
+        Ok(BucketReader::new(self.settings.open_store()?, layout))
+    }
+
+    /// The store, as the user configured it, for error messages.
+    fn url(&self) -> String {
+        self.settings.store_url.to_string()
     }
 
     /// The error for a user without a database in the store (exit status 1).

@@ -47,9 +47,9 @@ pub async fn run(
             path.display()
         );
     }
-    let engine = bucket.open().await?;
+    let reader = bucket.reader()?;
     let spinner = output.spinner(format!("downloading {user}"));
-    let downloaded = engine.download(user).await;
+    let downloaded = reader.download(user).await;
     spinner.finish_and_clear();
     let (metadata, bytes) = downloaded
         .with_context(|| format!("cannot download the database of user {user}"))?

@@ -37,8 +37,8 @@ impl Report for Status {
 
 /// Shows `user`'s object; a user without one is a failure (exit 1).
 pub async fn run(bucket: &Bucket<'_>, user: &UserId, output: Output) -> anyhow::Result<Exit> {
-    let engine = bucket.open().await?;
-    let remote = engine
+    let remote = bucket
+        .reader()?
         .remote_status(user)
         .await
         .with_context(|| format!("cannot read the status of user {user}"))?

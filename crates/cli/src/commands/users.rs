@@ -36,11 +36,11 @@ impl Report for Users {
 
 /// Lists the users in the store.
 pub async fn run(bucket: &Bucket<'_>, output: Output) -> anyhow::Result<Exit> {
-    let engine = bucket.open().await?;
-    let listed = engine
+    let listed = bucket
+        .reader()?
         .list_users()
         .await
-        .context("cannot list the users in the store")?;
+        .with_context(|| format!("cannot list the users in the store {}", bucket.url()))?;
     let users = listed
         .into_iter()
         .map(|(user, size_bytes)| User {

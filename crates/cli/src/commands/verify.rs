@@ -3,7 +3,7 @@
 //! store stops the run (exit 3).
 
 use anyhow::Context;
-use cellar_engine::{Engine, UserId, Verification};
+use cellar_engine::{BucketReader, UserId, Verification};
 use serde::Serialize;
 
 use super::Bucket;
@@ -82,14 +82,14 @@ pub async fn run(
     user: Option<UserId>,
     output: Output,
 ) -> anyhow::Result<Exit> {
-    let engine = bucket.open().await?;
+    let reader = bucket.reader()?;
     let users = match user {
         Some(user) => vec![user],
         None => {
-            let listed = engine
+            let listed = reader
                 .list_users()
                 .await
-                .context("cannot list the users in the store")?;
+                .with_context(|| format!("cannot list the users in the store {}", bucket.url()))?;
             listed.into_iter().map(|(user, _)| user).collect()
         }
     };
@@ -97,7 +97,7 @@ pub async fn run(
     let mut checks = Vec::with_capacity(users.len());
     for user in users {
         bar.set_message(user.to_string());
-        checks.push(check(&engine, user).await?);
+        checks.push(check(&reader, user).await?);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -117,8 +117,8 @@ pub async fn run(
 }
 
 /// Checks one user; only an unreachable store is an error.
-async fn check(engine: &Engine, user: UserId) -> anyhow::Result<UserCheck> {
-    let outcome = match engine.verify(&user).await {
+async fn check(reader: &BucketReader, user: UserId) -> anyhow::Result<UserCheck> {
+    let outcome = match reader.verify(&user).await {
         Ok(Some(verification)) => Outcome::Checked(verification),
         Ok(None) => Outcome::Unchecked {
             user_id: user.to_string(),

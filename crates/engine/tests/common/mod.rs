@@ -81,6 +81,7 @@ pub async fn values(engine: &Engine, user: &UserId) -> Vec<i64> {
 /// The version in the bucket's metadata for `user`.
 pub async fn remote_version(engine: &Engine, user: &UserId) -> u64 {
     engine
+        .bucket_reader()
         .remote_status(user)
         .await
         .unwrap()
