@@ -6,6 +6,7 @@
 #   scripts/bench.sh sync-check     reads with sync.version_check on vs off, folder and SeaweedFS
 #   scripts/bench.sh upload-bytes   bytes uploaded per 1-row update at 1, 16 and 64 MiB
 #   scripts/bench.sh cold-start     first request for a 256 MiB database vs a plain GET of it
+#   scripts/bench.sh cold-small     first requests of 1 000 users of 128 KiB on a fresh server
 #   scripts/bench.sh memory         server VmRSS after 10 000 distinct users were served
 #   scripts/bench.sh all            every scenario above, in that order
 #
@@ -20,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-cellar="$target/release/cellar"
+cellar="${CELLAR_BIN:-$target/release/cellar}" # CELLAR_BIN: another build, for A/B runs
 results="${BENCH_RESULTS:-$target/bench-results}"
 work=$(mktemp -d -t cellar-bench-XXXXXX)
 pids=()
@@ -203,6 +204,18 @@ cold_start() {
         "$work/pairs"
 }
 
+cold_small() {
+    local store=${STORE:-seaweedfs}
+    use_store "$store"
+    start_server small-writer
+    bench cold-small-preload --users 1000 --user-prefix small --preload-bytes 128KiB --requests 0 --concurrency 16
+    stop_server
+    start_server small-reader # a fresh data folder: every user's first request downloads
+    bench cold-small --users 1000 --user-prefix small --preload-bytes 128KiB --requests 0 --concurrency 16
+    stop_server
+    jq -r --arg store "$store" '"cold-small \($store): 1000 users of 128 KiB, 16 in flight: \(1000 / .setup.seconds | floor) first requests/s, p50 \(.setup.first_request_ms.p50) ms, p99 \(.setup.first_request_ms.p99) ms"' "$report"
+}
+
 memory() {
     use_store folder
     start_server memory
@@ -216,9 +229,9 @@ memory() {
 
 scenario=${1:-}
 case $scenario in
-read-heavy | write-heavy | sync-check | upload-bytes | cold-start | memory | all) ;;
+read-heavy | write-heavy | sync-check | upload-bytes | cold-start | cold-small | memory | all) ;;
 *)
-    sed -n '2,9p' "$0" >&2
+    sed -n '2,11p' "$0" >&2
     exit 2
     ;;
 esac
@@ -226,7 +239,7 @@ cargo build --release -q -p cellar-cli
 mkdir -p "$results"
 say "cellar bench on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -h | awk '/^Mem/ {print $2}') memory"
 if [[ $scenario == all ]]; then
-    for each in read_heavy write_heavy sync_check upload_bytes cold_start memory; do $each; done
+    for each in read_heavy write_heavy sync_check upload_bytes cold_start cold_small memory; do $each; done
 else
     "${scenario//-/_}"
 fi
