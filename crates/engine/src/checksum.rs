@@ -8,6 +8,10 @@
 //! byte is in; SHA-256 follows before the file is installed (see `sync::staged`). Objects
 //! without a CRC (uploaded before it existed) are checked against SHA-256 as they arrive.
 
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::Path;
+
 use crc_fast::{CrcAlgorithm, Digest as Crc};
 use sha2::{Digest, Sha256};
 
@@ -16,6 +20,16 @@ use crate::metadata::SnapshotMetadata;
 /// Hex SHA-256 of `bytes`, as carried in `cellar-sha256`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Hex SHA-256 of the file at `path`, read in pieces.
+pub fn sha256_of_file(path: &Path) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    io::copy(
+        &mut BufReader::with_capacity(1 << 20, File::open(path)?),
+        &mut hasher,
+    )?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Hex CRC-64/NVME of `bytes`, as carried in `cellar-crc64nvme`.
@@ -131,6 +145,15 @@ mod tests {
             writer: "test".into(),
             updated_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn a_file_hashes_like_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(sha256_of_file(&path).unwrap(), sha256_hex(&bytes));
     }
 
     #[test]

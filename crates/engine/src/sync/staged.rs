@@ -15,18 +15,17 @@
 //! its commit, so the check reads the bytes as downloaded.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 use tracing::{error, warn};
 
 use crate::UserId;
 use crate::cache::SlotState;
-use crate::checksum::BodyCheck;
+use crate::checksum::{BodyCheck, sha256_of_file};
 use crate::engine::{Shared, blocking};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -260,11 +259,7 @@ async fn discard(shared: &Shared, user: &UserId) {
 
 /// Hashes the file at `path` and compares with `expected`.
 fn check_sha256(path: &Path, expected: &str) -> std::result::Result<(), String> {
-    let file = File::open(path).map_err(|err| format!("{}: {err}", path.display()))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut BufReader::with_capacity(1 << 20, file), &mut hasher)
-        .map_err(|err| format!("{}: {err}", path.display()))?;
-    let actual = hex::encode(hasher.finalize());
+    let actual = sha256_of_file(path).map_err(|err| format!("{}: {err}", path.display()))?;
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
