@@ -17,6 +17,8 @@
 # that scripts/test.sh installs (or $CELLAR_VENV), started through the testkit.
 # STORE=folder runs cold-start on the folder store instead of SeaweedFS;
 # SYNC_CHECK_STORES=folder runs sync-check on the folder store only.
+# LINK_MIB_PER_S=N emulates a per-connection throughput limit like R2's: each connection to
+# SeaweedFS goes through a proxy that paces it to N MiB/s; curl's plain GET goes through it too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -49,17 +51,20 @@ wait_for_line() {
 }
 
 # start_seaweedfs: SeaweedFS on free loopback ports, kept until this script exits; sets
-# endpoint, bucket, region, access_key_id, secret_access_key.
+# endpoint, bucket, region, access_key_id, secret_access_key (and direct_endpoint, the server's
+# own, when LINK_MIB_PER_S puts a proxy at endpoint).
 start_seaweedfs() {
     [[ -n "${endpoint:-}" ]] && return 0
     cargo build --release -q -p cellar-testkit --example s3_server
     mkfifo "$work/s3.in"
-    "$target/release/examples/s3_server" seaweedfs <"$work/s3.in" >"$work/s3.out" 2>"$work/s3.log" &
+    local link=()
+    if [[ -n "${LINK_MIB_PER_S:-}" ]]; then link=(--link-mib-per-s "$LINK_MIB_PER_S"); fi
+    "$target/release/examples/s3_server" seaweedfs "${link[@]}" <"$work/s3.in" >"$work/s3.out" 2>"$work/s3.log" &
     pids+=("$!")
     exec 7>"$work/s3.in" # its stdin: the server lives while this stays open
     wait_for_line "$work/s3.out" '^ready$' "$!" || { cat "$work/s3.log" >&2; exit 1; }
     while IFS='=' read -r name value; do
-        case $name in endpoint | bucket | region | access_key_id | secret_access_key) declare -g "$name=$value" ;; esac
+        case $name in endpoint | direct_endpoint | bucket | region | access_key_id | secret_access_key) declare -g "$name=$value" ;; esac
     done <"$work/s3.out"
 }
 

@@ -19,6 +19,10 @@
 //! If a binary is missing, starting a server fails with an error that says to
 //! run `scripts/test.sh`.
 //!
+//! [`LimitedLink`] is a loopback proxy to put in front of a server: it paces
+//! each connection's downloads to a fixed rate, as real object stores limit
+//! each connection's throughput.
+//!
 //! # Process lifetime
 //!
 //! A server never outlives its test: dropping the [`S3Server`] (or calling
@@ -85,6 +89,10 @@ use object_store::client::{
 };
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
+
+mod link;
+
+pub use link::LimitedLink;
 
 /// How long a server may take to answer S3 requests after it was spawned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
