@@ -8,6 +8,7 @@
 //! byte is in; SHA-256 follows before the file is installed (see `sync::staged`). Objects
 //! without a CRC (uploaded before it existed) are checked against SHA-256 as they arrive.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
@@ -45,17 +46,33 @@ fn format_crc(crc: u64) -> String {
 /// The error says which one failed, with both values.
 pub fn check_body(metadata: &SnapshotMetadata, body: &[u8]) -> Result<(), String> {
     let mut check = BodyCheck::full(metadata);
-    check.update(body);
+    check.update(0, 0, body);
     check.finish().map(|_| ())
 }
 
-/// A body checked piece by piece as it arrives.
+/// A body checked piece by piece as it arrives, possibly in parts that arrive side by side.
+///
+/// The CRC is kept per part and the parts' CRCs are combined in order at the end (a CRC of
+/// two pieces follows from theirs), so parts may arrive in any order. SHA-256 has no such
+/// property: a check that includes it needs the pieces in order ([`BodyCheck::in_order`]).
 #[derive(Debug)]
 pub struct BodyCheck {
     expected_size: u64,
     received: u64,
-    crc: Option<(Crc, String)>,
-    sha256: Option<(Sha256, String)>,
+    /// The CRC of each part so far, and the expected CRC of the whole.
+    crc: Option<(PartCrcs, String)>,
+    sha256: Option<InOrderSha256>,
+}
+
+/// The CRC of each part so far and its length, by the part's first byte.
+type PartCrcs = BTreeMap<u64, (Crc, u64)>;
+
+#[derive(Debug)]
+struct InOrderSha256 {
+    hasher: Sha256,
+    /// The offset of the next byte it needs; a piece anywhere else spoils the check.
+    next: Option<u64>,
+    expected: String,
 }
 
 /// What [`BodyCheck::finish`] found in order.
@@ -84,19 +101,39 @@ impl BodyCheck {
             crc: metadata
                 .crc64nvme
                 .clone()
-                .map(|expected| (Crc::new(CrcAlgorithm::Crc64Nvme), expected)),
-            sha256: Some((Sha256::new(), metadata.sha256.clone())),
+                .map(|expected| (BTreeMap::new(), expected)),
+            sha256: Some(InOrderSha256 {
+                hasher: Sha256::new(),
+                next: Some(0),
+                expected: metadata.sha256.clone(),
+            }),
         }
     }
 
-    /// Adds the next piece of the body.
-    pub fn update(&mut self, piece: &[u8]) {
-        self.received += piece.len() as u64;
-        if let Some((crc, _)) = &mut self.crc {
+    /// True when the pieces must arrive in order (SHA-256 is among the checks).
+    pub fn in_order(&self) -> bool {
+        self.sha256.is_some()
+    }
+
+    /// Adds `piece`, found at `offset` of the body, in the part that starts at `part`.
+    /// The pieces of one part must come in order.
+    pub fn update(&mut self, part: u64, offset: u64, piece: &[u8]) {
+        let len = piece.len() as u64;
+        self.received += len;
+        if let Some((parts, _)) = &mut self.crc {
+            let (crc, part_len) = parts
+                .entry(part)
+                .or_insert_with(|| (Crc::new(CrcAlgorithm::Crc64Nvme), 0));
             crc.update(piece);
+            *part_len += len;
         }
-        if let Some((sha, _)) = &mut self.sha256 {
-            sha.update(piece);
+        if let Some(sha) = &mut self.sha256 {
+            if sha.next == Some(offset) {
+                sha.hasher.update(piece);
+                sha.next = Some(offset + len);
+            } else {
+                sha.next = None;
+            }
         }
     }
 
@@ -108,8 +145,10 @@ impl BodyCheck {
                 self.expected_size, self.received
             ));
         }
-        if let Some((crc, expected)) = self.crc {
-            let actual = format_crc(crc.finalize());
+        if let Some((parts, expected)) = self.crc {
+            let actual = combined_crc(parts)
+                .map(format_crc)
+                .ok_or("the parts received leave gaps or overlap")?;
             if !actual.eq_ignore_ascii_case(&expected) {
                 return Err(format!(
                     "cellar-crc64nvme says {expected} but the bytes received give {actual}"
@@ -117,16 +156,43 @@ impl BodyCheck {
             }
         }
         let sha256 = self.sha256.is_some();
-        if let Some((sha, expected)) = self.sha256 {
-            let actual = hex::encode(sha.finalize());
-            if !actual.eq_ignore_ascii_case(&expected) {
+        if let Some(sha) = self.sha256 {
+            if sha.next.is_none() {
+                return Err(
+                    "the body arrived out of order, so SHA-256 could not be checked".into(),
+                );
+            }
+            let actual = hex::encode(sha.hasher.finalize());
+            if !actual.eq_ignore_ascii_case(&sha.expected) {
                 return Err(format!(
-                    "cellar-sha256 says {expected} but the bytes received hash to {actual}"
+                    "cellar-sha256 says {} but the bytes received hash to {actual}",
+                    sha.expected
                 ));
             }
         }
         Ok(Checked { sha256 })
     }
+}
+
+/// The CRC of the whole body from its parts' CRCs; `None` unless the parts follow each
+/// other without gaps from the first byte.
+fn combined_crc(parts: PartCrcs) -> Option<u64> {
+    let mut whole: Option<(u64, u64)> = None; // (crc, length so far)
+    for (start, (crc, len)) in parts {
+        let crc = crc.finalize();
+        whole = Some(match whole {
+            None if start == 0 => (crc, len),
+            Some((so_far, end)) if start == end => (
+                crc_fast::checksum_combine(CrcAlgorithm::Crc64Nvme, so_far, crc, len),
+                end + len,
+            ),
+            _ => return None,
+        });
+    }
+    Some(whole.map_or_else(
+        || crc_fast::checksum(CrcAlgorithm::Crc64Nvme, b""),
+        |(crc, _)| crc,
+    ))
 }
 
 #[cfg(test)]
@@ -167,8 +233,8 @@ mod tests {
         let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let metadata = metadata_of(&body, true);
         let mut check = BodyCheck::full(&metadata);
-        for piece in body.chunks(7_919) {
-            check.update(piece);
+        for (i, piece) in body.chunks(7_919).enumerate() {
+            check.update(0, (i * 7_919) as u64, piece);
         }
         assert_eq!(check.finish(), Ok(Checked { sha256: true }));
     }
@@ -177,10 +243,10 @@ mod tests {
     fn arriving_bodies_are_checked_by_crc_when_there_is_one() {
         let body = b"SQLite format 3\0 and more".to_vec();
         let mut check = BodyCheck::arriving(&metadata_of(&body, true));
-        check.update(&body);
+        check.update(0, 0, &body);
         assert_eq!(check.finish(), Ok(Checked { sha256: false }));
         let mut check = BodyCheck::arriving(&metadata_of(&body, false));
-        check.update(&body);
+        check.update(0, 0, &body);
         assert_eq!(check.finish(), Ok(Checked { sha256: true }));
     }
 
@@ -208,5 +274,59 @@ mod tests {
                 .unwrap_err()
                 .contains("cellar-sha256")
         );
+    }
+
+    /// Feeds `body` as parts of `part` bytes, in the order `order` gives their indexes, each
+    /// part in pieces of 1 000 bytes.
+    fn in_parts(check: &mut BodyCheck, body: &[u8], part: usize, order: &[usize]) {
+        for &index in order {
+            let start = index * part;
+            let end = (start + part).min(body.len());
+            for piece_start in (start..end).step_by(1_000) {
+                let piece = &body[piece_start..(piece_start + 1_000).min(end)];
+                check.update(start as u64, piece_start as u64, piece);
+            }
+        }
+    }
+
+    #[test]
+    fn parts_arriving_in_any_order_give_the_crc_of_the_whole() {
+        let body: Vec<u8> = (0..25_000u32).map(|i| (i % 241) as u8).collect();
+        let metadata = metadata_of(&body, true);
+        let mut check = BodyCheck::arriving(&metadata);
+        assert!(!check.in_order());
+        in_parts(&mut check, &body, 10_000, &[2, 0, 1]);
+        assert_eq!(check.finish(), Ok(Checked { sha256: false }));
+    }
+
+    #[test]
+    fn a_missing_or_repeated_part_is_refused() {
+        let body: Vec<u8> = (0..25_000u32).map(|i| (i % 241) as u8).collect();
+        let metadata = metadata_of(&body, true);
+        let mut missing = BodyCheck::arriving(&metadata);
+        in_parts(&mut missing, &body, 10_000, &[0, 2]);
+        assert!(missing.finish().unwrap_err().contains("cellar-size"));
+        // The right size, but part 1 twice and part 2 never: the parts leave a gap.
+        let mut gap = BodyCheck::arriving(&metadata);
+        in_parts(&mut gap, &body, 10_000, &[0, 1]);
+        gap.update(10_000, 20_000, &body[10_000..15_000]);
+        let error = gap.finish().unwrap_err();
+        assert!(
+            error.contains("gaps") || error.contains("cellar-crc64nvme"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sha256_needs_the_pieces_in_order() {
+        let body: Vec<u8> = (0..25_000u32).map(|i| (i % 241) as u8).collect();
+        let metadata = metadata_of(&body, false);
+        let mut in_order = BodyCheck::arriving(&metadata);
+        assert!(in_order.in_order());
+        in_parts(&mut in_order, &body, 10_000, &[0, 1, 2]);
+        assert_eq!(in_order.finish(), Ok(Checked { sha256: true }));
+        let mut shuffled = BodyCheck::arriving(&metadata);
+        in_parts(&mut shuffled, &body, 10_000, &[1, 0, 2]);
+        assert!(shuffled.finish().unwrap_err().contains("out of order"));
     }
 }

@@ -126,6 +126,12 @@ pub struct EngineConfig {
     /// `version-compare-on-start`). Only benchmarks turn this off, to measure what the
     /// check costs: without it another instance's writes are not seen.
     pub version_check: bool,
+    /// How many parts of one download come side by side. A download of more than
+    /// `download_part_bytes` comes in parts of that size: stores such as R2 and S3 limit
+    /// what one connection carries. 1: one `GET` for the whole object.
+    pub download_parallelism: usize,
+    /// The size of one part of a download.
+    pub download_part_bytes: u64,
 }
 
 impl EngineConfig {
@@ -145,6 +151,8 @@ impl EngineConfig {
             max_conflict_retries: 16,
             min_upload_interval: std::time::Duration::ZERO,
             version_check: true,
+            download_parallelism: 8,
+            download_part_bytes: 8 << 20,
         }
     }
 }

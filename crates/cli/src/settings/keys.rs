@@ -157,6 +157,12 @@ pub const KEYS: &[Key] = &[
     Key::boolean("sync.version_check", |s, v| {
         parse_bool(v).map(|b| s.version_check = b)
     }),
+    Key::integer("sync.download_parallelism", |s, v| {
+        parse_positive(v).map(|n| s.download_parallelism = n)
+    }),
+    Key::integer("sync.download_part_bytes", |s, v| {
+        parse_positive(v).map(|n| s.download_part_bytes = n as u64)
+    }),
     Key::text("sync.durability", |s, v| {
         v.parse().map(|durability| s.durability = durability)
     }),

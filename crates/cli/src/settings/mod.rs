@@ -121,6 +121,11 @@ pub struct Settings {
     /// `sync.version_check`: check the bucket's version at every request start. For
     /// benchmarks only: off, this instance never sees other writers' uploads.
     pub version_check: bool,
+    /// `sync.download_parallelism`: how many parts of one download come side by side
+    /// (1: one `GET` for the whole object).
+    pub download_parallelism: usize,
+    /// `sync.download_part_bytes`: the size of one part of a download.
+    pub download_part_bytes: u64,
     /// `sync.durability`: acknowledge writes after the upload (`sync`) or after the local
     /// commit, uploading in the background (`async`).
     pub durability: Durability,
@@ -171,6 +176,7 @@ struct Entry {
 impl Settings {
     /// The embedded default: a local folder store, header auth on 127.0.0.1:8080.
     fn defaults() -> Self {
+        let engine_defaults = EngineConfig::new("");
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             data_dir: PathBuf::from("./cellar-data/local"),
@@ -182,6 +188,8 @@ impl Settings {
             size_thresholds: SizeThresholds::default(),
             min_upload_interval: Duration::ZERO,
             version_check: true,
+            download_parallelism: engine_defaults.download_parallelism,
+            download_part_bytes: engine_defaults.download_part_bytes,
             durability: Durability::default(),
             auth_mode: AuthKind::Header,
             jwt_secret: None,
@@ -293,6 +301,8 @@ impl Settings {
         config.size_thresholds = self.size_thresholds;
         config.min_upload_interval = self.min_upload_interval;
         config.version_check = self.version_check;
+        config.download_parallelism = self.download_parallelism;
+        config.download_part_bytes = self.download_part_bytes;
         config.durability = self.durability;
         config
     }

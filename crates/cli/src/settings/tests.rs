@@ -459,3 +459,35 @@ fn durability_is_sync_by_default_and_async_on_request() {
     assert!(err.contains("invalid value for sync.durability"), "{err}");
     assert!(err.contains("expected sync or async"), "{err}");
 }
+
+#[test]
+fn download_parts_reach_the_engine_and_refuse_zero() {
+    let defaults = Settings::load(&ConfigFile::Default, &env(&[]), &[])
+        .unwrap()
+        .engine_config();
+    assert_eq!(
+        (defaults.download_parallelism, defaults.download_part_bytes),
+        (8, 8 << 20)
+    );
+    let (_dir, config) = file("[sync]\ndownload_parallelism = 16\ndownload_part_bytes = 1048576\n");
+    let parts = |vars: &[(&str, &str)]| {
+        let engine = Settings::load(&config, &env(vars), &[])
+            .unwrap()
+            .engine_config();
+        (engine.download_parallelism, engine.download_part_bytes)
+    };
+    assert_eq!(parts(&[]), (16, 1 << 20));
+    assert_eq!(
+        parts(&[("CELLAR_SYNC_DOWNLOAD_PARALLELISM", "2")]),
+        (2, 1 << 20)
+    );
+    let err = load_err(
+        &ConfigFile::Default,
+        &env(&[("CELLAR_SYNC_DOWNLOAD_PART_BYTES", "0")]),
+        &[],
+    );
+    assert!(
+        err.contains("sync.download_part_bytes") && err.contains("at least 1"),
+        "{err}"
+    );
+}

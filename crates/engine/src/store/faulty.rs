@@ -6,6 +6,7 @@
 //! off half way, after the answer looked fine.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -167,6 +168,24 @@ impl<S: Store> FaultyStore<S> {
             Some(Fault::RetriedAfterLanding) => Ok(After::RefuseRetry),
         }
     }
+
+    /// A read whose body arrives as a stream: the fault due before it, and a body cut off
+    /// half way (half of `len`) when that is the fault.
+    async fn streamed(
+        &self,
+        key: &str,
+        answer: impl Future<Output = Result<Fetched<ByteStream>, StoreError>>,
+        len: impl Fn(&ObjectInfo) -> u64,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        let after = self.before(Operation::Get, key).await?;
+        match (after, answer.await) {
+            (After::CutOff, Ok(Fetched::Found { info, body })) => Ok(Fetched::Found {
+                body: cut_off(body, len(&info) / 2, key),
+                info,
+            }),
+            (after, answer) => answered(after, Operation::Get, key, answer),
+        }
+    }
 }
 
 /// What happens to an operation's answer after it ran.
@@ -270,15 +289,22 @@ impl<S: Store> Store for FaultyStore<S> {
         key: &str,
         if_none_match: Option<&ETag>,
     ) -> Result<Fetched<ByteStream>, StoreError> {
-        let after = self.before(Operation::Get, key).await?;
-        let answer = self.inner.get_stream(key, if_none_match).await;
-        match (after, answer) {
-            (After::CutOff, Ok(Fetched::Found { info, body })) => Ok(Fetched::Found {
-                body: cut_off(body, info.size / 2, key),
-                info,
-            }),
-            (after, answer) => answered(after, Operation::Get, key, answer),
-        }
+        let answer = self.inner.get_stream(key, if_none_match);
+        self.streamed(key, answer, |info| info.size).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        if_match: Option<&ETag>,
+        range: Range<u64>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        let len = |info: &ObjectInfo| info.size.min(range.end).saturating_sub(range.start);
+        let answer = self
+            .inner
+            .get_range(key, if_none_match, if_match, range.clone());
+        self.streamed(key, answer, len).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {

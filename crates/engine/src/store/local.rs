@@ -15,7 +15,8 @@
 //! (roll forward). An incoming file that does not match was never committed and is removed.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -216,7 +217,7 @@ impl ObjectFiles {
 const PIECE: u64 = 1 << 20;
 
 /// The rest of `file`, read piece by piece on the blocking pool as the stream is polled.
-fn read_in_pieces(file: File, key: String) -> ByteStream {
+fn read_in_pieces(file: impl Read + Send + 'static, key: String) -> ByteStream {
     futures::stream::try_unfold(Some(file), move |file| {
         let key = key.clone();
         async move {
@@ -287,6 +288,41 @@ impl Store for LocalStore {
             Fetched::Found { info, body } => Fetched::Found {
                 info,
                 body: read_in_pieces(body, key.to_owned()),
+            },
+            Fetched::NotFound => Fetched::NotFound,
+            Fetched::NotModified => Fetched::NotModified,
+        })
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        if_match: Option<&ETag>,
+        range: Range<u64>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        let (if_none_match, if_match) = (if_none_match.cloned(), if_match.cloned());
+        let opened = self
+            .blocking(key, "get", move |files| {
+                let opened = files.open_current(if_none_match.as_ref())?;
+                if let Fetched::Found { info, body } = &opened {
+                    if if_match.is_some_and(|etag| etag != info.etag) {
+                        return Ok(Err(()));
+                    }
+                    (&*body).seek(SeekFrom::Start(range.start))?;
+                }
+                Ok(Ok((opened, range.end.saturating_sub(range.start))))
+            })
+            .await?;
+        let Ok((opened, len)) = opened else {
+            return Err(StoreError::PreconditionFailed {
+                key: key.to_owned(),
+            });
+        };
+        Ok(match opened {
+            Fetched::Found { info, body } => Fetched::Found {
+                info,
+                body: read_in_pieces(body.take(len), key.to_owned()),
             },
             Fetched::NotFound => Fetched::NotFound,
             Fetched::NotModified => Fetched::NotModified,

@@ -13,6 +13,7 @@ mod probe;
 mod s3;
 
 use std::fmt;
+use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -153,6 +154,37 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(self.get(key, if_none_match).await?.into_stream())
     }
 
+    /// Reads the bytes of `range` of an object (clamped to its size; `info.size` is still
+    /// the whole object's), so that a large download can come in parts side by side. With
+    /// `if_none_match` it answers like [`Store::get`]; with `if_match` it refuses with
+    /// [`StoreError::PreconditionFailed`] if the object changed, so that parts fetched
+    /// apart all belong to the same object. This default reads the whole object.
+    async fn get_range(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        if_match: Option<&ETag>,
+        range: Range<u64>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        Ok(match self.get(key, if_none_match).await? {
+            Fetched::Found { info, .. } if if_match.is_some_and(|etag| *etag != info.etag) => {
+                return Err(StoreError::PreconditionFailed {
+                    key: key.to_owned(),
+                });
+            }
+            Fetched::Found { info, body } => {
+                let end = range.end.min(body.len() as u64);
+                let start = range.start.min(end);
+                Fetched::Found {
+                    info,
+                    body: body.slice(start as usize..end as usize),
+                }
+                .into_stream()
+            }
+            other => other.into_stream(),
+        })
+    }
+
     /// Reads an object's ETag and metadata, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
 
@@ -184,6 +216,17 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         if_none_match: Option<&ETag>,
     ) -> Result<Fetched<ByteStream>, StoreError> {
         (**self).get_stream(key, if_none_match).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        if_match: Option<&ETag>,
+        range: Range<u64>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        (**self)
+            .get_range(key, if_none_match, if_match, range)
+            .await
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         (**self).head(key).await

@@ -5,6 +5,7 @@
 //! `PutMode::Create` (`If-None-Match: *`) and `PutMode::Update` (`If-Match`).
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +95,9 @@ impl S3Store {
             }),
             Err(object_store::Error::NotFound { .. }) => Ok(Fetched::NotFound),
             Err(object_store::Error::NotModified { .. }) => Ok(Fetched::NotModified),
+            Err(object_store::Error::Precondition { .. }) => Err(StoreError::PreconditionFailed {
+                key: key.to_owned(),
+            }),
             Err(err) => Err(failure("get", key, err)),
         }
     }
@@ -103,6 +107,26 @@ impl S3Store {
             if_none_match: if_none_match.map(|etag| etag.0.clone()),
             ..GetOptions::default()
         }
+    }
+
+    /// A `GET` whose body is left to arrive as a stream.
+    async fn get_streaming(
+        &self,
+        key: &str,
+        options: GetOptions,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        Ok(match self.get_opts(key, options).await? {
+            Fetched::Found { info, body } => {
+                let key = key.to_owned();
+                let body = body
+                    .into_stream()
+                    .map(move |piece| piece.map_err(|err| failure("get", &key, err)))
+                    .boxed();
+                Fetched::Found { info, body }
+            }
+            Fetched::NotFound => Fetched::NotFound,
+            Fetched::NotModified => Fetched::NotModified,
+        })
     }
 }
 
@@ -166,21 +190,23 @@ impl Store for S3Store {
         key: &str,
         if_none_match: Option<&ETag>,
     ) -> Result<Fetched<ByteStream>, StoreError> {
-        match self
-            .get_opts(key, Self::conditional_get(if_none_match))
-            .await?
-        {
-            Fetched::Found { info, body } => {
-                let key = key.to_owned();
-                let body = body
-                    .into_stream()
-                    .map(move |piece| piece.map_err(|err| failure("get", &key, err)))
-                    .boxed();
-                Ok(Fetched::Found { info, body })
-            }
-            Fetched::NotFound => Ok(Fetched::NotFound),
-            Fetched::NotModified => Ok(Fetched::NotModified),
-        }
+        self.get_streaming(key, Self::conditional_get(if_none_match))
+            .await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        if_none_match: Option<&ETag>,
+        if_match: Option<&ETag>,
+        range: Range<u64>,
+    ) -> Result<Fetched<ByteStream>, StoreError> {
+        let options = GetOptions {
+            if_match: if_match.map(|etag| etag.0.clone()),
+            range: Some(range.into()),
+            ..Self::conditional_get(if_none_match)
+        };
+        self.get_streaming(key, options).await
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {

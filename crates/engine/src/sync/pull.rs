@@ -18,7 +18,7 @@ use crate::events::Event;
 use crate::local::{self, SyncState};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
-use crate::store::Fetched;
+use crate::store::{Fetched, StoreError};
 use crate::sync::pending;
 use crate::sync::staged::{self, Download};
 use crate::{Durability, UserId, Version};
@@ -49,16 +49,54 @@ pub(crate) async fn version_compare_on_start(
     compare(shared, user, slot).await.map(|state| (state, true))
 }
 
+/// How many times a download starts over when the object changes between its parts.
+const DOWNLOAD_TRIES: u32 = 3;
+
 /// The version check proper: one conditional `GET`, and a download if the bucket is newer.
+/// A download whose object changed while its parts came in starts over, for the newer one.
 async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<SyncState> {
     let started = Instant::now();
+    let mut tries = 1;
+    let outcome = loop {
+        match compare_once(shared, user, slot).await {
+            Err(Error::Store(StoreError::PreconditionFailed { key })) if tries < DOWNLOAD_TRIES => {
+                warn!(user = %user, key, tries, "the object changed while it was downloaded; starting over");
+                tries += 1;
+            }
+            Err(Error::Store(StoreError::PreconditionFailed { key })) => {
+                break Err(Error::Store(StoreError::unavailable(
+                    "get",
+                    &key,
+                    format!("the object changed {DOWNLOAD_TRIES} times while it was downloaded"),
+                )));
+            }
+            outcome => break outcome,
+        }
+    };
+    if shared.config.version_check {
+        shared.metrics.sync_in_latency.observe(started.elapsed());
+    }
+    outcome
+}
+
+/// One conditional `GET`: the whole object, or its first part when parts come side by side.
+async fn compare_once(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<SyncState> {
     let state = slot.sync.clone().unwrap_or_default();
     if !shared.config.version_check {
         return Ok(state);
     }
     let key = shared.layout.database_key(user);
-    let fetched = shared.store.get_stream(&key, state.etag.as_ref()).await?;
-    let outcome = match fetched {
+    let etag = state.etag.as_ref();
+    let first_part = shared.config.download_part_bytes;
+    let fetched = if shared.config.download_parallelism > 1 {
+        shared
+            .store
+            .get_range(&key, etag, None, 0..first_part)
+            .await?
+    } else {
+        shared.store.get_stream(&key, etag).await?
+    };
+    match fetched {
         Fetched::NotModified => Ok(state),
         Fetched::NotFound if state.version == Version::ZERO => Ok(state),
         Fetched::NotFound => Err(inconsistent(
@@ -75,14 +113,22 @@ async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result
             check_version(user, &key, &state, &remote)?;
             let new_state = SyncState {
                 version: remote.version,
-                etag: Some(info.etag),
+                etag: Some(info.etag.clone()),
                 updated_at: Some(remote.updated_at),
             };
             let writer = remote.writer.clone();
+            let first = if shared.config.download_parallelism > 1 {
+                0..first_part.min(info.size)
+            } else {
+                0..info.size
+            };
             let download = Download {
                 key,
+                etag: info.etag,
+                size: info.size,
                 metadata: remote,
                 state: new_state.clone(),
+                first,
                 body,
             };
             staged::stage(shared, user, slot, download).await?;
@@ -94,9 +140,7 @@ async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result
             });
             Ok(new_state)
         }
-    };
-    shared.metrics.sync_in_latency.observe(started.elapsed());
-    outcome
+    }
 }
 
 /// Refuses a download whose version is older than the local one (a stale read), logged

@@ -15,12 +15,14 @@
 //! its commit, so the check reads the bytes as downloaded.
 
 use std::fs::File;
-use std::io::Write;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use tokio::sync::mpsc::Sender;
 use tracing::{error, warn};
 
 use crate::UserId;
@@ -33,7 +35,7 @@ use crate::layout::Layout;
 use crate::local::{self, SyncState};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
-use crate::store::{ByteStream, ETag};
+use crate::store::{ByteStream, ETag, Fetched, Store, StoreError};
 
 /// Pieces of a download in flight between the network and the file.
 const PIECES_IN_FLIGHT: usize = 32;
@@ -58,61 +60,83 @@ enum Sha256Check {
     Failed(String),
 }
 
+/// A newer object on its way in.
+pub(crate) struct Download {
+    /// Its key.
+    pub key: String,
+    /// Its ETag: the other parts are read only while the object still has it.
+    pub etag: ETag,
+    /// Its size, as the store gave it.
+    pub size: u64,
+    /// Its metadata (already checked to be newer than what was seen).
+    pub metadata: SnapshotMetadata,
+    /// The state the local copy will be at.
+    pub state: SyncState,
+    /// The bytes the first `GET` asked for (the whole object, or its first part).
+    pub first: Range<u64>,
+    /// Those bytes, arriving.
+    pub body: ByteStream,
+}
+
+/// One piece of a download: where it goes in the file, and the part it came in.
+struct Piece {
+    part: u64,
+    offset: u64,
+    bytes: Bytes,
+}
+
 /// Writes a download to the user's download file as it arrives, checking it on the way
 /// (the fast check of [`BodyCheck::arriving`]; every checksum for an object whose SHA-256
-/// failed here before). On success the download is staged in `slot`.
+/// failed here before). The rest of a large object comes in parts side by side, each
+/// written where it belongs (see [`parts_after`]). On success the download is staged in
+/// `slot`. [`StoreError::PreconditionFailed`] means the object changed between its parts.
 pub(crate) async fn stage(
     shared: &Shared,
     user: &UserId,
     slot: &mut SlotState,
     download: Download,
 ) -> Result<()> {
-    let Download {
-        key,
-        metadata,
-        state,
-        mut body,
-    } = download;
     slot.conn = None;
     slot.staged = None;
-    let distrusted =
-        matches!((&slot.distrusted, &state.etag), (Some(bad), Some(etag)) if bad == etag);
-    let mut check = if distrusted {
-        BodyCheck::full(&metadata)
+    let distrusted = matches!((&slot.distrusted, &download.state.etag),
+        (Some(bad), Some(etag)) if bad == etag);
+    let check = if distrusted {
+        BodyCheck::full(&download.metadata)
     } else {
-        BodyCheck::arriving(&metadata)
+        BodyCheck::arriving(&download.metadata)
     };
-    let layout = shared.layout.clone();
-    let owned = user.clone();
-    let (pieces, mut arriving) = tokio::sync::mpsc::channel::<Bytes>(PIECES_IN_FLIGHT);
-    let writer = tokio::task::spawn_blocking(move || -> Result<BodyCheck> {
-        fsutil::remove_if_exists(&layout.download_journal_path(&owned))?;
-        let path = layout.download_temp_path(&owned);
-        std::fs::create_dir_all(layout.user_dir(&owned)).map_err(Error::io(&path))?;
-        let mut file = File::create(&path).map_err(Error::io(&path))?;
-        while let Some(piece) = arriving.blocking_recv() {
-            check.update(&piece);
-            file.write_all(&piece).map_err(Error::io(&path))?;
-        }
-        Ok(check)
-    });
-    let mut received = Ok(0u64);
-    while let Some(piece) = body.next().await {
-        match piece {
-            Ok(piece) => {
-                let len = piece.len() as u64;
-                if pieces.send(piece).await.is_err() {
-                    break; // the writer failed: its error is the answer
-                }
-                received = received.map(|total| total + len);
-            }
-            Err(err) => {
-                received = Err(err);
-                break;
-            }
-        }
-    }
-    drop(pieces);
+    let parallelism = if check.in_order() {
+        1
+    } else {
+        shared.config.download_parallelism.max(1)
+    };
+    let (pieces, arriving) = tokio::sync::mpsc::channel::<Piece>(PIECES_IN_FLIGHT);
+    let writer = write_pieces(shared.layout.clone(), user.clone(), check, arriving);
+    let Download {
+        key,
+        etag,
+        size,
+        metadata,
+        state,
+        first,
+        body,
+    } = download;
+    let rest = parts_after(
+        first.end,
+        size,
+        shared.config.download_part_bytes,
+        parallelism,
+    );
+    let received = fetch_parts(
+        shared,
+        &key,
+        &etag,
+        (first, body),
+        rest,
+        parallelism,
+        pieces,
+    )
+    .await;
     let written = writer
         .await
         .map_err(|join| Error::Work(format!("writing a download failed: {join}").into()));
@@ -154,16 +178,128 @@ pub(crate) async fn stage(
     Ok(())
 }
 
-/// A newer object on its way in.
-pub(crate) struct Download {
-    /// Its key.
-    pub key: String,
-    /// Its metadata (already checked to be newer than what was seen).
-    pub metadata: SnapshotMetadata,
-    /// The state the local copy will be at.
-    pub state: SyncState,
-    /// Its body.
-    pub body: ByteStream,
+/// The ranges still to fetch after the first `GET` brought `0..fetched` of `size` bytes:
+/// parts of `part_bytes` when they can come side by side, else one range. Stores such as
+/// R2 and S3 limit what one connection carries, so parts side by side are what makes a
+/// large download as fast as the link.
+pub(crate) fn parts_after(
+    fetched: u64,
+    size: u64,
+    part_bytes: u64,
+    parallelism: usize,
+) -> Vec<Range<u64>> {
+    if fetched >= size {
+        return Vec::new();
+    }
+    if parallelism <= 1 {
+        return std::iter::once(fetched..size).collect();
+    }
+    let step = part_bytes.max(1);
+    (fetched..size)
+        .step_by(usize::try_from(step).unwrap_or(usize::MAX))
+        .map(|start| start..(start + step).min(size))
+        .collect()
+}
+
+/// The blocking writer of a download: each piece where it belongs in the download file,
+/// checked on the way. Returns the check, to be finished once every piece is in.
+fn write_pieces(
+    layout: Layout,
+    user: UserId,
+    mut check: BodyCheck,
+    mut arriving: tokio::sync::mpsc::Receiver<Piece>,
+) -> tokio::task::JoinHandle<Result<BodyCheck>> {
+    tokio::task::spawn_blocking(move || {
+        fsutil::remove_if_exists(&layout.download_journal_path(&user))?;
+        let path = layout.download_temp_path(&user);
+        std::fs::create_dir_all(layout.user_dir(&user)).map_err(Error::io(&path))?;
+        let file = File::create(&path).map_err(Error::io(&path))?;
+        while let Some(Piece {
+            part,
+            offset,
+            bytes,
+        }) = arriving.blocking_recv()
+        {
+            check.update(part, offset, &bytes);
+            file.write_all_at(&bytes, offset)
+                .map_err(Error::io(&path))?;
+        }
+        Ok(check)
+    })
+}
+
+/// Brings in the first part's body and the `rest`, `parallelism` parts at a time, each
+/// read only while the object keeps `etag`. Returns the bytes received. The pieces go to
+/// the writer; if it fails, sending stops and its error is the answer.
+async fn fetch_parts(
+    shared: &Shared,
+    key: &str,
+    etag: &ETag,
+    (first, body): (Range<u64>, ByteStream),
+    rest: Vec<Range<u64>>,
+    parallelism: usize,
+    pieces: Sender<Piece>,
+) -> std::result::Result<u64, StoreError> {
+    let mut parts = vec![pump(first.start, body, pieces.clone()).boxed()];
+    for range in rest {
+        let part = fetch_part(
+            Arc::clone(&shared.store),
+            key.to_owned(),
+            etag.clone(),
+            range,
+            pieces.clone(),
+        );
+        parts.push(part.boxed());
+    }
+    drop(pieces); // the parts hold the senders: the writer ends when the last part does
+    futures::stream::iter(parts)
+        .buffer_unordered(parallelism)
+        .try_fold(0, |total, part| std::future::ready(Ok(total + part)))
+        .await
+}
+
+/// One part after the first: a ranged `GET` that holds only while the object keeps `etag`.
+async fn fetch_part(
+    store: Arc<dyn Store>,
+    key: String,
+    etag: ETag,
+    range: Range<u64>,
+    pieces: Sender<Piece>,
+) -> std::result::Result<u64, StoreError> {
+    match store
+        .get_range(&key, None, Some(&etag), range.clone())
+        .await?
+    {
+        Fetched::Found { body, .. } => pump(range.start, body, pieces).await,
+        Fetched::NotFound | Fetched::NotModified => Err(StoreError::PreconditionFailed { key }),
+    }
+}
+
+/// Sends a part's pieces to the writer, each with its place in the file; returns how many
+/// bytes came.
+async fn pump(
+    part: u64,
+    mut body: ByteStream,
+    pieces: Sender<Piece>,
+) -> std::result::Result<u64, StoreError> {
+    let mut offset = part;
+    while let Some(piece) = body.next().await {
+        let bytes = piece?;
+        let len = bytes.len() as u64;
+        if pieces
+            .send(Piece {
+                part,
+                offset,
+                bytes,
+            })
+            .await
+            .is_err()
+        {
+            break; // the writer failed: its error is the answer
+        }
+        offset += len;
+    }
+    Ok(offset - part)
 }
 
 impl StagedDownload {
