@@ -10,6 +10,10 @@
 //!   final list lies in the versions (local_version, remote_version] of a logged
 //!   `cellar::conflict` warning: no overwrite went unlogged.
 //!
+//! Every download comes in parts of 4 KiB (`sync.download_part_bytes`), so under the race
+//! objects change between the parts of a download: the later parts are refused
+//! (`If-Match`) and the download starts over.
+//!
 //! Quick by default (200 writes per run); the full run (1 000 writes per run) is
 //! `CELLAR_RELIABILITY_FULL=1 cargo test -p cellar-cli --test race -- --nocapture`.
 
@@ -53,7 +57,10 @@ async fn race(name: &str, cellar: &Cellar, policy: &str, user: &str) -> Race {
     let started = Instant::now();
     let name = format!("{name}-{policy}");
     let seed = run_seed(&format!("race[{name}]"));
-    let env = [("CELLAR_SYNC_CONFLICT", policy)];
+    let env = [
+        ("CELLAR_SYNC_CONFLICT", policy),
+        ("CELLAR_SYNC_DOWNLOAD_PART_BYTES", "4096"),
+    ];
     let mut servers = [
         Server::start(cellar, &["--data-dir", &format!("local-{policy}-a")], &env),
         Server::start(cellar, &["--data-dir", &format!("local-{policy}-b")], &env),
@@ -130,6 +137,7 @@ impl Race {
             "reads_checked": self.ledger.reads.len(),
             "final_version": self.remote.version,
             "stale_reads_caught": self.ledger.stale_reads(),
+            "downloads_started_over": self.logs.matches("the object changed while it was downloaded").count(),
             "seconds": self.elapsed.as_secs_f64().round(),
         });
         if let (Some(figures), Some(extra)) = (figures.as_object_mut(), extra.as_object()) {
