@@ -128,22 +128,29 @@ write_heavy() {
 }
 
 sync_check() {
-    local rounds=3
+    local rounds=4
     for store in ${SYNC_CHECK_STORES:-folder seaweedfs}; do
         use_store "$store"
         local reports=()
-        # Alternating on/off runs: a shared machine drifts, so single runs mislead.
+        # Alternating on/off runs: a shared machine drifts, so single runs mislead. The
+        # order flips every round (on first, then off first): the first run of a pair was
+        # seen to be slower, whichever it was.
         for round in $(seq $rounds); do
-            for check in true false; do
+            local order=(true false)
+            ((round % 2 == 0)) && order=(false true)
+            declare -A pair=()
+            for check in "${order[@]}"; do
                 # The same local copies for every run: with the check off, nothing is downloaded.
                 start_server "sync-check-$store" CELLAR_SYNC_VERSION_CHECK="$check"
                 bench "sync-check-$store-$check-$round" --users 100 --concurrency 16 --duration 10 --write-ratio 0
-                reports+=("$report")
+                pair[$check]=$report
                 stop_server
             done
+            reports+=("${pair[true]}" "${pair[false]}")
+            unset pair
         done
         jq -rs --arg store "$store" '
-            def median: sort | .[length / 2 | floor];
+            def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
             [range(0; length; 2) as $i | {on: .[$i].throughput, off: .[$i + 1].throughput}] as $rounds
             | "sync-check \($store): on \($rounds | map(.on) | median | floor) reads/s, off \($rounds | map(.off) | median | floor) reads/s, on/off \($rounds | map(.on / .off * 1000 | round / 1000) | tostring) median \($rounds | map(.on / .off) | median * 1000 | round / 1000) (target >= 0.8 on the folder store)"' \
             "${reports[@]}"
@@ -202,7 +209,7 @@ cold_start() {
     done
     say "  runs (seconds: cold start, GET, GET to a file): $(jq -c '[.cold, .get, .stored]' "$work/pairs" | tr '\n' ' ')"
     jq -rs --arg store "$store" --argjson size "$size" '
-        def median: sort | .[length / 2 | floor];
+        def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
         (map(.cold) | median) as $cold | (map(.get) | median) as $plain
         | (map(.get / .cold) | median) as $ratio
         | "cold-start \($store), \($size / 1048576 | floor) MiB: first request \($cold) s (\($size / 1048576 / $cold | floor) MiB/s), plain GET \($plain) s (\($size / 1048576 / $plain | floor) MiB/s), ratio \(($ratio * 1000 | round) / 1000) (target >= 0.8; median of \(length) paired runs, each between \(map(.get / .cold) | min * 100 | round / 100) and \(map(.get / .cold) | max * 100 | round / 100)); server peak RSS \(map(.peak_rss_kib) | max / 1024 | floor) MiB; against the same GET written to a file (\(map(.stored) | median) s): \((map(.stored / .cold) | median * 1000 | round) / 1000)"' \
