@@ -167,13 +167,16 @@ impl EngineBuilder {
 
     /// Probes the store, refuses unsafe combinations, finishes pending uploads left by an
     /// earlier run, and returns the engine.
-    pub async fn open(self) -> Result<Engine> {
+    pub async fn open(mut self) -> Result<Engine> {
         let layout = Layout::new(&self.config.data_dir, &self.config.prefix);
         fs::create_dir_all(layout.data_dir()).map_err(Error::io(layout.data_dir()))?;
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let capabilities =
             crate::store::probe(self.store.as_ref(), &layout.probe_key(&nonce)).await?;
         check_capabilities(&capabilities, self.config.conflict)?;
+        if !capabilities.reads_ranges {
+            self.config.download_parallelism = 1;
+        }
         let (events, _) = broadcast::channel(1024);
         let sql_policy = self.effective_policy();
         let engine = Engine {

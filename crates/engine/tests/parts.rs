@@ -39,6 +39,8 @@ struct Watched {
     in_flight: Arc<AtomicUsize>,
     most_at_once: Arc<AtomicUsize>,
     before_a_later_part: tokio::sync::Mutex<Option<Hook>>,
+    /// Answers every ranged read as a store without ranges would.
+    refuses_ranges: bool,
 }
 
 struct Hook(BoxFuture<'static, ()>);
@@ -50,18 +52,25 @@ impl std::fmt::Debug for Hook {
 }
 
 impl Watched {
-    fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+    fn new(inner: Arc<dyn Store>, refuses_ranges: bool) -> Arc<Self> {
         Arc::new(Self {
             inner,
             ranges: Mutex::new(Vec::new()),
             in_flight: Arc::new(AtomicUsize::new(0)),
             most_at_once: Arc::new(AtomicUsize::new(0)),
             before_a_later_part: tokio::sync::Mutex::new(None),
+            refuses_ranges,
         })
     }
 
     fn ranges(&self) -> Vec<Range<u64>> {
         self.ranges.lock().unwrap().clone()
+    }
+
+    /// Forgets the reads so far (the start-up probe's).
+    fn forget(&self) {
+        self.ranges.lock().unwrap().clear();
+        self.most_at_once.store(0, Ordering::SeqCst);
     }
 }
 
@@ -94,6 +103,13 @@ impl Store for Watched {
         range: Range<u64>,
     ) -> Result<Fetched<ByteStream>, StoreError> {
         self.ranges.lock().unwrap().push(range.clone());
+        if self.refuses_ranges {
+            return Err(StoreError::unavailable(
+                "get",
+                key,
+                "206 expected, 200 received: this store ignores Range",
+            ));
+        }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_at_once.fetch_max(now, Ordering::SeqCst);
         let guard = InFlight(Arc::clone(&self.in_flight));
@@ -158,8 +174,12 @@ struct Setup {
 }
 
 async fn setup(store: Arc<dyn Store>, parallelism: usize) -> Setup {
+    setup_on(Watched::new(store, false), parallelism).await
+}
+
+async fn setup_on(watched: Arc<Watched>, parallelism: usize) -> Setup {
+    let store = watched.inner.clone();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let watched = Watched::new(store.clone());
     let a = Engine::open(parts_config(dirs[0].path(), "a", parallelism), store)
         .await
         .unwrap();
@@ -169,6 +189,7 @@ async fn setup(store: Arc<dyn Store>, parallelism: usize) -> Setup {
     )
     .await
     .unwrap();
+    watched.forget();
     Setup {
         a,
         b,
@@ -275,6 +296,21 @@ async fn a_download_comes_in_parts_from_moto() {
 #[tokio::test]
 async fn with_parallelism_one_a_download_is_one_get() {
     let Setup { a, b, watched, .. } = setup(Arc::new(MemoryStore::new()), 1).await;
+    let alice = user("alice");
+    let size = a_megabyte(&a, &alice).await;
+    assert_eq!(rows(&b, &alice).await, 30);
+    assert_eq!(b.metrics().bytes_downloaded.load(Ordering::Relaxed), size);
+    assert!(watched.ranges().is_empty(), "{:?}", watched.ranges());
+}
+
+/// A store that does not serve ranges (the start-up probe finds out) gets whole downloads.
+#[tokio::test]
+async fn a_store_without_ranges_gets_one_get_per_download() {
+    let watched = Watched::new(Arc::new(MemoryStore::new()), true);
+    let Setup { a, b, watched, .. } = setup_on(watched, 4).await;
+    assert!(a.capabilities().reads_ranges);
+    assert!(!b.capabilities().reads_ranges);
+    assert!(b.capabilities().detects_conflicts());
     let alice = user("alice");
     let size = a_megabyte(&a, &alice).await;
     assert_eq!(rows(&b, &alice).await, 30);

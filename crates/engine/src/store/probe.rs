@@ -2,8 +2,11 @@
 //!
 //! Some S3-compatible stores silently ignore `If-Match` or `If-None-Match`. Without them
 //! conflicts are invisible, so the engine asks once, on a scratch key, and says so loudly.
+//! It also asks for a range of the object: downloads come in ranged parts where the store
+//! serves them, and whole where it does not.
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 
 use super::{ETag, Fetched, PutCondition, Store, StoreError};
 use crate::metadata::RawMetadata;
@@ -17,6 +20,8 @@ pub struct StoreCapabilities {
     pub refuses_stale_match: bool,
     /// `If-None-Match: *` on an existing key is refused.
     pub refuses_create_over_existing: bool,
+    /// A ranged `GET` with `If-Match` brings exactly the bytes asked for.
+    pub reads_ranges: bool,
 }
 
 impl StoreCapabilities {
@@ -25,9 +30,9 @@ impl StoreCapabilities {
         self.refuses_stale_match && self.refuses_create_over_existing
     }
 
-    /// Everything Cellar relies on works.
+    /// Everything Cellar relies on works, and ranged reads too.
     pub fn all(&self) -> bool {
-        self.metadata_round_trips && self.detects_conflicts()
+        self.metadata_round_trips && self.detects_conflicts() && self.reads_ranges
     }
 }
 
@@ -79,6 +84,7 @@ async fn run(store: &dyn Store, key: &str) -> Result<StoreCapabilities, StoreErr
             PutCondition::Match(current),
         )
         .await?;
+    let reads_ranges = reads_ranges(store, key).await;
     // `first` is stale now: the object was replaced at least once since.
     let refuses_stale_match = refused(
         store
@@ -94,6 +100,32 @@ async fn run(store: &dyn Store, key: &str) -> Result<StoreCapabilities, StoreErr
         metadata_round_trips,
         refuses_stale_match,
         refuses_create_over_existing,
+        reads_ranges,
+    })
+}
+
+/// Bytes 6..9 of the current object ("thr" of "probe three") by a ranged `GET` with
+/// `If-Match`. Any failure counts as "no": the store was answering a moment ago, and a store
+/// that cannot serve ranges still serves whole objects.
+async fn reads_ranges(store: &dyn Store, key: &str) -> bool {
+    let Ok(Some(current)) = store.head(key).await else {
+        return false;
+    };
+    let read = async {
+        match store
+            .get_range(key, None, Some(&current.etag), 6..9)
+            .await?
+        {
+            Fetched::Found { info, body } => {
+                let pieces: Vec<Bytes> = body.try_collect().await?;
+                Ok(info.size == 11 && pieces.concat() == b"thr")
+            }
+            _ => Ok(false),
+        }
+    };
+    read.await.unwrap_or_else(|err: StoreError| {
+        tracing::warn!(error = %err, "the object store does not serve ranged reads: downloads come whole");
+        false
     })
 }
 
