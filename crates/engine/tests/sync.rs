@@ -4,6 +4,7 @@
 mod common;
 mod scenarios;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -189,4 +190,31 @@ async fn restoring_identical_content_never_lets_a_stale_writer_move_the_version_
 #[tokio::test]
 async fn a_corrupted_download_is_refused_and_nothing_is_installed() {
     scenarios::corrupted_download_is_refused(Arc::new(MemoryStore::new()), "alice").await;
+}
+
+/// Issue 5, item 7: a read asks the store one thing, the version check, and a write one
+/// more, its upload; nothing else (no `HEAD`, no listing) on the request path.
+#[tokio::test]
+async fn a_read_asks_the_store_once_and_a_write_once_more() {
+    use common::watched::Watched;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let store = Arc::new(MemoryStore::new());
+    let a = engine(store.clone(), dirs[0].path(), ConflictPolicy::Strict, "a").await;
+    let watched = Watched::new(store, false);
+    let b = engine(watched.clone(), dirs[1].path(), ConflictPolicy::Strict, "b").await;
+    watched.forget();
+    let alice = user("alice");
+    append(&a, &alice, 1).await.unwrap();
+
+    assert_eq!(values(&b, &alice).await, [1], "a download");
+    for _ in 0..10 {
+        assert_eq!(values(&b, &alice).await, [1]);
+    }
+    let reads = BTreeMap::from([("get_range", 11)]);
+    assert_eq!(watched.calls(), reads, "one conditional GET per read");
+
+    watched.forget();
+    append(&b, &alice, 2).await.unwrap();
+    let write = BTreeMap::from([("get_range", 1), ("put", 1)]);
+    assert_eq!(watched.calls(), write, "the version check and one upload");
 }

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 #![allow(dead_code)]
 
+pub mod watched;
+
 use std::path::Path;
 use std::sync::Arc;
 
