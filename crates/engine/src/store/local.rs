@@ -440,6 +440,22 @@ fn list_metas(root: &Path, prefix: &str) -> io::Result<Vec<Listed>> {
 mod tests {
     use super::*;
 
+    /// A folder store in a fresh temporary folder, holding `u/db` = "one"; with its ETag.
+    async fn holding_one() -> (tempfile::TempDir, LocalStore, ETag) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let etag = store
+            .put(
+                "u/db",
+                Bytes::from_static(b"one"),
+                RawMetadata::new(),
+                PutCondition::Create,
+            )
+            .await
+            .unwrap();
+        (dir, store, etag)
+    }
+
     /// A body of a few pieces streams back whole and in order, and keeps being the
     /// version it was when the read began even if a write replaces it meanwhile.
     #[tokio::test]
@@ -494,17 +510,7 @@ mod tests {
     /// holding the object's lock does not hold up the readers whose copy is current.
     #[tokio::test]
     async fn not_modified_is_answered_while_a_write_holds_the_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::new(dir.path());
-        let etag = store
-            .put(
-                "u/db",
-                Bytes::from_static(b"one"),
-                RawMetadata::new(),
-                PutCondition::Create,
-            )
-            .await
-            .unwrap();
+        let (_dir, store, etag) = holding_one().await;
         let writer = store.files("u/db").unwrap().lock_exclusive().unwrap();
         let checks = async {
             let whole = store.get_stream("u/db", Some(&etag)).await.unwrap();
@@ -526,17 +532,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_interrupted_write_is_rolled_forward_once_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::new(dir.path());
-        let first = store
-            .put(
-                "u/db",
-                Bytes::from_static(b"one"),
-                RawMetadata::new(),
-                PutCondition::Create,
-            )
-            .await
-            .unwrap();
+        let (_dir, store, first) = holding_one().await;
         let files = store.files("u/db").unwrap();
         // Simulate a crash after the metadata rename and before the body rename.
         let meta = MetaFile {
@@ -555,17 +551,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_uncommitted_incoming_body_is_discarded() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::new(dir.path());
-        let etag = store
-            .put(
-                "u/db",
-                Bytes::from_static(b"one"),
-                RawMetadata::new(),
-                PutCondition::Create,
-            )
-            .await
-            .unwrap();
+        let (_dir, store, etag) = holding_one().await;
         let files = store.files("u/db").unwrap();
         fs::write(&files.incoming, b"half-written").unwrap();
         assert_eq!(store.head("u/db").await.unwrap().unwrap().etag, etag);
