@@ -21,7 +21,7 @@ mod settings;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -31,7 +31,11 @@ use crate::settings::{Environment, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The keys are listed from the settings' own table, so `--help` cannot miss one.
+    let matches = Cli::command()
+        .after_long_help(settings::keys_help())
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     init_tracing(&cli.command);
     let output = Output::new(cli.json);
     let exit = match run(cli, output).await {

@@ -207,3 +207,28 @@ fn an_unreachable_store_exits_with_3() {
         stderr(&output)
     );
 }
+
+#[test]
+fn help_lists_every_configuration_key_with_its_variable() {
+    let cellar = Cellar::new();
+    let output = cellar.run(&["--help"], &[]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (key, var) in [
+        ("server.listen", "CELLAR_SERVER_LISTEN"),
+        ("store.url", "CELLAR_STORE_URL"),
+        ("sync.conflict", "CELLAR_SYNC_CONFLICT"),
+        (
+            "sync.download_parallelism",
+            "CELLAR_SYNC_DOWNLOAD_PARALLELISM",
+        ),
+        ("limits.query_timeout_ms", "CELLAR_LIMITS_QUERY_TIMEOUT_MS"),
+        ("faults.seed", "CELLAR_FAULTS_SEED"),
+    ] {
+        let line = help
+            .lines()
+            .find(|line| line.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("{key} is not in --help:\n{help}"));
+        assert!(line.contains(var), "{line}");
+    }
+}

@@ -206,6 +206,27 @@ pub const KEYS: &[Key] = &[
     }),
 ];
 
+/// Every key with its environment variable and the kind of value it takes, for
+/// `cellar --help`.
+pub fn help() -> String {
+    let width = KEYS.iter().map(|key| key.name.len()).max().unwrap_or(0);
+    let lines: Vec<String> = KEYS
+        .iter()
+        .map(|key| {
+            format!(
+                "  {:width$}  {} ({})",
+                key.name,
+                key.env_var(),
+                key.kind.describe()
+            )
+        })
+        .collect();
+    format!(
+        "Configuration keys (cellar.toml: [section] key = value; environment: CELLAR_*):\n{}",
+        lines.join("\n")
+    )
+}
+
 /// The key called `name`.
 pub fn find(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|key| key.name == name)

@@ -24,6 +24,7 @@ use cellar_engine::{
 use cellar_server::{AuthMode, Limits, ServerOptions};
 
 pub use error::{ConfigError, Source};
+pub use keys::help as keys_help;
 pub use store_url::StoreUrl;
 
 use keys::{ENV_PREFIX, Raw};
