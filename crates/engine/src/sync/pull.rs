@@ -87,14 +87,12 @@ async fn compare_once(shared: &Shared, user: &UserId, slot: &mut SlotState) -> R
     }
     let key = shared.layout.database_key(user);
     let etag = state.etag.as_ref();
-    let first_part = shared.config.download_part_bytes;
-    let fetched = if shared.config.download_parallelism > 1 {
-        shared
-            .store
-            .get_range(&key, etag, None, 0..first_part)
-            .await?
-    } else {
-        shared.store.get_stream(&key, etag).await?
+    // In parts side by side, the first `GET` asks for the first part only.
+    let first_part =
+        (shared.config.download_parallelism > 1).then_some(shared.config.download_part_bytes);
+    let fetched = match first_part {
+        Some(part) => shared.store.get_range(&key, etag, None, 0..part).await?,
+        None => shared.store.get_stream(&key, etag).await?,
     };
     match fetched {
         Fetched::NotModified => Ok(state),
@@ -117,11 +115,7 @@ async fn compare_once(shared: &Shared, user: &UserId, slot: &mut SlotState) -> R
                 updated_at: Some(remote.updated_at),
             };
             let writer = remote.writer.clone();
-            let first = if shared.config.download_parallelism > 1 {
-                0..first_part.min(info.size)
-            } else {
-                0..info.size
-            };
+            let first = 0..first_part.map_or(info.size, |part| part.min(info.size));
             let download = Download {
                 key,
                 etag: info.etag,
