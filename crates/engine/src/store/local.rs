@@ -308,25 +308,23 @@ impl Store for LocalStore {
         if self.unchanged(key, if_none_match)? {
             return Ok(Fetched::NotModified);
         }
-        let (if_none_match, if_match) = (if_none_match.cloned(), if_match.cloned());
+        let (start, len) = (range.start, range.end.saturating_sub(range.start));
+        let if_none_match = if_none_match.cloned();
         let opened = self
             .blocking(key, "get", move |files| {
                 let opened = files.open_current(if_none_match.as_ref())?;
-                if let Fetched::Found { info, body } = &opened {
-                    if if_match.is_some_and(|etag| etag != info.etag) {
-                        return Ok(Err(()));
-                    }
-                    (&*body).seek(SeekFrom::Start(range.start))?;
+                if let Fetched::Found { body, .. } = &opened {
+                    (&*body).seek(SeekFrom::Start(start))?;
                 }
-                Ok(Ok((opened, range.end.saturating_sub(range.start))))
+                Ok(opened)
             })
             .await?;
-        let Ok((opened, len)) = opened else {
-            return Err(StoreError::PreconditionFailed {
-                key: key.to_owned(),
-            });
-        };
         Ok(match opened {
+            Fetched::Found { info, .. } if if_match.is_some_and(|etag| *etag != info.etag) => {
+                return Err(StoreError::PreconditionFailed {
+                    key: key.to_owned(),
+                });
+            }
             Fetched::Found { info, body } => Fetched::Found {
                 info,
                 body: read_in_pieces(body.take(len), key.to_owned()),
