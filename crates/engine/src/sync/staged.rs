@@ -171,7 +171,7 @@ pub(crate) async fn stage(
         }
     };
     slot.staged = Some(StagedDownload {
-        etag: state.etag.clone().unwrap_or_else(|| ETag(String::new())),
+        etag,
         state,
         sha256,
     });
@@ -182,12 +182,7 @@ pub(crate) async fn stage(
 /// parts of `part_bytes` when they can come side by side, else one range. Stores such as
 /// R2 and S3 limit what one connection carries, so parts side by side are what makes a
 /// large download as fast as the link.
-pub(crate) fn parts_after(
-    fetched: u64,
-    size: u64,
-    part_bytes: u64,
-    parallelism: usize,
-) -> Vec<Range<u64>> {
+fn parts_after(fetched: u64, size: u64, part_bytes: u64, parallelism: usize) -> Vec<Range<u64>> {
     if fetched >= size {
         return Vec::new();
     }
