@@ -12,7 +12,7 @@
 //!
 //! Every download comes in parts of 4 KiB (`sync.download_part_bytes`), so under the race
 //! objects change between the parts of a download: the later parts are refused
-//! (`If-Match`) and the download starts over.
+//! (`If-Match`) and the download is made again whole.
 //!
 //! Quick by default (200 writes per run); the full run (1 000 writes per run) is
 //! `CELLAR_RELIABILITY_FULL=1 cargo test -p cellar-cli --test race -- --nocapture`.

@@ -49,29 +49,18 @@ pub(crate) async fn version_compare_on_start(
     compare(shared, user, slot).await.map(|state| (state, true))
 }
 
-/// How many times a download starts over when the object changes between its parts.
-const DOWNLOAD_TRIES: u32 = 3;
-
 /// The version check proper: one conditional `GET`, and a download if the bucket is newer.
-/// A download whose object changed while its parts came in starts over, for the newer one.
+/// A download whose object changed between its parts (a later part refused with 412) is
+/// thrown away and made again as ONE whole `GET`: one answer is always one version of the
+/// object, so a user written faster than its parts arrive still gets in.
 async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<SyncState> {
     let started = Instant::now();
-    let mut tries = 1;
-    let outcome = loop {
-        match compare_once(shared, user, slot).await {
-            Err(Error::Store(StoreError::PreconditionFailed { key })) if tries < DOWNLOAD_TRIES => {
-                warn!(user = %user, key, tries, "the object changed while it was downloaded; starting over");
-                tries += 1;
-            }
-            Err(Error::Store(StoreError::PreconditionFailed { key })) => {
-                break Err(Error::Store(StoreError::unavailable(
-                    "get",
-                    &key,
-                    format!("the object changed {DOWNLOAD_TRIES} times while it was downloaded"),
-                )));
-            }
-            outcome => break outcome,
+    let outcome = match compare_once(shared, user, slot, Parts::SideBySide).await {
+        Err(Error::Store(StoreError::PreconditionFailed { key })) => {
+            warn!(user = %user, key, "the object changed while it was downloaded; downloading it whole");
+            compare_once(shared, user, slot, Parts::Whole).await
         }
+        outcome => outcome,
     };
     if shared.config.version_check {
         shared.metrics.sync_in_latency.observe(started.elapsed());
@@ -79,8 +68,22 @@ async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result
     outcome
 }
 
+/// How a download comes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// In parts side by side, as configured (`sync.download_parallelism`).
+    SideBySide,
+    /// In one `GET`.
+    Whole,
+}
+
 /// One conditional `GET`: the whole object, or its first part when parts come side by side.
-async fn compare_once(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<SyncState> {
+async fn compare_once(
+    shared: &Shared,
+    user: &UserId,
+    slot: &mut SlotState,
+    parts: Parts,
+) -> Result<SyncState> {
     let state = slot.sync.clone().unwrap_or_default();
     if !shared.config.version_check {
         return Ok(state);
@@ -88,8 +91,8 @@ async fn compare_once(shared: &Shared, user: &UserId, slot: &mut SlotState) -> R
     let key = shared.layout.database_key(user);
     let etag = state.etag.as_ref();
     // In parts side by side, the first `GET` asks for the first part only.
-    let first_part =
-        (shared.config.download_parallelism > 1).then_some(shared.config.download_part_bytes);
+    let first_part = (parts == Parts::SideBySide && shared.config.download_parallelism > 1)
+        .then_some(shared.config.download_part_bytes);
     let fetched = match first_part {
         Some(part) => shared.store.get_range(&key, etag, None, 0..part).await?,
         None => shared.store.get_stream(&key, etag).await?,

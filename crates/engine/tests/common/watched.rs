@@ -17,8 +17,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 
 /// A store that counts the calls made of it, records its ranged reads (how many, how
-/// many at once), and can run a hook before the first read of a later part (to change
-/// the object under a download).
+/// many at once), and can run a hook before every read of a later part (to change the
+/// object under a download).
 #[derive(Debug)]
 pub struct Watched {
     pub inner: Arc<dyn Store>,
@@ -26,12 +26,13 @@ pub struct Watched {
     ranges: Mutex<Vec<Range<u64>>>,
     in_flight: Arc<AtomicUsize>,
     pub most_at_once: Arc<AtomicUsize>,
-    pub before_a_later_part: tokio::sync::Mutex<Option<Hook>>,
+    pub before_later_parts: std::sync::Mutex<Option<Hook>>,
     /// Answers every ranged read as a store without ranges would.
     refuses_ranges: bool,
 }
 
-pub struct Hook(pub BoxFuture<'static, ()>);
+/// Makes the work to run before a read of a later part, once per read.
+pub struct Hook(pub Box<dyn FnMut() -> BoxFuture<'static, ()> + Send>);
 
 impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +48,7 @@ impl Watched {
             ranges: Mutex::new(Vec::new()),
             in_flight: Arc::new(AtomicUsize::new(0)),
             most_at_once: Arc::new(AtomicUsize::new(0)),
-            before_a_later_part: tokio::sync::Mutex::new(None),
+            before_later_parts: std::sync::Mutex::new(None),
             refuses_ranges,
         })
     }
@@ -116,8 +117,13 @@ impl Store for Watched {
         self.most_at_once.fetch_max(now, Ordering::SeqCst);
         let guard = InFlight(Arc::clone(&self.in_flight));
         if if_match.is_some() {
-            let hook = self.before_a_later_part.lock().await.take();
-            if let Some(Hook(hook)) = hook {
+            let hook = self
+                .before_later_parts
+                .lock()
+                .unwrap()
+                .as_mut()
+                .map(|Hook(make)| make());
+            if let Some(hook) = hook {
                 hook.await;
             }
             // Long enough for the other parts to be asked for meanwhile.
