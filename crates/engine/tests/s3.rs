@@ -16,7 +16,8 @@ async fn all_scenarios_on(kind: S3Kind) {
     let store: Arc<dyn Store> = Arc::new(S3Store::from_object_store(server.object_store()));
     scenarios::second_instance_reads_first_ones_write(store.clone(), "reader").await;
     scenarios::restored_content_never_moves_the_version_back(store.clone(), "restored").await;
-    scenarios::corrupted_download_is_refused(store, "corrupted").await;
+    scenarios::corrupted_download_is_refused(store.clone(), "corrupted").await;
+    scenarios::foreign_empty_object_is_refused_by_name(store, "foreign").await;
 }
 
 #[tokio::test]

@@ -192,6 +192,16 @@ async fn a_corrupted_download_is_refused_and_nothing_is_installed() {
     scenarios::corrupted_download_is_refused(Arc::new(MemoryStore::new()), "alice").await;
 }
 
+#[tokio::test]
+async fn a_foreign_empty_object_is_refused_by_name_on_the_folder_store() {
+    let root = tempfile::tempdir().unwrap();
+    scenarios::foreign_empty_object_is_refused_by_name(
+        Arc::new(LocalStore::new(root.path())),
+        "alice",
+    )
+    .await;
+}
+
 /// Issue 5, item 7: a read asks the store one thing, the version check, and a write one
 /// more, its upload; nothing else (no `HEAD`, no listing) on the request path.
 #[tokio::test]

@@ -15,8 +15,8 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, GetResult, ObjectStore,
-    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, GetRange, GetResult,
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
 };
 use tracing::warn;
 
@@ -79,12 +79,28 @@ impl S3Store {
     }
 
     /// A `GET` with `options`; the body is left to arrive.
+    ///
+    /// S3 answers 416 to any range of an empty object, even one from byte 0, where HTTP
+    /// allows nothing else to be meant: such a `GET` is made again without the range, so
+    /// an empty object reads as one (and names what is wrong with it) instead of failing.
     async fn get_opts(
         &self,
         key: &str,
         options: GetOptions,
     ) -> Result<Fetched<GetResult>, StoreError> {
-        match self.inner.get_opts(&Path::from(key), options).await {
+        let path = Path::from(key);
+        let whole = matches!(options.range, Some(GetRange::Bounded(ref range)) if range.start == 0)
+            .then(|| GetOptions {
+                range: None,
+                ..options.clone()
+            });
+        let answer = match (self.inner.get_opts(&path, options).await, whole) {
+            (Err(err), Some(whole)) if range_not_satisfiable(&err) => {
+                self.inner.get_opts(&path, whole).await
+            }
+            (answer, _) => answer,
+        };
+        match answer {
             Ok(result) => Ok(Fetched::Found {
                 info: ObjectInfo {
                     etag: ETag(result.meta.e_tag.clone().unwrap_or_default()),
@@ -128,6 +144,13 @@ impl S3Store {
             Fetched::NotModified => Fetched::NotModified,
         })
     }
+}
+
+/// Whether the store answered 416. `object_store` keeps the status in a type of its own
+/// that is not public, so its text is what says so.
+fn range_not_satisfiable(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::Generic { .. })
+        && err.to_string().contains("416 Range Not Satisfiable")
 }
 
 /// A failed request: logged in full, and summed up for whoever gets the error.

@@ -123,3 +123,33 @@ pub async fn corrupted_download_is_refused(store: Arc<dyn Store>, name: &str) {
     assert!(err.to_string().contains("cellar-sha256"), "{err}");
     only_v1_installed();
 }
+
+/// Something other than Cellar left an empty object at a user's key: the request is
+/// refused naming the metadata it lacks (S3 answers 416 to a range of an empty object;
+/// the version check's ranged `GET` must not report that as the store being down), and
+/// the object is left alone.
+pub async fn foreign_empty_object_is_refused_by_name(store: Arc<dyn Store>, name: &str) {
+    let (a, _b, _dirs) = two(&store).await;
+    let alice = user(name);
+    let key = a.layout().database_key(&alice);
+    store
+        .put(
+            &key,
+            bytes::Bytes::new(),
+            Default::default(),
+            PutCondition::Create,
+        )
+        .await
+        .unwrap();
+    let err = append(&a, &alice, 1).await.unwrap_err();
+    assert!(
+        matches!(err, cellar_engine::Error::Inconsistent { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("metadata key cellar-version is missing"),
+        "{err}"
+    );
+    assert_eq!(store.head(&key).await.unwrap().unwrap().size, 0);
+}
