@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use cellar_engine::store::{Fault, Operation};
 use cellar_engine::{
@@ -59,6 +60,48 @@ async fn the_first_request_runs_on_the_download_which_is_installed_after_it() {
     assert_eq!(saved_state(&b, &alice).unwrap().version.get(), 2);
     let session = b.begin(&alice).await.unwrap();
     assert_eq!(session.file_path(), layout.database_path(&alice));
+    assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
+}
+
+/// SHA-256 and fsync of a download run off the user's lock: while they are held back,
+/// later reads run on the download without waiting and nothing is installed; a write
+/// waits for them before its upload, and everything is installed once they are done.
+#[tokio::test]
+async fn requests_run_on_the_download_while_its_checks_run_and_a_write_waits_for_them() {
+    let (Pair { a, b, .. }, alice) = written_by_a().await;
+    let layout = b.layout().clone();
+    let held = cellar_engine::crash::checks::hold(&layout.download_temp_path(&alice));
+    assert_eq!(values(&b, &alice).await, [1, 2]);
+    for _ in 0..3 {
+        let session = tokio::time::timeout(Duration::from_secs(10), b.begin(&alice))
+            .await
+            .expect("a read waited for the download's checks")
+            .unwrap();
+        assert_eq!(session.file_path(), layout.download_temp_path(&alice));
+        assert_eq!(session.base().version.get(), 2);
+        drop(session);
+    }
+    assert_eq!(
+        saved_state(&b, &alice),
+        None,
+        "nothing installed while checks run"
+    );
+    assert!(!layout.database_path(&alice).exists());
+    let writer = b.clone();
+    let writes_for = alice.clone();
+    let write = tokio::spawn(async move { append(&writer, &writes_for, 3).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        values(&a, &alice).await,
+        [1, 2],
+        "uploaded before SHA-256 passed"
+    );
+    drop(held);
+    assert_eq!(write.await.unwrap().unwrap().version.get(), 3);
+    b.settle().await;
+    assert_eq!(saved_state(&b, &alice).unwrap().version.get(), 3);
+    assert_eq!(count_rows(&layout.database_path(&alice)), 3);
+    assert!(!layout.download_temp_path(&alice).exists());
     assert_eq!(b.metrics().downloads.load(Ordering::Relaxed), 1);
 }
 

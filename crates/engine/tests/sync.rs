@@ -163,6 +163,7 @@ async fn a_download_never_pairs_the_new_file_with_the_old_hot_journal() {
         .await
         .unwrap();
     assert_eq!(filler.value, 0);
+    a.settle().await; // the install, once the download's checks are done
     assert!(!dir_a.path().join("alice/database.sqlite-journal").exists());
     assert!(cellar_engine::is_intact(&local_db));
 }

@@ -21,15 +21,15 @@ pub(crate) async fn finish_pending(
     user: &UserId,
     slot: &mut SlotState,
 ) -> Result<()> {
-    // A download staged by the previous holder of the lock is installed first: the
-    // pending write may have been committed on it.
-    staged::finish_staged(shared, user, slot).await;
     let layout = shared.layout.clone();
     let owned = user.clone();
     let Some((record, mut image)) = blocking(move || PendingUpload::load(&layout, &owned)).await?
     else {
         return Ok(());
     };
+    // A download staged by the previous holder of the lock is installed first: the
+    // pending write may have been committed on it.
+    staged::finish_staged(shared, user, slot).await;
     let key = shared.layout.database_key(user);
     let still_pending = |source| Error::EarlierWritePending {
         user: user.clone(),

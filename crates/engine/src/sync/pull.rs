@@ -31,7 +31,7 @@ pub(crate) async fn version_compare_on_start(
     user: &UserId,
     slot: &mut SlotState,
 ) -> Result<(SyncState, bool)> {
-    staged::finish_staged(shared, user, slot).await;
+    staged::finish_settled(shared, user, slot).await;
     load_state(shared, user, slot).await?;
     if shared.config.durability == Durability::Async
         && let Some(local) = pending::pending_version(shared, user).await?
@@ -84,7 +84,11 @@ async fn compare_once(
     slot: &mut SlotState,
     parts: Parts,
 ) -> Result<SyncState> {
-    let state = slot.sync.clone().unwrap_or_default();
+    // A download still being checked is what the request would run on: its version is the base.
+    let state = match &slot.staged {
+        Some(staged) => staged.state.clone(),
+        None => slot.sync.clone().unwrap_or_default(),
+    };
     if !shared.config.version_check {
         return Ok(state);
     }

@@ -3,16 +3,19 @@
 //! A newer object is written to `database.sqlite.download` as it arrives and checked on the
 //! way against `cellar-crc64nvme` (objects without one: `cellar-sha256`), so the file is
 //! complete and checked when the body's last byte is in. The request that asked for it runs
-//! on that file right away. Installing it is what takes time on a large database and is
-//! done after that request, by whoever holds the user's lock next (a task is started for
-//! it when the request ends): SHA-256 of the file, fsync, rename into place with the old
-//! companions removed (invariant 5: the local file is only ever replaced by a checked,
-//! fsynced file), and only then the sync state on disk. A crash before that leaves the old
-//! file and the old state, so the next request downloads again.
+//! on that file right away.
+//!
+//! What takes time on a large database, SHA-256 of the file and its fsync, starts then on
+//! the blocking pool, off the user's lock: requests that come meanwhile run on the download
+//! too (their version check asks with the download's ETag). Once those checks are done,
+//! whoever holds the lock next installs it (a task is started for it when a request ends):
+//! rename into place with the old companions removed (invariant 5: the local file is only
+//! ever replaced by a checked, fsynced file), and only then the sync state on disk. A crash
+//! before that leaves the old file and the old state, so the next request downloads again.
 //!
 //! A request that writes on a staged download waits for the SHA-256 check before it
-//! uploads anything built on it. Its connection does not spill pages into the file before
-//! its commit, so the check reads the bytes as downloaded.
+//! uploads anything built on it. Connections do not spill pages into the file before their
+//! commit, so the check reads the bytes as downloaded.
 
 use std::fs::File;
 use std::ops::Range;
@@ -21,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc::Sender;
 use tracing::{error, warn};
@@ -41,23 +45,28 @@ use crate::store::{ByteStream, ETag, Fetched, Store, StoreError};
 const PIECES_IN_FLIGHT: usize = 32;
 
 /// A checked download in `database.sqlite.download`, not installed yet.
-#[derive(Debug)]
 pub(crate) struct StagedDownload {
     /// The state the local copy is at once this is installed: the download's, or the
     /// version a request committed on top of it.
     pub state: SyncState,
     /// The object's ETag, remembered if its SHA-256 fails.
     etag: ETag,
-    sha256: Sha256Check,
+    settling: Settling,
 }
 
-/// SHA-256 of the download file, checked when it is needed (before the install, or
-/// before an upload built on it) rather than while the first request runs.
-#[derive(Debug)]
-enum Sha256Check {
-    Passed,
-    Due { path: PathBuf, expected: String },
-    Failed(String),
+/// The checks left once a download's last byte is in: SHA-256 (unless it was checked on
+/// arrival) and the file's fsync, running on the blocking pool; `Err` says how SHA-256
+/// failed. Shared, so that the install and a write's upload both wait for the one run.
+type Settling = SharedFuture<BoxFuture<'static, std::result::Result<(), String>>>;
+
+impl std::fmt::Debug for StagedDownload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedDownload")
+            .field("state", &self.state)
+            .field("etag", &self.etag)
+            .field("settled", &self.settling.peek())
+            .finish()
+    }
 }
 
 /// A newer object on its way in.
@@ -162,20 +171,33 @@ pub(crate) async fn stage(
             return Err(err);
         }
     };
-    let sha256 = if checked.sha256 {
-        Sha256Check::Passed
-    } else {
-        Sha256Check::Due {
-            path: shared.layout.download_temp_path(user),
-            expected: metadata.sha256.clone(),
-        }
-    };
+    let sha256 = (!checked.sha256).then(|| metadata.sha256.clone());
     slot.staged = Some(StagedDownload {
         etag,
         state,
-        sha256,
+        settling: settle(shared.layout.download_temp_path(user), sha256),
     });
     Ok(())
+}
+
+/// Starts the checks left on the download at `path`: SHA-256 against `sha256` if given,
+/// then fsync, so that the install under the lock has neither to wait for.
+fn settle(path: PathBuf, sha256: Option<String>) -> Settling {
+    tokio::task::spawn_blocking(move || {
+        #[cfg(feature = "crash-points")]
+        crate::crash::checks::wait_while_held(&path);
+        if let Some(expected) = sha256 {
+            check_sha256(&path, &expected)?;
+        }
+        // The install fsyncs again and reports a failure; this one moves the wait.
+        if let Err(err) = File::open(&path).and_then(|file| file.sync_data()) {
+            warn!(path = %path.display(), error = %err, "could not fsync a download early");
+        }
+        Ok(())
+    })
+    .map(|joined| joined.unwrap_or_else(|err| Err(format!("checking the download stopped: {err}"))))
+    .boxed()
+    .shared()
 }
 
 /// The ranges still to fetch after the first `GET` brought `0..fetched` of `size` bytes:
@@ -298,31 +320,37 @@ async fn pump(
 }
 
 impl StagedDownload {
-    /// Checks SHA-256 of the download unless done; an error if it does not match.
-    pub async fn verified(&mut self, user: &UserId) -> Result<()> {
-        if let Sha256Check::Due { path, expected } = &self.sha256 {
-            let (path, expected) = (path.clone(), expected.clone());
-            self.sha256 = match blocking(move || Ok(check_sha256(&path, &expected))).await? {
-                Ok(()) => Sha256Check::Passed,
-                Err(mismatch) => Sha256Check::Failed(mismatch),
-            };
-        }
-        match &self.sha256 {
-            Sha256Check::Failed(mismatch) => Err(Error::Inconsistent {
+    /// Waits for the download's SHA-256 check; an error if it does not match.
+    pub async fn verified(&self, user: &UserId) -> Result<()> {
+        self.settling
+            .clone()
+            .await
+            .map_err(|mismatch| Error::Inconsistent {
                 user: user.clone(),
-                detail: mismatch.clone(),
-            }),
-            _ => Ok(()),
-        }
+                detail: mismatch,
+            })
+    }
+
+    /// True once the checks left on the download are done.
+    fn settled(&self) -> bool {
+        self.settling.peek().is_some()
     }
 }
 
-/// Installs the staged download of `user`, if any: SHA-256, fsync, rename into place,
-/// sync state. If it fails the download is thrown away and the old file stays, with its
-/// state; the next request downloads again (and checks SHA-256 before serving if that
-/// was what failed).
+/// Installs the staged download of `user` if its checks are done; a download still being
+/// checked stays staged, and the request runs on it.
+pub(crate) async fn finish_settled(shared: &Shared, user: &UserId, slot: &mut SlotState) {
+    if slot.staged.as_ref().is_some_and(StagedDownload::settled) {
+        finish_staged(shared, user, slot).await;
+    }
+}
+
+/// Installs the staged download of `user`, if any: waits for its checks, then fsync,
+/// rename into place, sync state. If it fails the download is thrown away and the old
+/// file stays, with its state; the next request downloads again (and checks SHA-256
+/// before serving if that was what failed).
 pub(crate) async fn finish_staged(shared: &Shared, user: &UserId, slot: &mut SlotState) {
-    let Some(mut staged) = slot.staged.take() else {
+    let Some(staged) = slot.staged.take() else {
         return;
     };
     slot.conn = None; // the connection to the download file
@@ -349,7 +377,8 @@ pub(crate) async fn finish_staged(shared: &Shared, user: &UserId, slot: &mut Slo
     }
 }
 
-/// Starts a task that installs `user`'s staged download as soon as the lock is free.
+/// Starts a task that installs `user`'s staged download once its checks are done and the
+/// lock is free. It waits for the checks without the lock, so requests go on meanwhile.
 pub(crate) fn finish_soon(shared: Arc<Shared>, user: UserId) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return; // no runtime: the next holder of the lock installs it
@@ -358,8 +387,19 @@ pub(crate) fn finish_soon(shared: Arc<Shared>, user: UserId) {
     tasks.spawn_on(
         async move {
             let slot = shared.slots.get(&user);
-            let mut guard = slot.state.lock().await;
-            finish_staged(&shared, &user, &mut guard).await;
+            loop {
+                let mut guard = slot.state.lock().await;
+                let settling = match &guard.staged {
+                    None => return,
+                    Some(staged) if staged.settled() => {
+                        return finish_staged(&shared, &user, &mut guard).await;
+                    }
+                    Some(staged) => staged.settling.clone(),
+                };
+                drop(guard);
+                // Its outcome is the install's to act on; a newer download may be staged by then.
+                let _outcome = settling.await;
+            }
         },
         &runtime,
     );

@@ -112,13 +112,14 @@ pub async fn corrupted_download_is_refused(store: Arc<dyn Store>, name: &str) {
     assert!(err.to_string().contains("cellar-sha256"), "{err}");
     only_v1_installed();
 
-    // The right bytes and CRC, a wrong SHA-256: the download answers its first request
-    // (checked by CRC), but is never installed; downloaded again, it is checked in full
-    // before it answers anything.
+    // The right bytes and CRC, a wrong SHA-256: the download answers requests (checked by
+    // CRC) while SHA-256 runs, but is never installed; downloaded again, it is checked in
+    // full before it answers anything.
     let mut wrong_sha = info.metadata.clone();
     wrong_sha.insert("cellar-sha256".into(), "00".repeat(32));
     replace(body.to_vec(), wrong_sha).await;
     assert_eq!(b.status(&alice).await.unwrap().version, Version::new(2));
+    b.settle().await;
     let err = b.status(&alice).await.unwrap_err();
     assert!(err.to_string().contains("cellar-sha256"), "{err}");
     only_v1_installed();
