@@ -331,9 +331,10 @@ impl StagedDownload {
             })
     }
 
-    /// True once the checks left on the download are done.
+    /// True once the checks left on the download are done (polled here: a shared future
+    /// keeps its outcome only once somebody polled it after the blocking task ended).
     fn settled(&self) -> bool {
-        self.settling.peek().is_some()
+        self.settling.clone().now_or_never().is_some()
     }
 }
 
