@@ -73,9 +73,9 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
         let a = engine(store, &root.path().join("a"), ConflictPolicy::Strict, "a").await;
         let alice = user("alice");
         let found = values(&a, &alice).await;
-        // A download answers its first request before it is installed; the next request
-        // on the user finds it installed.
-        a.status(&alice).await.unwrap();
+        // A download answers requests before it is installed, which follows its checks
+        // in the background: wait for it before looking at the file.
+        a.settle().await;
         for (value, _) in &acked {
             assert!(
                 found.contains(value),

@@ -332,6 +332,25 @@ pub fn values_in(path: &Path) -> Vec<i64> {
 }
 
 /// The users with a local folder under `data_dir`.
+/// Waits (10 s at most) until no user's download waits to be installed. A server answers
+/// requests from a download and installs it in the background once its SHA-256 and fsync
+/// are done; only then are a user's files at rest. False if they never came to rest.
+pub async fn downloads_installed(data_dir: &Path) -> bool {
+    for _ in 0..200 {
+        let waiting = local_users(data_dir).iter().any(|user| {
+            data_dir
+                .join(user)
+                .join("database.sqlite.download")
+                .exists()
+        });
+        if !waiting {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 pub fn local_users(data_dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
         return Vec::new();
