@@ -57,7 +57,16 @@ pub(crate) struct StagedDownload {
 /// The checks left once a download's last byte is in: SHA-256 (unless it was checked on
 /// arrival) and the file's fsync, running on the blocking pool; `Err` says how SHA-256
 /// failed. Shared, so that the install and a write's upload both wait for the one run.
-type Settling = SharedFuture<BoxFuture<'static, std::result::Result<(), String>>>;
+type Settling = SharedFuture<BoxFuture<'static, std::result::Result<Fsynced, String>>>;
+
+/// Whether the checks fsynced the download file. Nothing written to it after them needs
+/// another: a request's commit on it is fsynced by SQLite (`synchronous = FULL`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fsynced {
+    Yes,
+    /// The fsync failed (and was logged): the install fsyncs and reports the failure.
+    No,
+}
 
 impl std::fmt::Debug for StagedDownload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,11 +198,13 @@ fn settle(path: PathBuf, sha256: Option<String>) -> Settling {
         if let Some(expected) = sha256 {
             check_sha256(&path, &expected)?;
         }
-        // The install fsyncs again and reports a failure; this one moves the wait.
-        if let Err(err) = File::open(&path).and_then(|file| file.sync_data()) {
-            warn!(path = %path.display(), error = %err, "could not fsync a download early");
-        }
-        Ok(())
+        Ok(match File::open(&path).and_then(|file| file.sync_all()) {
+            Ok(()) => Fsynced::Yes,
+            Err(err) => {
+                warn!(path = %path.display(), error = %err, "could not fsync a download; the install tries again");
+                Fsynced::No
+            }
+        })
     })
     .map(|joined| joined.unwrap_or_else(|err| Err(format!("checking the download stopped: {err}"))))
     .boxed()
@@ -322,6 +333,11 @@ async fn pump(
 impl StagedDownload {
     /// Waits for the download's SHA-256 check; an error if it does not match.
     pub async fn verified(&self, user: &UserId) -> Result<()> {
+        self.checked(user).await.map(|_| ())
+    }
+
+    /// Waits for the download's checks: whether they fsynced it, or how SHA-256 failed.
+    async fn checked(&self, user: &UserId) -> Result<Fsynced> {
         self.settling
             .clone()
             .await
@@ -346,8 +362,8 @@ pub(crate) async fn finish_settled(shared: &Shared, user: &UserId, slot: &mut Sl
     }
 }
 
-/// Installs the staged download of `user`, if any: waits for its checks, then fsync,
-/// rename into place, sync state. If it fails the download is thrown away and the old
+/// Installs the staged download of `user`, if any: waits for its checks (SHA-256, fsync),
+/// then renames it into place and saves the sync state. If it fails the download is thrown away and the old
 /// file stays, with its state; the next request downloads again (and checks SHA-256
 /// before serving if that was what failed).
 pub(crate) async fn finish_staged(shared: &Shared, user: &UserId, slot: &mut SlotState) {
@@ -355,12 +371,12 @@ pub(crate) async fn finish_staged(shared: &Shared, user: &UserId, slot: &mut Slo
         return;
     };
     slot.conn = None; // the connection to the download file
-    let installed = match staged.verified(user).await {
-        Ok(()) => {
+    let installed = match staged.checked(user).await {
+        Ok(fsynced) => {
             let layout = shared.layout.clone();
             let owned = user.clone();
             let state = staged.state.clone();
-            blocking(move || install(&layout, &owned, &state)).await
+            blocking(move || install(&layout, &owned, &state, fsynced)).await
         }
         Err(err) => {
             slot.distrusted = Some(staged.etag.clone());
@@ -406,11 +422,13 @@ pub(crate) fn finish_soon(shared: Arc<Shared>, user: UserId) {
     );
 }
 
-fn install(layout: &Layout, user: &UserId, state: &SyncState) -> Result<()> {
-    let path = layout.download_temp_path(user);
-    File::open(&path)
-        .and_then(|file| file.sync_all())
-        .map_err(Error::io(&path))?;
+fn install(layout: &Layout, user: &UserId, state: &SyncState, fsynced: Fsynced) -> Result<()> {
+    if fsynced == Fsynced::No {
+        let path = layout.download_temp_path(user);
+        File::open(&path)
+            .and_then(|file| file.sync_all())
+            .map_err(Error::io(&path))?;
+    }
     local::install_download(layout, user)?;
     state.save(&layout.sync_state_path(user))
 }
