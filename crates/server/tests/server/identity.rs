@@ -1,10 +1,12 @@
-//! JWT identity: HS256, `sub` is the user, `exp` is enforced.
+//! JWT identity: HS256, `sub` is the user, `exp` and `nbf` are enforced; one identity per
+//! request; `?token=` only on the events WebSocket handshake.
 
 use cellar_engine::ConflictPolicy;
 use cellar_server::{AuthMode, ServerOptions};
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio_tungstenite::connect_async;
 
-use crate::common::{Answer, Dirs, TestServer, answer, engine, token};
+use crate::common::{Answer, Dirs, TestServer, answer, engine, local_server, token};
 
 const SECRET: &str = "test-secret-for-cellar";
 
@@ -22,6 +24,20 @@ pub async fn jwt_server() -> (TestServer, Dirs) {
 
 pub fn valid_token(user: &str) -> String {
     token(SECRET, user, 3600)
+}
+
+/// A token with exactly these claims, signed with the server's secret.
+fn signed(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
 }
 
 async fn query_with(server: &TestServer, authorization: Option<&str>) -> Answer {
@@ -71,7 +87,7 @@ async fn expired_badly_signed_and_malformed_tokens_get_unauthorized() {
     let cases = [
         (Some(expired.as_str()), "expired"),
         (Some(forged.as_str()), "signature"),
-        (Some("Bearer not.a.token"), "invalid token"),
+        (Some("Bearer not.a.token"), "malformed"),
         (Some("Basic YWxpY2U6cHc="), "Bearer"),
         (None, "Authorization"),
     ];
@@ -95,15 +111,8 @@ async fn expired_badly_signed_and_malformed_tokens_get_unauthorized() {
 #[tokio::test]
 async fn tokens_from_an_identity_provider_with_an_audience_are_accepted() {
     let (server, _dirs) = jwt_server().await;
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({ "sub": "alice", "exp": now + 600, "aud": "my-app", "iss": "idp" });
-    let signed = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token");
-    let got = query_with(&server, Some(&format!("Bearer {signed}"))).await;
+    let claims = json!({ "sub": "alice", "exp": now() + 600, "aud": "my-app", "iss": "idp" });
+    let got = query_with(&server, Some(&format!("Bearer {}", signed(&claims)))).await;
     assert_eq!(got.status, 200, "{:?}", got.body);
 }
 
@@ -136,15 +145,146 @@ async fn a_token_whose_subject_is_not_a_user_id_gets_bad_request() {
 }
 
 #[tokio::test]
-async fn query_string_tokens_are_accepted_only_for_websockets() {
+async fn a_token_not_valid_yet_is_refused() {
     let (server, _dirs) = jwt_server().await;
-    let url = server.url(&format!("/v1/query?token={}", valid_token("alice")));
+    let day = 24 * 3600;
+    let tomorrow = json!({ "sub": "alice", "nbf": now() + day, "exp": now() + 2 * day });
+    let got = query_with(&server, Some(&format!("Bearer {}", signed(&tomorrow)))).await;
+    assert_eq!(
+        (got.status, got.code(), got.message()),
+        (401, "unauthorized", "the token is not valid yet"),
+        "{:?}",
+        got.body
+    );
+    // The same 60 s leeway as `exp`, for clocks a little apart; past `nbf` is fine.
+    for nbf in [now() + 30, now() - 60] {
+        let claims = json!({ "sub": "alice", "nbf": nbf, "exp": now() + 600 });
+        let got = query_with(&server, Some(&format!("Bearer {}", signed(&claims)))).await;
+        assert_eq!(got.status, 200, "nbf {nbf}: {:?}", got.body);
+    }
+}
+
+#[tokio::test]
+async fn a_query_string_token_counts_only_on_the_events_websocket_handshake() {
+    let (server, _dirs) = jwt_server().await;
+    let token = valid_token("alice");
+    let handshake = [("upgrade", "websocket"), ("connection", "Upgrade")];
+    let refused = [
+        ("GET", "/v1/db/file", &handshake[..]),
+        ("GET", "/v1/db", &handshake[..]),
+        ("POST", "/v1/query", &handshake[..]),
+        ("POST", "/v1/query", &[][..]),
+        // `Upgrade` without `Connection: upgrade` is not a handshake.
+        ("GET", "/v1/events", &handshake[..1]),
+    ];
+    for (method, path, headers) in refused {
+        let url = server.url(&format!("{path}?token={token}"));
+        let mut request = match method {
+            "GET" => server.client.get(url),
+            _ => server
+                .client
+                .post(url)
+                .json(&json!({ "statements": ["SELECT 1"] })),
+        };
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let got = answer(request).await;
+        assert_eq!(
+            (got.status, got.code()),
+            (401, "unauthorized"),
+            "{method} {path} {headers:?}: {:?}",
+            got.body
+        );
+    }
+    let url = server.ws_url(&format!("/v1/events?token={token}"));
+    connect_async(url)
+        .await
+        .expect("the events handshake takes ?token=");
+}
+
+#[tokio::test]
+async fn two_user_id_headers_are_refused() {
+    let (server, _engine, _dirs) = local_server(ServerOptions::default()).await;
     let got = answer(
         server
             .client
-            .post(url)
-            .json(&json!({ "statements": ["SELECT 1"] })),
+            .get(server.url("/v1/db"))
+            .header("x-user-id", "mallory")
+            .header("x-user-id", "alice"),
     )
     .await;
-    assert_eq!((got.status, got.code()), (401, "unauthorized"));
+    assert_eq!(
+        (got.status, got.code()),
+        (400, "bad_request"),
+        "{:?}",
+        got.body
+    );
+    assert!(
+        got.message().contains("more than one X-User-Id header"),
+        "{}",
+        got.message()
+    );
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused() {
+    let (server, _dirs) = jwt_server().await;
+    let got = answer(
+        server
+            .client
+            .get(server.url("/v1/db"))
+            .header(
+                "authorization",
+                format!("Bearer {}", valid_token("mallory")),
+            )
+            .header("authorization", format!("Bearer {}", valid_token("alice"))),
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.code()),
+        (400, "bad_request"),
+        "{:?}",
+        got.body
+    );
+    assert!(
+        got.message().contains("more than one Authorization header"),
+        "{}",
+        got.message()
+    );
+}
+
+#[tokio::test]
+async fn refused_tokens_are_explained_in_words_without_parser_details() {
+    let (server, _dirs) = jwt_server().await;
+    let cases = [
+        ("not.a.token".to_owned(), "the token is malformed"),
+        ("garbage".to_owned(), "the token is malformed"),
+        (
+            signed(&json!({ "sub": 42, "exp": now() + 600 })),
+            "the token is malformed",
+        ),
+        (
+            signed(&json!({ "exp": now() + 600 })),
+            "the token has no `sub` claim",
+        ),
+        (
+            signed(&json!({ "sub": "alice" })),
+            "the token has no `exp` claim",
+        ),
+        (
+            token("another-secret", "alice", 3600),
+            "the token's signature does not verify",
+        ),
+        (token(SECRET, "alice", -3600), "the token has expired"),
+    ];
+    for (token, expected) in cases {
+        let got = query_with(&server, Some(&format!("Bearer {token}"))).await;
+        assert_eq!(
+            (got.status, got.code(), got.message()),
+            (401, "unauthorized", expected),
+            "{token}: {:?}",
+            got.body
+        );
+    }
 }
