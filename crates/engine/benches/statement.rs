@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use cellar_engine::rusqlite::types::Value;
 use cellar_engine::rusqlite::{Connection, params_from_iter};
-use cellar_engine::{SqlLimits, TrackedConnection, sandbox_policy};
+use cellar_engine::{OutputBudget, SqlLimits, TrackedConnection, sandbox_policy};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 /// Rows in the table the statements run on.
@@ -65,7 +65,13 @@ fn statements(c: &mut Criterion) {
             .expect("apply the sandbox's limits");
         let tracked = TrackedConnection::new(sandboxed, Some(sandbox_policy()));
         group.bench_function(BenchmarkId::new("tracked", name), |b| {
-            b.iter(|| black_box(tracked.run(sql, &params, 10_000).expect("run")))
+            b.iter(|| {
+                black_box(
+                    tracked
+                        .run(sql, &params, &mut OutputBudget::rows(10_000))
+                        .expect("run"),
+                )
+            })
         });
     }
     group.finish();

@@ -125,11 +125,21 @@ pub(crate) async fn lead(engine: &crate::Engine, user: &UserId) {
             Ok(session) => session,
             Err(err) => return complete_all(&group, Err(&err)),
         };
-        if let Err(err) = run_group(&mut session, &group).await {
-            return complete_all(&group, Err(&err));
-        }
-        if let Err(err) = pace(&shared, &slot, &mut session, &mut group).await {
-            return complete_all(&group, Err(&err));
+        let ran = match run_group(&mut session, &group).await {
+            Ok(Ran::All) => pace(&shared, &slot, &mut session, &mut group).await,
+            other => other,
+        };
+        match ran {
+            Ok(Ran::All) => {}
+            Ok(Ran::Broken(broken)) => {
+                // The others run again in a new transaction, without the piece that broke it.
+                drop(session);
+                group.retain(|work| !Arc::ptr_eq(work, &broken));
+                broken.complete(Err(&crate::tracked::transaction_lost_error()));
+                tries -= 1;
+                continue;
+            }
+            Err(err) => return complete_all(&group, Err(&err)),
         }
         match session.commit_or_rebase(engine.may_rebase(tries)).await {
             Ok(Some(committed)) => return complete_all(&group, Ok(&committed)),
@@ -143,24 +153,35 @@ pub(crate) async fn lead(engine: &crate::Engine, user: &UserId) {
     }
 }
 
+/// How running a group's pieces ended.
+enum Ran {
+    /// Every piece ran; those that failed were rolled back alone.
+    All,
+    /// This piece failed in a way that made SQLite roll back the whole transaction (an
+    /// interrupted write, for one): the pieces before it lost their writes too.
+    Broken(Arc<dyn QueuedWork>),
+}
+
 /// Runs `group` in the session's transaction, each piece in a savepoint: a piece that
 /// fails is rolled back alone.
-async fn run_group(session: &mut Session, group: &[Arc<dyn QueuedWork>]) -> Result<()> {
+async fn run_group(session: &mut Session, group: &[Arc<dyn QueuedWork>]) -> Result<Ran> {
     let group = group.to_vec();
     session
         .run(move |conn| {
             let mut wrote = conn.wrote();
             for work in &group {
-                conn.control("SAVEPOINT cellar_group")?;
+                conn.begin_piece()?;
                 if work.run(conn) {
                     wrote |= conn.wrote();
-                    conn.control("RELEASE cellar_group")?;
+                    conn.keep_piece()?;
+                } else if conn.transaction_lost() {
+                    return Ok(Ran::Broken(Arc::clone(work)));
                 } else {
-                    conn.control("ROLLBACK TO cellar_group; RELEASE cellar_group")?;
+                    conn.undo_piece()?;
                 }
             }
             conn.set_wrote(wrote);
-            Ok(())
+            Ok(Ran::All)
         })
         .await
 }
@@ -172,10 +193,10 @@ async fn pace(
     slot: &crate::cache::UserSlot,
     session: &mut Session,
     group: &mut Vec<Arc<dyn QueuedWork>>,
-) -> Result<()> {
+) -> Result<Ran> {
     let interval = shared.config.min_upload_interval;
     if interval.is_zero() || !session.wrote() {
-        return Ok(());
+        return Ok(Ran::All);
     }
     if let Some(last) = session.last_upload() {
         let ready = last + interval;
@@ -184,11 +205,11 @@ async fn pace(
         }
     }
     let joined = slot.drain();
-    if !joined.is_empty() {
-        run_group(session, &joined).await?;
-        group.extend(joined);
+    group.extend(joined.iter().cloned());
+    if joined.is_empty() {
+        return Ok(Ran::All);
     }
-    Ok(())
+    run_group(session, &joined).await
 }
 
 /// A random pause, growing with the number of tries (up to about 64 ms).

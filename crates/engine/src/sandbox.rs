@@ -4,7 +4,11 @@
 //! database file or weakens its durability: `ATTACH`/`DETACH` (which is also how
 //! `VACUUM INTO` reaches a file), `load_extension`, and every pragma not on a short list of
 //! harmless ones (so `writable_schema`, `journal_mode`, `synchronous`, `locking_mode`,
-//! `temp_store_directory`, `database_list`, ... are refused). SQLite's own limits bound
+//! `temp_store_directory`, `database_list`, ... are refused), and TEMP tables, views,
+//! triggers and indexes: they would outlive the request on the cached connection, grow
+//! the temp file without bound while the user's database stays small, and count as
+//! writes that upload an unchanged database (a request is one transaction: a CTE, or a
+//! table of the user's own, does what a TEMP table would). SQLite's own limits bound
 //! string and blob length, SQL length, and more; run time is bounded by the caller through
 //! [`crate::TrackedConnection::interrupt_handle`].
 
@@ -53,6 +57,10 @@ const READ_ONLY_PRAGMAS: &[&str] = &["page_size", "schema_version", "encoding"];
 /// Functions a request may not call.
 const FORBIDDEN_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer"];
 
+/// Why TEMP objects are refused, in the caller's terms.
+const TEMP_REFUSAL: &str = "TEMP tables, views, triggers and indexes are not allowed \
+     (they would outlive the request); use a common table expression or a table of your own";
+
 /// Size limits applied to every connection that runs request SQL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SqlLimits {
@@ -93,6 +101,19 @@ fn refusal(ctx: &AuthContext<'_>) -> Option<String> {
             "ATTACH and VACUUM INTO (reaching the file {filename:?}) are not allowed"
         )),
         AuthAction::Detach { .. } => Some("DETACH is not allowed".into()),
+        AuthAction::CreateTempTable { .. }
+        | AuthAction::CreateTempView { .. }
+        | AuthAction::CreateTempTrigger { .. }
+        | AuthAction::CreateTempIndex { .. } => Some(TEMP_REFUSAL.into()),
+        AuthAction::CreateTable { .. }
+        | AuthAction::CreateView { .. }
+        | AuthAction::CreateTrigger { .. }
+        | AuthAction::CreateIndex { .. }
+        | AuthAction::CreateVtable { .. }
+            if ctx.database_name == Some("temp") =>
+        {
+            Some(TEMP_REFUSAL.into())
+        }
         AuthAction::Function { function_name } if is_forbidden_function(function_name) => {
             Some(format!("the function {function_name}() is not allowed"))
         }
@@ -125,7 +146,7 @@ fn pragma_refusal(name: &str, value: Option<&str>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::Error;
-    use crate::tracked::TrackedConnection;
+    use crate::tracked::{OutputBudget, TrackedConnection};
 
     fn sandboxed() -> TrackedConnection {
         let conn = Connection::open_in_memory().unwrap();
@@ -142,7 +163,7 @@ mod tests {
     }
 
     fn refused(sql: &str) -> String {
-        match sandboxed().run(sql, &[], 10) {
+        match sandboxed().run(sql, &[], &mut OutputBudget::rows(10)) {
             Err(Error::Forbidden { what }) => what,
             other => panic!("{sql}: expected a refusal, got {other:?}"),
         }
@@ -155,6 +176,21 @@ mod tests {
         assert!(refused("DETACH DATABASE main").contains("DETACH"));
         assert!(refused("VACUUM INTO '/tmp/copy.db'").contains("VACUUM INTO"));
         assert!(refused("SELECT load_extension('/tmp/evil.so')").contains("load_extension"));
+    }
+
+    #[test]
+    fn temp_objects_are_refused_in_every_spelling() {
+        for sql in [
+            "CREATE TEMP TABLE big(x)",
+            "CREATE TEMPORARY TABLE big(x)",
+            "CREATE TABLE temp.big(x)",
+            "CREATE TEMP TABLE big AS SELECT 1",
+            "CREATE TEMP VIEW v AS SELECT 1",
+            "CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END",
+            "CREATE VIRTUAL TABLE temp.docs USING fts5(body)",
+        ] {
+            assert!(refused(sql).contains("TEMP"), "{sql}");
+        }
     }
 
     #[test]
@@ -196,10 +232,14 @@ mod tests {
     #[test]
     fn oversized_values_and_statements_are_refused() {
         let conn = sandboxed();
-        let too_big = conn.run("SELECT zeroblob(5000)", &[], 10).unwrap_err();
+        let too_big = conn
+            .run("SELECT zeroblob(5000)", &[], &mut OutputBudget::rows(10))
+            .unwrap_err();
         assert!(too_big.to_string().contains("too big"), "{too_big}");
         let long_sql = format!("SELECT '{}'", "x".repeat(600));
-        let too_long = conn.run(&long_sql, &[], 10).unwrap_err();
+        let too_long = conn
+            .run(&long_sql, &[], &mut OutputBudget::rows(10))
+            .unwrap_err();
         assert!(
             too_long.to_string().contains("too long") || too_long.to_string().contains("too big"),
             "{too_long}"

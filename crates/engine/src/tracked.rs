@@ -9,7 +9,10 @@
 //!
 //! The connection always runs inside the engine's transaction; transaction control from the
 //! request (`BEGIN`, `COMMIT`, `ROLLBACK`) is refused by the authorizer, so a request can
-//! never commit locally what the bucket has not got. Savepoints remain available.
+//! never commit locally what the bucket has not got. Savepoints remain available, except
+//! the one the engine wraps each piece of a group commit in ([`ENGINE_SAVEPOINT`]): a
+//! request that could name it could release or roll back the engine's own savepoint and
+//! have a failed request's writes committed with the next one.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +21,17 @@ use std::time::{Duration, Instant};
 
 use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, InterruptHandle, Params, Row, Statement};
 
 use crate::error::{Error, Result};
 
 /// How many SQLite VM steps pass between two checks of the time limit.
 const PROGRESS_STEPS: i32 = 10_000;
+
+/// The savepoint each piece of work in a group commit runs in; request SQL may not name
+/// it (SQLite compares savepoint names without regard to ASCII case).
+const ENGINE_SAVEPOINT: &str = "cellar_group";
 
 /// An extra authorization policy for request SQL: answers why an action is refused, or
 /// `None` to allow it. The sandbox ([`crate::sandbox::sandbox_policy`]) is one.
@@ -43,10 +50,89 @@ pub struct StatementOutput {
     pub last_insert_rowid: Option<i64>,
 }
 
+/// How much output one request's statements may still produce: rows per statement, and
+/// bytes over all of them, counted as the JSON answer spells them (blobs in base64), so
+/// that an answer is refused before it is held in memory, not after.
+#[derive(Clone, Debug)]
+pub struct OutputBudget {
+    max_rows: usize,
+    max_bytes: u64,
+    bytes_left: u64,
+}
+
+impl OutputBudget {
+    /// At most `max_rows` rows per statement and `max_bytes` bytes in all.
+    pub fn new(max_rows: usize, max_bytes: u64) -> Self {
+        Self {
+            max_rows,
+            max_bytes,
+            bytes_left: max_bytes,
+        }
+    }
+
+    /// At most `max_rows` rows per statement, bytes unbounded (the engine's own reads).
+    pub fn rows(max_rows: usize) -> Self {
+        Self::new(max_rows, u64::MAX)
+    }
+
+    /// Counts one row's values before copying them out of SQLite.
+    fn take_row(&mut self, row: &Row<'_>, columns: usize) -> Result<Vec<Value>> {
+        (0..columns)
+            .map(|i| {
+                let value = row.get_ref(i)?;
+                self.spend(json_len(value))?;
+                Ok(Value::from(value))
+            })
+            .collect()
+    }
+
+    fn spend(&mut self, bytes: u64) -> Result<()> {
+        match self.bytes_left.checked_sub(bytes) {
+            Some(left) => {
+                self.bytes_left = left;
+                Ok(())
+            }
+            None => Err(Error::ResponseTooLarge {
+                limit: self.max_bytes,
+            }),
+        }
+    }
+}
+
+/// The bytes `value` takes in a JSON answer, with its separator.
+fn json_len(value: ValueRef<'_>) -> u64 {
+    /// `{"base64":""}`
+    const BLOB_WRAPPING: u64 = 13;
+    1 + match value {
+        ValueRef::Null => 4,
+        ValueRef::Integer(_) => 20,
+        ValueRef::Real(_) => 24,
+        ValueRef::Text(text) => json_text_len(text),
+        ValueRef::Blob(blob) => BLOB_WRAPPING + (blob.len() as u64).div_ceil(3) * 4,
+    }
+}
+
+/// The bytes `text` takes as a JSON string: quotes, and escapes for quotes, backslashes
+/// and control characters (at most six bytes each).
+fn json_text_len(text: impl AsRef<[u8]>) -> u64 {
+    let text = text.as_ref();
+    let escaped: u64 = text
+        .iter()
+        .map(|&byte| match byte {
+            b'"' | b'\\' => 1,
+            0..0x20 => 5,
+            _ => 0,
+        })
+        .sum();
+    2 + text.len() as u64 + escaped
+}
+
 /// A SQLite connection that records whether the request wrote.
 pub struct TrackedConnection {
     conn: Connection,
     wrote: Cell<bool>,
+    /// The engine opened a transaction and has not ended it: request SQL must run in it.
+    in_transaction: Cell<bool>,
     engine_control: Arc<AtomicBool>,
     refused: Arc<Mutex<Option<String>>>,
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -68,6 +154,15 @@ impl TrackedConnection {
                         .to_owned(),
                 ),
                 AuthAction::Transaction { .. } => None,
+                AuthAction::Savepoint { savepoint_name, .. }
+                    if !flag.load(Ordering::Relaxed)
+                        && savepoint_name.eq_ignore_ascii_case(ENGINE_SAVEPOINT) =>
+                {
+                    Some(format!(
+                        "the savepoint name {ENGINE_SAVEPOINT} is reserved for the engine; \
+                         use another name"
+                    ))
+                }
                 _ => policy.as_ref().and_then(|policy| policy(&ctx)),
             };
             match refusal {
@@ -90,6 +185,7 @@ impl TrackedConnection {
         Self {
             conn,
             wrote: Cell::new(false),
+            in_transaction: Cell::new(false),
             engine_control,
             refused,
             deadline,
@@ -149,9 +245,15 @@ impl TrackedConnection {
         Ok(out)
     }
 
-    /// Runs one statement of any kind and collects its output, refusing more than
-    /// `max_rows` rows (the statement is abandoned; the engine rolls the request back).
-    pub fn run(&self, sql: &str, params: &[Value], max_rows: usize) -> Result<StatementOutput> {
+    /// Runs one statement of any kind and collects its output within `budget`: more rows
+    /// than it allows a statement, or more bytes than it has left, and the statement is
+    /// abandoned before they are held in memory (the engine rolls the request back).
+    pub fn run(
+        &self,
+        sql: &str,
+        params: &[Value],
+        budget: &mut OutputBudget,
+    ) -> Result<StatementOutput> {
         let mut stmt = self.prepare(sql)?;
         if stmt.parameter_count() != params.len() {
             return Err(Error::Sql(rusqlite::Error::InvalidParameterCount(
@@ -161,6 +263,7 @@ impl TrackedConnection {
         }
         let writes = statement_writes(&stmt);
         let columns = column_names(&stmt);
+        budget.spend(columns.iter().map(json_text_len).sum())?;
         let changes_before = self.conn.total_changes();
         let rowid_before = self.conn.last_insert_rowid();
         let mut rows = stmt
@@ -168,16 +271,13 @@ impl TrackedConnection {
             .map_err(|e| self.explain_refusal(e))?;
         let mut collected = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.explain_refusal(e))? {
-            if collected.len() == max_rows {
+            if collected.len() == budget.max_rows {
                 return Err(Error::LimitExceeded {
                     what: "result rows",
-                    limit: max_rows as u64,
+                    limit: budget.max_rows as u64,
                 });
             }
-            let values = (0..columns.len())
-                .map(|i| row.get::<_, Value>(i))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            collected.push(values);
+            collected.push(budget.take_row(row, columns.len())?);
         }
         drop(rows);
         self.record(writes);
@@ -210,8 +310,19 @@ impl TrackedConnection {
         self.conn.get_interrupt_handle()
     }
 
-    /// Prepares `sql`, turning an authorizer refusal into [`Error::Forbidden`].
+    /// True when SQLite ended the engine's transaction on its own: it rolls everything
+    /// back when, for one, a write is interrupted or the disk is full. Nothing the request
+    /// did before is kept, and nothing it runs afterwards may run outside a transaction.
+    pub fn transaction_lost(&self) -> bool {
+        self.in_transaction.get() && self.conn.is_autocommit()
+    }
+
+    /// Prepares `sql`, turning an authorizer refusal into [`Error::Forbidden`]; refuses to
+    /// run anything once the transaction is lost (it would be committed on its own).
     fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
+        if self.transaction_lost() {
+            return Err(transaction_lost_error());
+        }
         self.refused
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -259,14 +370,44 @@ impl TrackedConnection {
         outcome
     }
 
+    /// Opens the savepoint one piece of a group commit runs in.
+    pub(crate) fn begin_piece(&self) -> rusqlite::Result<()> {
+        self.control(&format!("SAVEPOINT {ENGINE_SAVEPOINT}"))
+    }
+
+    /// Keeps what the piece did (and closes any savepoint it left open).
+    pub(crate) fn keep_piece(&self) -> rusqlite::Result<()> {
+        self.control(&format!("RELEASE {ENGINE_SAVEPOINT}"))
+    }
+
+    /// Undoes everything the piece did.
+    pub(crate) fn undo_piece(&self) -> rusqlite::Result<()> {
+        self.control(&format!(
+            "ROLLBACK TO {ENGINE_SAVEPOINT}; RELEASE {ENGINE_SAVEPOINT}"
+        ))
+    }
+
     /// Starts the request's transaction and forgets earlier writes.
     pub(crate) fn begin(&self) -> rusqlite::Result<()> {
         self.wrote.set(false);
-        self.control("BEGIN")
+        self.control("BEGIN")?;
+        self.in_transaction.set(true);
+        Ok(())
+    }
+
+    /// Commits the request's transaction; fails, keeping nothing, if SQLite ended it.
+    pub(crate) fn commit(&self) -> Result<()> {
+        if self.transaction_lost() {
+            self.in_transaction.set(false);
+            return Err(transaction_lost_error());
+        }
+        self.in_transaction.set(false);
+        Ok(self.control("COMMIT")?)
     }
 
     /// Ends the request's transaction without keeping anything (a no-op outside one).
     pub(crate) fn rollback(&self) {
+        self.in_transaction.set(false);
         if !self.conn.is_autocommit() {
             // A failed rollback leaves SQLite to roll back when the connection closes,
             // and the caller drops the connection in that case.
@@ -287,6 +428,18 @@ impl std::fmt::Debug for TrackedConnection {
             .field("wrote", &self.wrote.get())
             .finish()
     }
+}
+
+/// The request's transaction ended inside SQLite (see [`TrackedConnection::transaction_lost`]).
+pub(crate) fn transaction_lost_error() -> Error {
+    Error::Sql(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some(
+            "SQLite rolled back the request's transaction after an error inside it; \
+             nothing the request did was kept"
+                .into(),
+        ),
+    ))
 }
 
 /// Asks SQLite whether `stmt` may write: not read-only and not an `EXPLAIN`.
