@@ -5,8 +5,9 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use cellar_engine::store::{Fault, FaultyStore, Operation};
+use cellar_engine::store::{DeadlineStore, Fault, FaultyStore, Operation, StoreError};
 use cellar_engine::{ConflictPolicy, Engine, Error, MemoryStore, Version};
 use common::*;
 
@@ -14,6 +15,84 @@ async fn faulty_engine(dir: &std::path::Path) -> (Arc<FaultyStore<MemoryStore>>,
     let store = Arc::new(FaultyStore::new(MemoryStore::new()));
     let engine = engine(store.clone(), dir, ConflictPolicy::Strict, "a").await;
     (store, engine)
+}
+
+/// The deadline of [`silenceable_engine`]'s store calls.
+const DEADLINE: Duration = Duration::from_millis(200);
+
+/// An engine whose store can be told to stop answering, behind the store deadline.
+async fn silenceable_engine(dir: &std::path::Path) -> (Arc<FaultyStore<MemoryStore>>, Engine) {
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let bounded = Arc::new(DeadlineStore::new(store.clone(), DEADLINE));
+    let engine = engine(bounded, dir, ConflictPolicy::Strict, "a").await;
+    (store, engine)
+}
+
+/// `work`, which must answer within seconds: without a deadline, a store that never
+/// answers would hold it for ever.
+async fn answered<T>(work: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .expect("no answer: nothing bounded the wait for the store")
+}
+
+/// A store failure that is the deadline's, reached in about the deadline.
+fn assert_ran_out_of_time(store_error: &StoreError, operation: &str, took: Duration) {
+    assert!(
+        matches!(store_error, StoreError::Unavailable { operation: op, message, .. }
+            if *op == operation && message == "the object store did not answer within 200 ms"),
+        "{store_error:?}"
+    );
+    assert!(
+        took >= DEADLINE && took < DEADLINE + Duration::from_secs(1),
+        "failed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_version_check_the_store_never_answers_fails_as_unavailable_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = silenceable_engine(dir.path()).await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    store.inject(Operation::Get, Fault::Latency(Duration::from_secs(3600)));
+    let started = Instant::now();
+    let err = answered(append(&engine, &alice, 2)).await.unwrap_err();
+    let Error::Store(store_error) = &err else {
+        panic!("expected the store's failure, got {err}");
+    };
+    assert_ran_out_of_time(store_error, "get", started.elapsed());
+    assert!(!dir.path().join("alice/pending.json").exists());
+    assert_eq!(values(&engine, &alice).await, [1], "it changed nothing");
+}
+
+/// A write that the store applied without ever answering is ambiguous, as one whose answer
+/// was lost: it goes down the same path, pending, then adopted, never uploaded twice.
+#[tokio::test]
+async fn an_upload_whose_answer_never_comes_is_pending_then_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, engine) = silenceable_engine(dir.path()).await;
+    let alice = user("alice");
+    append(&engine, &alice, 1).await.unwrap();
+    store.inject(Operation::Put, Fault::SilentAfterApplying);
+    let started = Instant::now();
+    let err = answered(append(&engine, &alice, 2)).await.unwrap_err();
+    let Error::SyncPending {
+        version, source, ..
+    } = &err
+    else {
+        panic!("expected sync_pending, got {err}");
+    };
+    assert_eq!(*version, Version::new(2));
+    assert_ran_out_of_time(source, "put", started.elapsed());
+    assert_eq!(remote_version(&engine, &alice).await, 2, "it did land");
+    let uploads_before = engine.metrics().uploads.load(Ordering::Relaxed);
+    assert_eq!(values(&engine, &alice).await, [1, 2]);
+    assert_eq!(
+        engine.metrics().uploads.load(Ordering::Relaxed),
+        uploads_before
+    );
+    assert!(!dir.path().join("alice/pending.json").exists());
 }
 
 #[tokio::test]

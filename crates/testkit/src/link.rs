@@ -7,6 +7,9 @@
 //! downloads through one connection looks fine against a local server and
 //! slow against the real thing; putting this proxy in front of the local
 //! server makes the difference show in benchmarks.
+//!
+//! The link can also be paused: it then emulates a store that stops answering
+//! while its connections stay open (a stopped process, a silent network).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,6 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -36,11 +40,16 @@ const BURST: Duration = Duration::from_millis(10);
 /// for the proxy's `host:port` stay valid: the server checks them against the
 /// `Host` header it receives, which the proxy does not touch.
 ///
+/// [`LimitedLink::pause`] holds every byte in either direction until
+/// [`LimitedLink::resume`]; connections are still accepted meanwhile.
+///
 /// Dropping the value stops accepting and closes every proxied connection.
 #[derive(Debug)]
 pub struct LimitedLink {
     addr: SocketAddr,
     accept: JoinHandle<()>,
+    /// True while bytes pass; each direction of each connection watches it.
+    open: watch::Sender<bool>,
 }
 
 impl LimitedLink {
@@ -63,13 +72,26 @@ impl LimitedLink {
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("binding the limited link: {e}")))?;
         let addr = listener.local_addr()?;
-        let accept = tokio::spawn(accept_loop(listener, upstream, bytes_per_second));
-        Ok(LimitedLink { addr, accept })
+        let (open, gate) = watch::channel(true);
+        let accept = tokio::spawn(accept_loop(listener, upstream, bytes_per_second, gate));
+        Ok(LimitedLink { addr, accept, open })
     }
 
     /// The address clients connect to instead of the upstream server.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Stops forwarding: connections stay open and new ones are accepted, but
+    /// no byte passes either way, as with a server whose process is stopped.
+    /// Bytes already read are held and delivered on [`LimitedLink::resume`].
+    pub fn pause(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Forwards again, starting with the bytes held while paused.
+    pub fn resume(&self) {
+        self.open.send_replace(true);
     }
 }
 
@@ -81,14 +103,20 @@ impl Drop for LimitedLink {
 }
 
 /// Accepts connections forever, proxying each in its own task.
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, bytes_per_second: u64) {
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    bytes_per_second: u64,
+    gate: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         match listener.accept().await {
             Ok((client, _)) => {
+                let gate = gate.clone();
                 connections.spawn(async move {
                     // Errors only end this connection; its client sees it closed.
-                    let _ = proxy(client, upstream, bytes_per_second).await;
+                    let _ = proxy(client, upstream, bytes_per_second, gate).await;
                 });
             }
             // Transient (a connection reset before it was accepted, out of
@@ -106,6 +134,7 @@ async fn proxy(
     mut client: TcpStream,
     upstream: SocketAddr,
     bytes_per_second: u64,
+    gate: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut server = TcpStream::connect(upstream).await?;
     // Small writes (request headers, then body) pass on at once, as they were made.
@@ -114,24 +143,27 @@ async fn proxy(
     let (mut client_read, mut client_write) = client.split();
     let (mut server_read, mut server_write) = server.split();
     let requests = async {
-        tokio::io::copy(&mut client_read, &mut server_write).await?;
+        forward(&mut client_read, &mut server_write, None, gate.clone()).await?;
         server_write.shutdown().await
     };
     let responses = async {
-        paced_copy(&mut server_read, &mut client_write, bytes_per_second).await?;
+        let pace = Some(bytes_per_second);
+        forward(&mut server_read, &mut client_write, pace, gate.clone()).await?;
         client_write.shutdown().await
     };
     tokio::try_join!(requests, responses)?;
     Ok(())
 }
 
-/// Copies `from` to `to` until `from` ends, never letting the bytes sent run
-/// ahead of `bytes_per_second` times the time elapsed (less idle time beyond
+/// Copies `from` to `to` until `from` ends, holding each piece while the gate
+/// is closed and, with a `pace`, never letting the bytes sent run ahead of
+/// `pace` bytes per second times the time elapsed (less idle time beyond
 /// [`BURST`]).
-async fn paced_copy(
+async fn forward(
     from: &mut (impl AsyncRead + Unpin),
     to: &mut (impl AsyncWrite + Unpin),
-    bytes_per_second: u64,
+    pace: Option<u64>,
+    mut gate: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let mut buf = vec![0; CHUNK];
     // The instant by which everything sent so far may have been sent.
@@ -141,9 +173,14 @@ async fn paced_copy(
         if n == 0 {
             return Ok(());
         }
-        let cost = Duration::from_secs_f64(n as f64 / bytes_per_second as f64);
-        paid_until = paid_until.max(Instant::now() - BURST) + cost;
-        tokio::time::sleep_until(paid_until).await;
+        gate.wait_for(|open| *open)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the link was dropped"))?;
+        if let Some(bytes_per_second) = pace {
+            let cost = Duration::from_secs_f64(n as f64 / bytes_per_second as f64);
+            paid_until = paid_until.max(Instant::now() - BURST) + cost;
+            tokio::time::sleep_until(paid_until).await;
+        }
         to.write_all(&buf[..n]).await?;
     }
 }

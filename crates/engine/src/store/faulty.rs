@@ -37,6 +37,9 @@ pub enum Fault {
     /// A read is answered, and the connection breaks half way through the body (reads
     /// only; a whole-body `get` fails, a streamed one fails after the first half).
     CutOffBody,
+    /// The request reaches the bucket and takes effect, and its answer never comes: the
+    /// store stopped answering with the connection open. Only a deadline ends the wait.
+    SilentAfterApplying,
 }
 
 /// Which store operation a scripted fault applies to.
@@ -166,6 +169,7 @@ impl<S: Store> FaultyStore<S> {
             Some(Fault::CutOffBody) if operation == Operation::Get => Ok(After::CutOff),
             Some(Fault::CutOffBody) => Ok(After::Keep),
             Some(Fault::RetriedAfterLanding) => Ok(After::RefuseRetry),
+            Some(Fault::SilentAfterApplying) => Ok(After::Silence),
         }
     }
 
@@ -183,7 +187,7 @@ impl<S: Store> FaultyStore<S> {
                 body: cut_off(body, len(&info) / 2, key),
                 info,
             }),
-            (after, answer) => answered(after, Operation::Get, key, answer),
+            (after, answer) => answered(after, Operation::Get, key, answer).await,
         }
     }
 }
@@ -195,6 +199,7 @@ enum After {
     Drop,
     RefuseRetry,
     CutOff,
+    Silence,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -217,8 +222,8 @@ fn injected(operation: Operation, key: &str, what: &str) -> StoreError {
     }
 }
 
-/// What the caller sees of `answer` under `after`.
-fn answered<T>(
+/// What the caller sees of `answer` under `after` (nothing, ever, under silence).
+async fn answered<T>(
     after: After,
     operation: Operation,
     key: &str,
@@ -234,6 +239,7 @@ fn answered<T>(
         After::RefuseRetry => Err(StoreError::PreconditionFailed {
             key: key.to_owned(),
         }),
+        After::Silence => std::future::pending().await,
     }
 }
 
@@ -269,7 +275,7 @@ fn cut_off(body: ByteStream, keep: u64, key: &str) -> ByteStream {
 macro_rules! faulty {
     ($self:ident, $operation:expr, $key:expr, $call:expr) => {{
         let after = $self.before($operation, $key).await?;
-        answered(after, $operation, $key, $call.await)
+        answered(after, $operation, $key, $call.await).await
     }};
 }
 

@@ -8,6 +8,11 @@
 //! - `{key}.cellar-lock`: an advisory file lock (shared to read, exclusive to write),
 //!   so compare-and-swap is atomic across processes, and released if a process dies.
 //!
+//! A delete leaves nothing behind, as on S3: the object's files, its lock file, and the
+//! folders it leaves empty. It removes the lock file while holding it, so whoever takes a
+//! lock checks that its file is still linked, and else takes the lock again on the file now
+//! at that path: the lock stays one per object across processes.
+//!
 //! A write, under the exclusive lock: body to `{key}.cellar-incoming` (fsync), metadata
 //! to a temp file (fsync) renamed over `{key}.cellar-meta` (the commit), then the incoming
 //! body renamed over `{key}`. A crash between the two renames leaves an incoming file
@@ -147,17 +152,27 @@ impl ObjectFiles {
     /// Takes the object's lock to write, creating its folder and lock file, and finishes
     /// an interrupted write first.
     fn lock_exclusive(&self) -> io::Result<File> {
-        if let Some(parent) = self.lock.parent() {
-            fs::create_dir_all(parent)?;
+        loop {
+            if let Some(parent) = self.lock.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let opened = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&self.lock);
+            let lock = match opened {
+                Ok(lock) => lock,
+                // A delete removed the folder, empty, between the two steps.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            };
+            lock.lock()?;
+            if still_linked(&lock)? {
+                self.finish_interrupted_write()?;
+                return Ok(lock);
+            }
         }
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)?;
-        lock.lock()?;
-        self.finish_interrupted_write()?;
-        Ok(lock)
     }
 
     /// Takes the object's lock to read (exclusive while it finishes an interrupted write);
@@ -165,18 +180,26 @@ impl ObjectFiles {
     /// else, so without one there is no object, and a read (every request's version check)
     /// creates nothing and costs fewer system calls.
     fn lock_shared(&self) -> io::Result<Option<File>> {
-        let lock = match File::open(&self.lock) {
-            Ok(lock) => lock,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        if self.incoming.exists() {
-            lock.lock()?;
-            self.finish_interrupted_write()?;
-        } else {
-            lock.lock_shared()?;
+        loop {
+            let lock = match File::open(&self.lock) {
+                Ok(lock) => lock,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(err),
+            };
+            let interrupted = self.incoming.exists();
+            if interrupted {
+                lock.lock()?;
+            } else {
+                lock.lock_shared()?;
+            }
+            if !still_linked(&lock)? {
+                continue;
+            }
+            if interrupted {
+                self.finish_interrupted_write()?;
+            }
+            return Ok(Some(lock));
         }
-        Ok(Some(lock))
     }
 
     /// The committed object, its body opened under the shared lock. A write replaces the
@@ -256,6 +279,38 @@ fn read_in_pieces(file: impl Read + Send + 'static, key: String) -> ByteStream {
         }
     })
     .boxed()
+}
+
+/// Whether `lock` is still the lock file of its object: a delete unlinks the file while
+/// holding it, and whoever was waiting for it then holds a lock nobody else can see.
+/// Lock files are only ever created and unlinked, never renamed, so a linked one is the
+/// one at the object's path.
+fn still_linked(lock: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(lock.metadata()?.nlink() > 0)
+}
+
+/// Removes the folders above `path` that are left empty, up to the root (kept): folders
+/// are not objects, and a bucket holds none that are empty. A folder that is not empty,
+/// or no longer there, stops the climb; a writer that finds its folder gone creates it
+/// again (`ObjectFiles::lock_exclusive`).
+fn remove_empty_folders(root: &Path, path: &Path) -> io::Result<()> {
+    let mut folder = path.parent();
+    while let Some(dir) = folder.filter(|dir| dir.starts_with(root) && *dir != root) {
+        match fs::remove_dir(dir) {
+            Ok(()) => folder = dir.parent(),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -383,15 +438,18 @@ impl Store for LocalStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.blocking(key, "delete", |files| {
-            let _lock = files.lock_exclusive()?;
-            for path in [&files.meta, &files.body] {
+        let root = Arc::clone(&self.root);
+        self.blocking(key, "delete", move |files| {
+            let lock = files.lock_exclusive()?;
+            // The lock file last, while still held: until then it guards the others.
+            for path in [&files.meta, &files.body, &files.lock] {
                 match fs::remove_file(path) {
                     Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
                     _ => {}
                 }
             }
-            Ok(())
+            drop(lock);
+            remove_empty_folders(&root, &files.body)
         })
         .await
     }
@@ -575,6 +633,87 @@ mod tests {
             !dir.path().join("u").exists(),
             "a read created the object's folder"
         );
+    }
+
+    /// Every file and folder under `root`, relative to it, sorted.
+    fn tree(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                found.push(path.strip_prefix(root).unwrap().display().to_string());
+                if path.is_dir() {
+                    pending.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Every start of `cellar serve` probes the store: on a folder it must leave the folder
+    /// as it found it, empty or holding a user's database.
+    #[tokio::test]
+    async fn the_start_up_probe_leaves_the_folder_as_it_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let capabilities = crate::store::probe(&store, "cellar-users/.cellar-probe/n1")
+            .await
+            .unwrap();
+        assert!(capabilities.all(), "{capabilities:?}");
+        assert_eq!(tree(dir.path()), Vec::<String>::new());
+
+        let user_key = "cellar-users/alice/database.sqlite";
+        store
+            .put(
+                user_key,
+                Bytes::from_static(b"db"),
+                RawMetadata::new(),
+                PutCondition::Create,
+            )
+            .await
+            .unwrap();
+        let before = tree(dir.path());
+        crate::store::probe(&store, "cellar-users/.cellar-probe/n2")
+            .await
+            .unwrap();
+        assert_eq!(tree(dir.path()), before);
+        store.delete(user_key).await.unwrap();
+        assert_eq!(tree(dir.path()), Vec::<String>::new());
+    }
+
+    /// A delete unlinks the lock file it holds. Whoever was waiting for that lock must not
+    /// count as holding the object's lock then: a third party locks the new file at the
+    /// same path, and the waiter waits for it.
+    #[test]
+    fn a_lock_on_a_deleted_lock_file_is_taken_again_on_the_new_one() {
+        let (_dir, store, _) = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(holding_one());
+        let files = Arc::new(store.files("u/db").unwrap());
+        let deleting = files.lock_exclusive().unwrap();
+        let (taken, waiter_took) = std::sync::mpsc::channel();
+        let waiter = {
+            let files = Arc::clone(&files);
+            std::thread::spawn(move || {
+                let lock = files.lock_exclusive().unwrap();
+                taken.send(()).unwrap();
+                drop(lock);
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100)); // the waiter waits
+        fs::remove_file(&files.lock).unwrap();
+        let third = files.lock_exclusive().unwrap(); // the new lock file
+        drop(deleting);
+        let wait = std::time::Duration::from_millis(300);
+        assert!(
+            waiter_took.recv_timeout(wait).is_err(),
+            "the waiter took the deleted lock while another process held the object's lock"
+        );
+        drop(third);
+        waiter_took.recv_timeout(wait * 10).unwrap();
+        waiter.join().unwrap();
     }
 
     #[tokio::test]

@@ -5,7 +5,12 @@
 //! conditionally, list, delete.
 //! Conditional writes are what make conflicts visible (DESIGN §3): `If-None-Match: *`
 //! for a user's first upload, `If-Match: <etag>` afterwards.
+//!
+//! Two wrappers go around any store: [`DeadlineStore`] gives every call a deadline (a
+//! store that stops answering fails like one that refuses), [`FaultyStore`] injects
+//! faults on purpose.
 
+mod deadline;
 mod faulty;
 mod local;
 mod memory;
@@ -20,6 +25,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+pub use deadline::{DEFAULT_DEADLINE, DeadlineStore};
 pub use faulty::{Fault, FaultRates, FaultyStore, Operation};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
@@ -69,17 +75,24 @@ pub enum Fetched<B = Bytes> {
     },
 }
 
-impl Fetched {
-    /// The same answer with the body as a stream of one piece.
-    pub fn into_stream(self) -> Fetched<ByteStream> {
+impl<B> Fetched<B> {
+    /// The same answer with its body passed through `f`.
+    pub fn map_body<C>(self, f: impl FnOnce(B) -> C) -> Fetched<C> {
         match self {
             Fetched::NotFound => Fetched::NotFound,
             Fetched::NotModified => Fetched::NotModified,
             Fetched::Found { info, body } => Fetched::Found {
                 info,
-                body: futures::stream::once(async { Ok(body) }).boxed(),
+                body: f(body),
             },
         }
+    }
+}
+
+impl Fetched {
+    /// The same answer with the body as a stream of one piece.
+    pub fn into_stream(self) -> Fetched<ByteStream> {
+        self.map_body(|body| futures::stream::once(async { Ok(body) }).boxed())
     }
 }
 

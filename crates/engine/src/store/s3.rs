@@ -20,8 +20,14 @@ use object_store::{
 };
 use tracing::warn;
 
-use super::{ByteStream, ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError};
+use super::{
+    ByteStream, DEFAULT_DEADLINE, ETag, Fetched, Listed, ObjectInfo, PutCondition, Store,
+    StoreError,
+};
 use crate::metadata::RawMetadata;
+
+/// How long the client waits for a connection at most (less if the deadline is short).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where an S3-compatible bucket is and how to reach it. Credentials are never part of
 /// the settings: they come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
@@ -44,21 +50,35 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// Builds the client; reads credentials from the environment.
+    /// Builds the client for the default deadline ([`DEFAULT_DEADLINE`]); reads
+    /// credentials from the environment.
     pub fn new(settings: &S3Settings) -> Result<Self, StoreError> {
+        Self::with_deadline(settings, DEFAULT_DEADLINE)
+    }
+
+    /// Builds the client for calls that a [`DeadlineStore`](super::DeadlineStore) cuts
+    /// off at `deadline`; reads credentials from the environment.
+    ///
+    /// The client's own retries fit in the deadline: it starts no new try after half of it,
+    /// so that its last try still has time to answer, and the caller learns what the store
+    /// said (a 503, a refused connection) rather than only that time ran out.
+    pub fn with_deadline(settings: &S3Settings, deadline: Duration) -> Result<Self, StoreError> {
+        let retry_budget = deadline / 2;
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&settings.bucket)
             .with_retry(RetryConfig {
                 max_retries: 4,
-                retry_timeout: Duration::from_secs(20),
+                retry_timeout: retry_budget,
                 ..RetryConfig::default()
             })
             .with_client_options(
                 // Client options hold `allow_http` too: set it here, not on the builder,
-                // or these options would reset it.
+                // or these options would reset it. No read timeout: `reqwest` counts it
+                // from the start of a request, upload included, which would cut off large
+                // writes on a slow link.
                 ClientOptions::new()
                     .with_allow_http(settings.allow_http)
-                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_connect_timeout(CONNECT_TIMEOUT.min(retry_budget))
                     .with_timeout(Duration::from_secs(120)),
             );
         if let Some(endpoint) = &settings.endpoint {
