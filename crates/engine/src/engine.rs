@@ -239,6 +239,17 @@ pub struct DbStatus {
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// A copy of a user's database made by [`Engine::export`].
+#[derive(Debug)]
+pub struct Export {
+    /// The version it holds.
+    pub version: Version,
+    /// Its length in bytes.
+    pub size_bytes: u64,
+    /// The copy, read from the start; it has no name on disk and goes when closed.
+    pub file: fs::File,
+}
+
 impl Engine {
     /// Starts building an engine over `store`.
     pub fn builder(config: EngineConfig, store: Arc<dyn Store>) -> EngineBuilder {
@@ -318,18 +329,24 @@ impl Engine {
         Ok(status_of(user, &state, size_bytes))
     }
 
-    /// A consistent copy of `user`'s database as of the bucket's current version.
-    pub async fn snapshot(&self, user: &UserId) -> Result<(Version, Vec<u8>)> {
+    /// A consistent copy of `user`'s database as of the bucket's current version, in an
+    /// unnamed file to stream from; `None` when the user has no database yet.
+    pub async fn export(&self, user: &UserId) -> Result<Option<Export>> {
         let mut session = self.begin(user).await?;
         let version = session.base().version;
-        let bytes = session
-            .run(|conn| {
-                Ok(crate::snapshot::Snapshot::take(conn.raw())?
-                    .bytes()
-                    .to_vec())
-            })
+        if version == Version::ZERO {
+            return Ok(None);
+        }
+        let (layout, owned) = (self.shared.layout.clone(), user.clone());
+        let file = session
+            .run(move |conn| crate::local::export(conn.raw(), &layout, &owned))
             .await?;
-        Ok((version, bytes))
+        let size_bytes = file.metadata().map_err(Error::io("exported copy"))?.len();
+        Ok(Some(Export {
+            version,
+            size_bytes,
+            file,
+        }))
     }
 
     /// Subscribes to version and conflict events of all users on this instance.

@@ -87,6 +87,16 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The request's results would be larger than the answer may be.
+    #[error(
+        "the results are larger than {limit} bytes, the most one answer may hold; select \
+         fewer rows or columns, or read them in pages"
+    )]
+    ResponseTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
+
     /// Local disk I/O failed.
     #[error("local storage error at {path}: {source}")]
     Io {
@@ -139,7 +149,8 @@ impl Error {
             Error::InvalidUserId { .. }
             | Error::Sql(_)
             | Error::Work(_)
-            | Error::LimitExceeded { .. } => ErrorKind::InvalidInput,
+            | Error::LimitExceeded { .. }
+            | Error::ResponseTooLarge { .. } => ErrorKind::InvalidInput,
             Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::SyncPending { .. } | Error::EarlierWritePending { .. } => ErrorKind::SyncPending,
@@ -194,6 +205,7 @@ impl Error {
                 what,
                 limit: *limit,
             },
+            Error::ResponseTooLarge { limit } => Error::ResponseTooLarge { limit: *limit },
             Error::Io { path, source } => Error::Io {
                 path: path.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),

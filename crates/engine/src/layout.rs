@@ -60,6 +60,11 @@ impl Layout {
         self.user_dir(user).join("pending.json")
     }
 
+    /// A copy of the database made for `GET /v1/db/file`; unlinked once opened.
+    pub fn export_temp_path(&self, user: &UserId) -> PathBuf {
+        self.user_dir(user).join("database.sqlite.export")
+    }
+
     /// Where a download is written before it is renamed into place.
     pub fn download_temp_path(&self, user: &UserId) -> PathBuf {
         self.user_dir(user).join("database.sqlite.download")

@@ -8,10 +8,12 @@
 //! - [`layout`]: the one module that knows local paths and object keys.
 //! - [`store`]: the remote side, one narrow [`Store`] trait: [`S3Store`] over
 //!   `object_store`, [`LocalStore`] (the embedded default), [`MemoryStore`] (unit tests),
-//!   and the start-up [`probe`](store::probe).
+//!   wrappers that put a deadline on every call ([`DeadlineStore`](store::DeadlineStore))
+//!   or inject faults, and the start-up [`probe`](store::probe).
 //! - The local side: `local` (the database file, its sync state, pending uploads) and
 //!   [`TrackedConnection`] (seed rules `write-tracked-connection`,
-//!   `write-detect-operations`).
+//!   `write-detect-operations`; what a request may return, [`OutputBudget`]), and the SQL
+//!   [`sandbox`].
 //! - The sync steps, one file each under `sync`: `pull` (`version-compare-on-start`),
 //!   `upload` (`sync-on-mutation`, `version-increment-on-write`,
 //!   `conflict-last-write-wins`, `conflict-log-warning`), `pending`, `aside`.
@@ -47,7 +49,7 @@ mod version;
 pub use admin::{BucketReader, RemoteDatabase, Verification};
 pub use clock::{Clock, SystemClock};
 pub use config::{ConflictPolicy, Durability, EngineConfig, SizeThresholds};
-pub use engine::{DbStatus, Engine, EngineBuilder};
+pub use engine::{DbStatus, Engine, EngineBuilder, Export};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, Resolution};
 pub use layout::Layout;
@@ -57,7 +59,7 @@ pub use metrics::{EngineMetrics, Histogram};
 pub use sandbox::{SqlLimits, sandbox_policy};
 pub use session::{Committed, Session};
 pub use store::{LocalStore, MemoryStore, S3Settings, S3Store, Store};
-pub use tracked::{SqlPolicy, StatementOutput, TrackedConnection};
+pub use tracked::{OutputBudget, SqlPolicy, StatementOutput, TrackedConnection};
 pub use user::UserId;
 pub use version::Version;
 

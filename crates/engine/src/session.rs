@@ -58,6 +58,8 @@ pub struct Session {
     base: SyncState,
     /// False when `base` is a local version whose upload is pending (`async`).
     base_in_bucket: bool,
+    /// This session made the user's folder: a user seen for the first time.
+    created_folder: bool,
     conn: Option<TrackedConnection>,
 }
 
@@ -78,10 +80,12 @@ impl Session {
         let (base, base_in_bucket) =
             pull::version_compare_on_start(&shared, &user, &mut guard).await?;
         shared.slots.get(&user).remember_version(base.version);
+        let mut created_folder = false;
         let conn = match guard.conn.take() {
             Some(conn) => conn,
             None => {
                 let staged = guard.staged.is_some();
+                created_folder = !shared.layout.user_dir(&user).exists();
                 shared.open_connection(&user, staged).await?
             }
         };
@@ -92,6 +96,7 @@ impl Session {
             guard,
             base,
             base_in_bucket,
+            created_folder,
             conn: Some(conn),
         })
     }
@@ -186,9 +191,14 @@ impl Session {
 
     async fn finish(&mut self) -> Result<Finished> {
         let conn = self.take_conn()?;
+        if conn.transaction_lost() {
+            // Work that went on after SQLite rolled its writes back must not answer success.
+            return Err(self.abandon(conn, crate::tracked::transaction_lost_error()));
+        }
         if !conn.wrote() {
             conn.rollback();
             self.guard.conn = Some(conn);
+            self.forget_if_nothing_to_keep();
             return Ok(Finished::Landed(Committed {
                 value: (),
                 version: self.base.version,
@@ -255,7 +265,7 @@ impl Session {
         let staged = self.guard.staged.is_some();
         crash_point("after-upload-before-commit");
         let (conn, outcome) = blocking(move || {
-            let outcome = conn.control("COMMIT").map_err(Error::from).and_then(|()| {
+            let outcome = conn.commit().and_then(|()| {
                 crash_point("after-commit-before-state");
                 match staged {
                     true => Ok(()), // saved when the download is installed
@@ -318,7 +328,7 @@ impl Session {
         let (conn, outcome) = blocking(move || {
             let outcome = record
                 .save(&layout, &user, &image)
-                .and_then(|()| conn.control("COMMIT").map_err(Error::from));
+                .and_then(|()| conn.commit());
             Ok((conn, outcome))
         })
         .await?;
@@ -391,6 +401,21 @@ impl Session {
         }
     }
 
+    /// A user seen for the first time, with nothing in the bucket, whose request did not
+    /// write keeps nothing on this instance: reads by ids never seen must not fill the disk
+    /// with folders. (What an earlier run left in a user's folder is recovery's to judge.)
+    fn forget_if_nothing_to_keep(&mut self) {
+        if !self.created_folder || self.base.version != Version::ZERO || self.guard.staged.is_some()
+        {
+            return;
+        }
+        self.guard.conn = None; // closes the file
+        self.guard.sync = None;
+        if let Err(err) = crate::local::forget_if_empty(&self.shared.layout, &self.user) {
+            warn!(user = %self.user, error = %err, "could not remove an empty database");
+        }
+    }
+
     fn abandon(&mut self, conn: TrackedConnection, err: Error) -> Error {
         self.guard.conn = Some(conn);
         self.rollback();
@@ -415,6 +440,7 @@ impl Drop for Session {
         if let Some(conn) = self.conn.take() {
             conn.rollback();
             self.guard.conn = Some(conn);
+            self.forget_if_nothing_to_keep();
         }
         if self.guard.staged.is_some() {
             staged::finish_soon(Arc::clone(&self.shared), self.user.clone());

@@ -167,6 +167,7 @@ impl From<Error> for ApiError {
     fn from(err: Error) -> Self {
         let code = match (&err, err.kind()) {
             (Error::Sql(sql), _) => sql_code(sql),
+            (Error::ResponseTooLarge { .. }, _) => ErrorCode::PayloadTooLarge,
             (_, ErrorKind::InvalidInput) => ErrorCode::BadRequest,
             (_, ErrorKind::Forbidden) => ErrorCode::Forbidden,
             (_, ErrorKind::Conflict) => ErrorCode::Conflict,
@@ -179,9 +180,37 @@ impl From<Error> for ApiError {
             (_, ErrorCode::QueryTimeout) => {
                 "the SQL ran past the time limit and was interrupted; nothing was changed".into()
             }
-            _ => err.to_string(),
+            _ => match in_words(&err) {
+                Some(words) => {
+                    // Keys, endpoints and the store client's settings are for operators.
+                    warn!(code = %code, error = %err, "answering without the error's details");
+                    words
+                }
+                None => err.to_string(),
+            },
         };
         Self::new(code, message)
+    }
+}
+
+/// The cause of a store failure in words: the store's own message names object keys and
+/// carries its client's internals (endpoints, retry settings).
+fn in_words(err: &Error) -> Option<String> {
+    const STORE_DOWN: &str = "object store unavailable (it failed or did not answer in time)";
+    match err {
+        Error::Store(_) => Some(format!(
+            "{STORE_DOWN}; nothing was changed, try again later"
+        )),
+        Error::SyncPending { user, version, .. } => Some(format!(
+            "{STORE_DOWN}: the write for user {user} is kept locally as version {version} and \
+             is pending upload; it is uploaded before the user is served again"
+        )),
+        Error::EarlierWritePending { user, version, .. } => Some(format!(
+            "{STORE_DOWN}: an earlier write (version {version} of user {user}'s database) is \
+             still pending upload, so this request was not run and changed nothing; try again \
+             later"
+        )),
+        _ => None,
     }
 }
 
@@ -271,6 +300,35 @@ mod tests {
             let api = ApiError::from(err);
             assert_eq!(api.code(), code, "{api}");
             assert_eq!(api.code().status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn store_failures_are_told_in_words_without_keys_or_client_settings() {
+        let user = UserId::new("alice").expect("valid id");
+        let store = cellar_engine::store::StoreError::unavailable(
+            "get",
+            "cellar-users/alice/database.sqlite",
+            "Generic S3 error: max_retries: 4, retry_timeout: 20s, endpoint http://10.0.0.9",
+        );
+        let cases = [
+            Error::Store(store.clone()),
+            Error::SyncPending {
+                user: user.clone(),
+                version: Version::new(3),
+                source: store.clone(),
+            },
+            Error::EarlierWritePending {
+                user: user.clone(),
+                version: Version::new(3),
+                source: store,
+            },
+        ];
+        for err in cases {
+            let api = ApiError::from(err);
+            for secret in ["cellar-users", "database.sqlite", "max_retries", "10.0.0.9"] {
+                assert!(!api.message().contains(secret), "{}", api.message());
+            }
         }
     }
 

@@ -21,7 +21,8 @@
 //! - `routes`: the v1 API — `query` (`POST /v1/query`, with `values` for JSON ↔ SQLite),
 //!   `db` (`GET /v1/db`, `GET /v1/db/file`), `events` (`GET /v1/events`, WebSocket).
 //! - `metrics`: request counting and `GET /metrics` (Prometheus text).
-//! - `serve`: [`serve`] with graceful shutdown, and [`check_listen_address`].
+//! - `serve`: [`serve`], an HTTP/1.1 accept loop with at most `max_connections` open, a
+//!   deadline on request heads and graceful shutdown, and [`check_listen_address`].
 //!
 //! # Using the layers on your own app
 //!

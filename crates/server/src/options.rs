@@ -45,6 +45,10 @@ pub struct Limits {
     pub max_sql_bytes: usize,
     /// Most rows one statement may return (400 beyond). Default 10 000.
     pub max_result_rows: usize,
+    /// Most bytes the results of one `POST /v1/query` may take in its answer, counted while
+    /// the rows are produced (413 `payload_too_large` beyond). Rows times the largest value
+    /// would otherwise allow answers of gigabytes. Default 32 MiB.
+    pub max_response_bytes: usize,
     /// How long a request's SQL may run before it is interrupted (408 `query_timeout`).
     /// Default 5 s.
     pub query_timeout: Duration,
@@ -57,6 +61,7 @@ impl Default for Limits {
             max_statements: 100,
             max_sql_bytes: 100 * 1024,
             max_result_rows: 10_000,
+            max_response_bytes: 32 * 1024 * 1024,
             query_timeout: Duration::from_secs(5),
         }
     }
@@ -69,6 +74,13 @@ pub struct ServerOptions {
     pub auth: AuthMode,
     /// Per-request bounds.
     pub limits: Limits,
+    /// How long a connection may take to send a complete request head, the first one or
+    /// the next on a keep-alive connection; then it is closed, so idle sockets cannot hold
+    /// the server's open files and connection slots. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once, WebSockets included; one more is closed as soon as it
+    /// is accepted, so the server never runs out of open files. Default 1 024.
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -79,6 +91,8 @@ impl Default for ServerOptions {
                 trusted_proxy: false,
             },
             limits: Limits::default(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
         }
     }
 }

@@ -1,16 +1,34 @@
-//! Running the server: the listen-address check, graceful shutdown.
+//! Running the server: the listen-address check, the accept loop (a bounded number of
+//! connections, a deadline on request heads), graceful shutdown.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use axum::Router;
 use cellar_engine::Engine;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{debug, error, info, warn};
 
 use crate::options::{AuthMode, ServerOptions};
+
+/// The first pause after a failed `accept` (out of open files, say); it doubles up to
+/// [`MAX_ACCEPT_PAUSE`], so that the loop neither spins nor floods the log.
+const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause between two failed `accept`s.
+const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+/// Connections refused because every slot is taken are reported at most this often.
+const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(10);
 
 /// Refuses header auth on an address other hosts can reach, unless the operator said a
 /// trusted proxy sets `X-User-Id` (DESIGN §5): there, anyone could claim to be anyone.
@@ -27,8 +45,14 @@ pub fn check_listen_address(addr: SocketAddr, auth: &AuthMode) -> Result<(), Str
     }
 }
 
-/// Serves until `shutdown` resolves; then stops accepting, lets requests in flight finish
-/// (with their uploads), closes WebSockets with "going away", and returns.
+/// Serves HTTP/1.1 until `shutdown` resolves; then stops accepting, lets requests in flight
+/// finish (with their uploads), closes WebSockets with "going away", and returns.
+///
+/// At most [`ServerOptions::max_connections`] connections are open at once: one more is
+/// closed as soon as it is accepted, so idle clients can neither exhaust the open files nor
+/// queue ahead of `/healthz`. A connection that sends no complete request head within
+/// [`ServerOptions::header_read_timeout`], the first or the next on a keep-alive connection,
+/// is closed. HTTP/2 is not served: hyper has no such deadline for an HTTP/2 connection.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
@@ -40,20 +64,211 @@ pub async fn serve(
         .map_err(|message| io::Error::new(io::ErrorKind::InvalidInput, message))?;
     let (closing, signals) = Shutdown::new();
     let tasks = signals.tasks().clone();
+    let accept = Accept {
+        slots: Arc::new(Semaphore::new(
+            options.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
+        max_connections: options.max_connections,
+        header_read_timeout: options.header_read_timeout,
+        connections: TaskTracker::new(),
+        shutdown: signals.clone(),
+    };
     let app = crate::routes::build(engine.clone(), options, signals);
-    info!(%addr, "cellar is serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("shutting down: finishing requests in flight and their uploads");
-            closing.send_replace(true);
-        })
-        .await?;
+    info!(%addr, max_connections = accept.max_connections,
+        header_read_timeout_secs = accept.header_read_timeout.as_secs_f64(), "cellar is serving");
+    accept.run(listener, &app, shutdown).await;
+    info!("shutting down: finishing requests in flight and their uploads");
+    closing.send_replace(true);
+    accept.connections.close();
+    accept.connections.wait().await;
     tasks.close();
     tasks.wait().await;
     engine.settle().await;
     info!("shut down");
     Ok(())
+}
+
+/// The accept loop and what each connection it admits is served with.
+struct Accept {
+    /// One permit per open connection; see [`Admitted`].
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    /// The connections being served, waited for at shutdown.
+    connections: TaskTracker,
+    shutdown: Shutdown,
+}
+
+impl Accept {
+    /// Accepts until `stop` resolves, then drops the listener: new connections are refused.
+    async fn run(&self, listener: TcpListener, app: &Router, stop: impl Future<Output = ()>) {
+        let mut stop = pin!(stop);
+        let mut pause = FIRST_ACCEPT_PAUSE;
+        let mut refusals = Refusals::default();
+        loop {
+            let accepted = tokio::select! {
+                () = &mut stop => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => {
+                    pause = FIRST_ACCEPT_PAUSE;
+                    accepted
+                }
+                // The client left before it was accepted: nothing is wrong here.
+                Err(err) if is_connection_error(&err) => {
+                    debug!(error = %err, "a connection was lost before it was accepted");
+                    continue;
+                }
+                // Out of open files or memory: retrying at once would spin. Connections
+                // in flight close meanwhile, or the header deadline closes them.
+                Err(err) => {
+                    error!(error = %err, pause_ms = pause.as_millis() as u64,
+                        "cannot accept connections; trying again after a pause");
+                    tokio::select! {
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(MAX_ACCEPT_PAUSE);
+                    continue;
+                }
+            };
+            // Full: close at once rather than stop accepting, so the kernel's queue holds
+            // no idle clients ahead of a health check, and a client learns it now.
+            let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                refusals.count(self.max_connections);
+                continue;
+            };
+            let socket = Admitted {
+                stream,
+                _slot: slot,
+            };
+            self.connections.spawn(serve_connection(
+                socket,
+                peer,
+                app.clone(),
+                self.header_read_timeout,
+                self.shutdown.clone(),
+            ));
+        }
+    }
+}
+
+/// Serves one connection until it closes: by the client, at the header deadline, or after
+/// the request in flight when shutdown begins. An upgraded connection (a WebSocket) lives
+/// on in its handler's task, with its slot.
+async fn serve_connection(
+    socket: Admitted,
+    peer: SocketAddr,
+    app: Router,
+    header_read_timeout: Duration,
+    shutdown: Shutdown,
+) {
+    let mut http = http1::Builder::new();
+    // Hyper restarts this deadline whenever a connection waits for a request head, so it
+    // also closes keep-alive connections left idle between requests.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let connection = http
+        .serve_connection(TokioIo::new(socket), TowerToHyperService::new(app))
+        .with_upgrades();
+    let mut connection = pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = shutdown.closing() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = served {
+        debug!(%peer, error = %err, "connection closed");
+    }
+}
+
+/// Errors of one connection, not of the listener (as hyper 0.14's `AddrIncoming` told them).
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Counts connections closed because every slot was taken, and warns about them at most
+/// every [`REFUSALS_REPORTED_EVERY`].
+#[derive(Default)]
+struct Refusals {
+    unreported: u64,
+    reported_at: Option<Instant>,
+}
+
+impl Refusals {
+    fn count(&mut self, max_connections: usize) {
+        self.unreported += 1;
+        if self
+            .reported_at
+            .is_some_and(|at| at.elapsed() < REFUSALS_REPORTED_EVERY)
+        {
+            return;
+        }
+        warn!(
+            max_connections,
+            refused = self.unreported,
+            "every connection slot is taken (max_connections): new connections are closed at once"
+        );
+        self.unreported = 0;
+        self.reported_at = Some(Instant::now());
+    }
+}
+
+/// An accepted socket holding its slot among the `max_connections`. The slot is given back
+/// when the socket is closed, which after an upgrade is when the WebSocket ends, not when
+/// hyper lets go of the connection.
+struct Admitted {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// What long-lived work (uploads, WebSockets) watches for shutdown.

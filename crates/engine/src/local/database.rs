@@ -91,6 +91,38 @@ fn remove_companions(layout: &Layout, user: &UserId) -> Result<()> {
     Ok(())
 }
 
+/// Removes the user's database file if it is empty (a user with nothing in the bucket who
+/// only read), and the user's folder if nothing else is in it: reads by ids never seen
+/// must not leave a folder and an empty file each. The connection must be closed first.
+pub fn forget_if_empty(layout: &Layout, user: &UserId) -> Result<()> {
+    let database = layout.database_path(user);
+    match fs::metadata(&database) {
+        Ok(meta) if meta.len() == 0 => {
+            fs::remove_file(&database).map_err(Error::io(&database))?;
+        }
+        _ => return Ok(()),
+    }
+    let dir = layout.user_dir(user);
+    match fs::remove_dir(&dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::DirectoryNotEmpty => {
+            Err(Error::io(&dir)(err))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Copies the database `conn` reads into an unnamed file (SQLite's online backup): a
+/// consistent copy to stream from, without holding it in memory or holding the user's
+/// lock while a slow client reads it.
+pub fn export(conn: &Connection, layout: &Layout, user: &UserId) -> Result<fs::File> {
+    let path = layout.export_temp_path(user);
+    fsutil::remove_if_exists(&path)?;
+    conn.backup(rusqlite::MAIN_DB, &path, None)?;
+    let file = fs::File::open(&path).map_err(Error::io(&path))?;
+    fsutil::remove_if_exists(&path)?; // the open file stays readable
+    Ok(file)
+}
+
 /// True when `path` holds a SQLite database that passes `PRAGMA integrity_check`.
 pub fn is_intact(path: &Path) -> bool {
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {

@@ -5,7 +5,8 @@ mod pending;
 mod state;
 
 pub use database::{
-    install_download, install_image, is_intact, open_database, open_download, reset_if_missing,
+    export, forget_if_empty, install_download, install_image, is_intact, open_database,
+    open_download, reset_if_missing,
 };
 pub use pending::PendingUpload;
 pub use state::SyncState;

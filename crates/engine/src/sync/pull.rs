@@ -107,14 +107,14 @@ async fn compare_once(
         Fetched::NotFound => Err(inconsistent(
             user,
             format!(
-                "{key} is missing from the bucket, but version {} was synced here; \
+                "the database is missing from the bucket, but version {} was synced here; \
                  refusing to start over from an empty database",
                 state.version
             ),
         )),
         Fetched::Found { info, body } => {
             let remote = SnapshotMetadata::from_raw(&info.metadata)
-                .map_err(|detail| inconsistent(user, format!("{key}: {detail}")))?;
+                .map_err(|detail| inconsistent(user, format!("its metadata: {detail}")))?;
             check_version(user, &key, &state, &remote)?;
             let new_state = SyncState {
                 version: remote.version,
@@ -159,7 +159,7 @@ fn check_version(
         return Err(inconsistent(
             user,
             format!(
-                "{key}: the store returned version {} (written by {} at {}) but version {} was \
+                "the store returned version {} (written by {} at {}) but version {} was \
                  already seen here; refusing to go back",
                 remote.version, remote.writer, remote.updated_at, local.version
             ),

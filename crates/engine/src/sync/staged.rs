@@ -168,7 +168,7 @@ pub(crate) async fn stage(
                     "downloaded body does not match its metadata");
                 Error::Inconsistent {
                     user: user.clone(),
-                    detail: format!("{key}: {mismatch}"),
+                    detail: mismatch.to_string(),
                 }
             })
         }
@@ -449,7 +449,8 @@ async fn discard(shared: &Shared, user: &UserId) {
 
 /// Hashes the file at `path` and compares with `expected`.
 fn check_sha256(path: &Path, expected: &str) -> std::result::Result<(), String> {
-    let actual = sha256_of_file(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let actual = sha256_of_file(path)
+        .map_err(|err| format!("the downloaded file could not be read again: {err}"))?;
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {

@@ -14,7 +14,9 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cellar_engine::rusqlite::types::Value;
-use cellar_engine::{Durability, Error, StatementOutput, TrackedConnection, UserId, Version};
+use cellar_engine::{
+    Durability, Error, OutputBudget, StatementOutput, TrackedConnection, UserId, Version,
+};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -210,12 +212,14 @@ pub(crate) async fn run(
     let axum::Extension(PreparedQuery(statements)) = request
         .ok_or_else(|| ApiError::internal("/v1/query is served without its parse middleware"))?;
     let statements = Arc::new(statements);
-    let (max_rows, time_limit) = (state.limits.max_result_rows, state.limits.query_timeout);
+    let limits = state.limits.clone();
     let committed = state
         .engine
         .transact(&user, move |conn| {
-            conn.set_time_limit(Some(time_limit));
-            let outputs = run_all(conn, &statements, max_rows);
+            let mut budget =
+                OutputBudget::new(limits.max_result_rows, limits.max_response_bytes as u64);
+            conn.set_time_limit(Some(limits.query_timeout));
+            let outputs = run_all(conn, &statements, &mut budget);
             conn.set_time_limit(None);
             outputs.map_err(|api| Error::Work(Box::new(api)))
         })
@@ -253,13 +257,13 @@ pub(crate) async fn run(
 fn run_all(
     conn: &TrackedConnection,
     statements: &[Prepared],
-    max_rows: usize,
+    budget: &mut OutputBudget,
 ) -> Result<Vec<StatementOutput>, ApiError> {
     statements
         .iter()
         .enumerate()
         .map(|(index, statement)| {
-            conn.run(&statement.sql, &statement.params, max_rows)
+            conn.run(&statement.sql, &statement.params, budget)
                 .map_err(|err| ApiError::from(err).context(describe(index, &statement.sql)))
         })
         .collect()

@@ -4,7 +4,9 @@
 mod common;
 
 mod api;
+mod connections;
 mod events;
+mod hostile;
 mod identity;
 mod layers;
 mod s3;

@@ -159,4 +159,10 @@ async fn a_store_outage_answers_sync_pending_or_store_unavailable() {
         down.version, None,
         "the version cannot be known without the store"
     );
+    // Causes in words: no object keys, endpoints or the S3 client's retry settings.
+    for message in [pending.message(), down.message()] {
+        for internal in ["cellar-users", "database.sqlite", "127.0.0.1", "retry", "/"] {
+            assert!(!message.contains(internal), "{internal} in {message}");
+        }
+    }
 }
