@@ -129,6 +129,12 @@ pub const KEYS: &[Key] = &[
     Key::text("server.listen", |s, v| {
         parse_listen(v).map(|addr| s.listen = addr)
     }),
+    Key::integer("server.header_read_timeout_secs", |s, v| {
+        parse_positive(v).map(|secs| s.header_read_timeout = Duration::from_secs(secs as u64))
+    }),
+    Key::integer("server.max_connections", |s, v| {
+        parse_positive(v).map(|n| s.max_connections = n)
+    }),
     Key::text("data_dir", |s, v| {
         non_empty(v).map(|dir| s.data_dir = PathBuf::from(dir))
     }),
@@ -141,6 +147,9 @@ pub const KEYS: &[Key] = &[
     }),
     Key::boolean("store.allow_http", |s, v| {
         parse_bool(v).map(|b| s.store_allow_http = b)
+    }),
+    Key::integer("store.timeout_ms", |s, v| {
+        parse_positive(v).map(|ms| s.store_timeout = Duration::from_millis(ms as u64))
     }),
     Key::text("sync.conflict", |s, v| {
         v.parse().map(|policy| s.conflict = policy)
@@ -186,6 +195,9 @@ pub const KEYS: &[Key] = &[
     }),
     Key::integer("limits.max_result_rows", |s, v| {
         parse_positive(v).map(|n| s.limits.max_result_rows = n)
+    }),
+    Key::integer("limits.max_response_bytes", |s, v| {
+        parse_positive(v).map(|n| s.limits.max_response_bytes = n)
     }),
     Key::integer("limits.query_timeout_ms", |s, v| {
         parse_positive(v).map(|ms| s.limits.query_timeout = Duration::from_millis(ms as u64))

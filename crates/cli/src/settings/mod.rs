@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cellar_engine::store::FaultRates;
+use cellar_engine::store::{DeadlineStore, FaultRates};
 use cellar_engine::{
     ConflictPolicy, Durability, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store,
     SizeThresholds, Store,
@@ -102,6 +102,12 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     /// `server.listen`: where `cellar serve` binds.
     pub listen: SocketAddr,
+    /// `server.header_read_timeout_secs`: how long a connection may take to send a request
+    /// head (the first, or the next on a keep-alive connection) before it is closed.
+    pub header_read_timeout: Duration,
+    /// `server.max_connections`: most connections open at once, WebSockets included. At
+    /// start-up `cellar serve` checks that they fit under the open-files limit.
+    pub max_connections: usize,
     /// `data_dir`: the local copies.
     pub data_dir: PathBuf,
     /// `store.url`: the bucket.
@@ -112,6 +118,9 @@ pub struct Settings {
     pub store_region: Option<String>,
     /// `store.allow_http`: plain-HTTP endpoints (local MinIO, SeaweedFS).
     pub store_allow_http: bool,
+    /// `store.timeout_ms`: how long a store call may go unanswered (or a download wait for
+    /// its next piece) before the request fails as `store_unavailable`.
+    pub store_timeout: Duration,
     /// `sync.conflict`.
     pub conflict: ConflictPolicy,
     /// `sync.size_info_bytes`, `sync.size_warn_bytes`.
@@ -178,13 +187,17 @@ impl Settings {
     /// The embedded default: a local folder store, header auth on 127.0.0.1:8080.
     fn defaults() -> Self {
         let engine_defaults = EngineConfig::new("");
+        let server_defaults = ServerOptions::default();
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            header_read_timeout: server_defaults.header_read_timeout,
+            max_connections: server_defaults.max_connections,
             data_dir: PathBuf::from("./cellar-data/local"),
             store_url: StoreUrl::Folder(PathBuf::from("./cellar-data/bucket")),
             store_endpoint: None,
             store_region: None,
             store_allow_http: false,
+            store_timeout: cellar_engine::store::DEFAULT_DEADLINE,
             conflict: ConflictPolicy::default(),
             size_thresholds: SizeThresholds::default(),
             min_upload_interval: Duration::ZERO,
@@ -308,10 +321,12 @@ impl Settings {
         config
     }
 
-    /// The object store named by `store.*`. S3 credentials come from `AWS_ACCESS_KEY_ID`
-    /// and `AWS_SECRET_ACCESS_KEY`, never from the settings.
+    /// The object store named by `store.*`, every call bounded by `store.timeout_ms` (so
+    /// that neither the server nor an operator's command hangs on a silent store). S3
+    /// credentials come from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, never from
+    /// the settings.
     pub fn open_store(&self) -> Result<Arc<dyn Store>, ConfigError> {
-        Ok(match &self.store_url {
+        let store: Arc<dyn Store> = match &self.store_url {
             StoreUrl::Folder(root) => Arc::new(LocalStore::new(root)),
             StoreUrl::Memory => Arc::new(MemoryStore::new()),
             StoreUrl::S3 { bucket, .. } => {
@@ -321,12 +336,14 @@ impl Settings {
                     region: self.store_region.clone(),
                     allow_http: self.store_allow_http,
                 };
-                Arc::new(S3Store::new(&s3).map_err(|err| ConfigError::Store {
+                let store = S3Store::with_deadline(&s3, self.store_timeout);
+                Arc::new(store.map_err(|err| ConfigError::Store {
                     url: self.store_url.to_string(),
                     reason: err.to_string(),
                 })?)
             }
-        })
+        };
+        Ok(Arc::new(DeadlineStore::new(store, self.store_timeout)))
     }
 
     /// The server's options: identity mode and request limits. Only the server needs a JWT
@@ -343,6 +360,8 @@ impl Settings {
         Ok(ServerOptions {
             auth,
             limits: self.limits.clone(),
+            header_read_timeout: self.header_read_timeout,
+            max_connections: self.max_connections,
         })
     }
 

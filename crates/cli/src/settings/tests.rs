@@ -491,3 +491,68 @@ fn download_parts_reach_the_engine_and_refuse_zero() {
         "{err}"
     );
 }
+
+#[test]
+fn connection_keys_reach_the_server_and_must_be_positive() {
+    let defaults = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
+    let options = defaults.server_options().unwrap();
+    assert_eq!(
+        (options.header_read_timeout, options.max_connections),
+        (Duration::from_secs(10), 1024)
+    );
+    assert_eq!(
+        defaults.source_of("server.max_connections"),
+        Source::Default
+    );
+
+    let (_dir, config) = file("[server]\nheader_read_timeout_secs = 3\nmax_connections = 50\n");
+    let settings = Settings::load(
+        &config,
+        &env(&[("CELLAR_SERVER_MAX_CONNECTIONS", "64")]),
+        &[],
+    )
+    .unwrap();
+    let options = settings.server_options().unwrap();
+    assert_eq!(
+        (options.header_read_timeout, options.max_connections),
+        (Duration::from_secs(3), 64)
+    );
+    assert_eq!(
+        settings.source_of("server.max_connections"),
+        Source::Env("CELLAR_SERVER_MAX_CONNECTIONS".into())
+    );
+
+    for (var, key) in [
+        (
+            "CELLAR_SERVER_HEADER_READ_TIMEOUT_SECS",
+            "server.header_read_timeout_secs",
+        ),
+        ("CELLAR_SERVER_MAX_CONNECTIONS", "server.max_connections"),
+    ] {
+        let err = load_err(&ConfigFile::Default, &env(&[(var, "0")]), &[]);
+        assert!(err.contains(key) && err.contains("at least 1"), "{err}");
+    }
+}
+
+#[test]
+fn the_store_timeout_is_ten_seconds_unless_set_and_must_be_at_least_one_millisecond() {
+    let default = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
+    assert_eq!(default.store_timeout, Duration::from_secs(10));
+    let (_dir, config) = file("[store]\ntimeout_ms = 2500\n");
+    let from_file = Settings::load(&config, &env(&[]), &[]).unwrap();
+    assert_eq!(from_file.store_timeout, Duration::from_millis(2500));
+    let vars = env(&[("CELLAR_STORE_TIMEOUT_MS", "750")]);
+    let from_env = Settings::load(&config, &vars, &[]).unwrap();
+    assert_eq!(from_env.store_timeout, Duration::from_millis(750));
+    for (value, says) in [("0", "at least 1"), ("10s", "positive whole number")] {
+        let err = load_err(
+            &ConfigFile::Default,
+            &env(&[("CELLAR_STORE_TIMEOUT_MS", value)]),
+            &[],
+        );
+        assert!(
+            err.contains("store.timeout_ms") && err.contains(says),
+            "{value}: {err}"
+        );
+    }
+}
