@@ -6,7 +6,7 @@ use std::fmt;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use cellar_engine::rusqlite::{self, ErrorCode as SqliteCode};
-use cellar_engine::{Error, ErrorKind};
+use cellar_engine::{Error, ErrorKind, InvalidUserId};
 use http::StatusCode;
 use tracing::{error, warn};
 
@@ -81,9 +81,9 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// An error answer. Handlers behind [`crate::DatabaseSyncLayer`] return it; any
-/// [`cellar_engine::Error`] converts into it with `?`.
-#[derive(Debug, thiserror::Error)]
+/// An error answer. The v1 handlers return it, and so can handlers of your own behind
+/// [`crate::DatabaseSyncLayer`]; any [`cellar_engine::Error`] converts into it with `?`.
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     code: ErrorCode,
@@ -152,13 +152,20 @@ impl ApiError {
     /// Like `From<Error>`, but an [`Error::Work`] that carries an `ApiError` (a handler's
     /// own error, passed through the engine) comes back as that error.
     pub(crate) fn from_work(err: Error) -> Self {
-        match err {
-            Error::Work(inner) => match inner.downcast::<ApiError>() {
-                Ok(api) => *api,
-                Err(other) => Self::from(Error::Work(other)),
+        match &err {
+            Error::Work(inner) => match inner.downcast_ref::<ApiError>() {
+                Some(api) => api.clone(),
+                None => Self::from(err),
             },
-            other => Self::from(other),
+            _ => Self::from(err),
         }
+    }
+}
+
+impl From<InvalidUserId> for ApiError {
+    /// 400 `bad_request`, naming the rule the id broke.
+    fn from(err: InvalidUserId) -> Self {
+        Self::bad_request(err.to_string())
     }
 }
 
@@ -171,7 +178,9 @@ impl From<Error> for ApiError {
             (_, ErrorKind::InvalidInput) => ErrorCode::BadRequest,
             (_, ErrorKind::Forbidden) => ErrorCode::Forbidden,
             (_, ErrorKind::Conflict) => ErrorCode::Conflict,
-            (_, ErrorKind::Unavailable) => ErrorCode::StoreUnavailable,
+            // Data that fails Cellar's checks was not used: retrying later may find it
+            // whole (a stale read passes), and the message says what was wrong.
+            (_, ErrorKind::Unavailable | ErrorKind::Data) => ErrorCode::StoreUnavailable,
             (_, ErrorKind::SyncPending) => ErrorCode::SyncPending,
             (_, ErrorKind::Internal) => return Self::internal(err),
         };
@@ -251,7 +260,7 @@ mod tests {
     use cellar_engine::{UserId, Version};
 
     fn sqlite(code: std::os::raw::c_int) -> Error {
-        Error::Sql(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
+        Error::from(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
     }
 
     #[test]
@@ -295,6 +304,18 @@ mod tests {
                 400,
             ),
             (Error::Config("nope".into()), ErrorCode::Internal, 500),
+            (
+                Error::Internal {
+                    what: "a blocking task panicked".into(),
+                },
+                ErrorCode::Internal,
+                500,
+            ),
+            (
+                Error::work_message("the caller's own failure"),
+                ErrorCode::BadRequest,
+                400,
+            ),
         ];
         for (err, code, status) in cases {
             let api = ApiError::from(err);

@@ -1,6 +1,24 @@
 //! Cellar's HTTP server: the v1 API of DESIGN §5 over a [`cellar_engine::Engine`], built
 //! from tower layers that a Rust developer can also put on their own axum app.
 //!
+//! The v1 API ([`router`], served by [`serve()`]); `POST /v1/query` goes:
+//!
+//! ```text
+//! client ─► UserContextLayer ─► parse ──────────► handler ─► Engine::transact ──────────► response
+//!           (who is calling?)   (body read and    (its SQL)  (version check,              (Cellar-Version)
+//!                                checked against              download if newer;
+//!                                the limits)                  group commit: requests
+//!                                                             that arrive during an
+//!                                                             upload share the next
+//!                                                             ONE upload)
+//! ```
+//!
+//! `GET /v1/db`, `GET /v1/db/file` and `GET /v1/events` run behind `UserContextLayer` too,
+//! each with its own version check; `/healthz` and `/metrics` need no identity.
+//!
+//! [`DatabaseSyncLayer`] is not on that path: it is exported for handlers of your own (see
+//! below), which get the caller's database through the [`Db`] extractor:
+//!
 //! ```text
 //! client ─► UserContextLayer ─► DatabaseSyncLayer ─► handler(Db) ─► DatabaseSyncLayer ─► response
 //!           (who is calling?)   (version check,      (SQL through    (ONE upload if it
@@ -10,18 +28,25 @@
 //!
 //! # Layout
 //!
+//! From the leaves up; a module uses only modules above it in this list.
+//!
 //! - [`options`](ServerOptions): [`AuthMode`], [`Limits`], [`ServerOptions`].
-//! - `auth`: the user-context layer, [`UserContextLayer`] (header or JWT identity; sets the
-//!   caller's [`cellar_engine::UserId`] as a request extension).
-//! - `sync`: the database-sync layer, [`DatabaseSyncLayer`], and the [`Db`] extractor
-//!   handlers use (seed rules `version-compare-on-start`, `write-batched`,
-//!   `sync-on-mutation` as seen from HTTP; rebase by running the handler again).
 //! - `error`: [`ApiError`] and [`ErrorCode`], the one place where failures become HTTP
 //!   statuses and the `{"error": {"code", "message"}}` body.
-//! - `routes`: the v1 API — `query` (`POST /v1/query`, with `values` for JSON ↔ SQLite),
-//!   `db` (`GET /v1/db`, `GET /v1/db/file`), `events` (`GET /v1/events`, WebSocket).
+//! - `state`: what the v1 API's handlers share (the engine, the limits, the request counts)
+//!   and the shutdown signal that WebSockets watch.
+//! - `auth`: the user-context layer, [`UserContextLayer`] (header or JWT identity; sets the
+//!   caller's [`cellar_engine::UserId`] as a request extension).
 //! - `metrics`: request counting and `GET /metrics` (Prometheus text).
-//! - `serve`: [`serve`], an HTTP/1.1 accept loop with at most `max_connections` open, a
+//! - `sync`: the database-sync layer, [`DatabaseSyncLayer`], and the [`Db`] extractor, for
+//!   handlers of your own (seed rules `version-compare-on-start`, `write-batched`,
+//!   `sync-on-mutation` as seen from HTTP; rebase by running the handler again); also
+//!   [`CELLAR_VERSION`], the header that the routes set as well.
+//! - `routes`: the v1 API — `query` (`POST /v1/query` through
+//!   [`Engine::transact`](cellar_engine::Engine::transact), with `values` for JSON ↔
+//!   SQLite), `db` (`GET /v1/db`, `GET /v1/db/file`), `events` (`GET /v1/events`,
+//!   WebSocket); [`router`] builds it.
+//! - `serve`: [`serve()`], an HTTP/1.1 accept loop with at most `max_connections` open, a
 //!   deadline on request heads and graceful shutdown, and [`check_listen_address`].
 //!
 //! # Using the layers on your own app
@@ -56,6 +81,7 @@ mod metrics;
 mod options;
 mod routes;
 mod serve;
+mod state;
 mod sync;
 
 pub use auth::{USER_ID_HEADER, UserContext, UserContextLayer};
@@ -64,7 +90,7 @@ pub use options::{AuthMode, Limits, ServerOptions};
 pub use serve::{check_listen_address, serve};
 pub use sync::{CELLAR_VERSION, DatabaseSync, DatabaseSyncLayer, Db};
 
-/// The v1 API as an axum router, for serving it yourself (see [`serve`] for the usual way).
+/// The v1 API as an axum router, for serving it yourself (see [`serve()`] for the usual way).
 pub fn router(engine: cellar_engine::Engine, options: ServerOptions) -> axum::Router {
-    routes::build(engine, options, serve::Shutdown::never())
+    routes::build(engine, options, state::Shutdown::never())
 }

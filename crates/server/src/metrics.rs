@@ -1,45 +1,20 @@
 //! `GET /metrics`: Prometheus text. HTTP requests by route and status are counted here;
 //! everything about syncing comes from [`cellar_engine::EngineMetrics`].
 
-use std::collections::BTreeMap;
 use std::fmt::Display;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cellar_engine::{Engine, Histogram};
-use http::StatusCode;
 use http::header::CONTENT_TYPE;
 
-use crate::routes::AppState;
+use crate::state::{AppState, HttpMetrics};
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
-
-/// Requests answered, by route and status.
-#[derive(Debug, Default)]
-pub(crate) struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-}
-
-impl HttpMetrics {
-    fn record(&self, route: &str, status: StatusCode) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *requests
-            .entry((route.to_owned(), status.as_u16()))
-            .or_default() += 1;
-    }
-
-    fn snapshot(&self) -> Vec<((String, u16), u64)> {
-        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        requests
-            .iter()
-            .map(|(key, count)| (key.clone(), *count))
-            .collect()
-    }
-}
 
 /// Middleware: counts every answer by its route pattern (never the raw path, whose user
 /// ids or junk would make the label set unbounded).
@@ -189,16 +164,5 @@ mod tests {
         );
         assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
         assert!(text.contains("t_seconds_count 2\n"), "{text}");
-    }
-
-    #[test]
-    fn requests_are_counted_by_route_and_status() {
-        let http = HttpMetrics::default();
-        http.record("/v1/query", StatusCode::OK);
-        http.record("/v1/query", StatusCode::OK);
-        http.record("/v1/query", StatusCode::BAD_REQUEST);
-        let counts = http.snapshot();
-        assert_eq!(counts[0], (("/v1/query".to_owned(), 200), 2));
-        assert_eq!(counts[1], (("/v1/query".to_owned(), 400), 1));
     }
 }

@@ -67,7 +67,7 @@ impl Default for Limits {
     }
 }
 
-/// Everything [`crate::router`] and [`crate::serve`] need besides the engine.
+/// Everything [`crate::router`] and [`crate::serve()`] need besides the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerOptions {
     /// How callers are identified.

@@ -16,11 +16,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::options::{AuthMode, ServerOptions};
+use crate::routes;
+use crate::state::Shutdown;
 
 /// The first pause after a failed `accept` (out of open files, say); it doubles up to
 /// [`MAX_ACCEPT_PAUSE`], so that the loop neither spins nor floods the log.
@@ -73,7 +75,7 @@ pub async fn serve(
         connections: TaskTracker::new(),
         shutdown: signals.clone(),
     };
-    let app = crate::routes::build(engine.clone(), options, signals);
+    let app = routes::build(engine.clone(), options, signals);
     info!(%addr, max_connections = accept.max_connections,
         header_read_timeout_secs = accept.header_read_timeout.as_secs_f64(), "cellar is serving");
     accept.run(listener, &app, shutdown).await;
@@ -268,40 +270,6 @@ impl AsyncWrite for Admitted {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-/// What long-lived work (uploads, WebSockets) watches for shutdown.
-#[derive(Clone, Debug)]
-pub(crate) struct Shutdown {
-    closing: watch::Receiver<bool>,
-    tasks: TaskTracker,
-}
-
-impl Shutdown {
-    /// A signal and the sender that raises it.
-    fn new() -> (watch::Sender<bool>, Self) {
-        let (sender, closing) = watch::channel(false);
-        let tasks = TaskTracker::new();
-        (sender, Self { closing, tasks })
-    }
-
-    /// A signal that never comes (a router served by someone else).
-    pub(crate) fn never() -> Self {
-        Self::new().1
-    }
-
-    /// Resolves once shutdown has begun; never, if nobody can begin it.
-    pub(crate) async fn closing(&self) {
-        let mut closing = self.closing.clone();
-        if closing.wait_for(|closing| *closing).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Work that shutdown waits for.
-    pub(crate) fn tasks(&self) -> &TaskTracker {
-        &self.tasks
     }
 }
 

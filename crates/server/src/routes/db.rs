@@ -1,7 +1,6 @@
 //! `GET /v1/db` and `GET /v1/db/file`: the caller's database, described or whole.
 //!
-//! Both run their own engine session (with the version check at its start), so they sit
-//! outside the database-sync layer.
+//! Both run their own engine session, with the version check at its start.
 
 use std::sync::Arc;
 
@@ -13,8 +12,8 @@ use cellar_engine::{UserId, Version};
 use http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use tokio_util::io::ReaderStream;
 
-use super::AppState;
 use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
 use crate::sync::set_version;
 
 /// The media type of a SQLite database file.

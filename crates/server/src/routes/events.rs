@@ -14,9 +14,8 @@ use cellar_engine::{Event, UserId};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::warn;
 
-use super::AppState;
 use crate::error::ApiError;
-use crate::serve::Shutdown;
+use crate::state::{AppState, Shutdown};
 use crate::sync::set_version;
 
 /// How long a client may take to accept one message.

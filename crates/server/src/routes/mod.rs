@@ -29,17 +29,9 @@ use tracing::Level;
 
 use crate::auth::UserContextLayer;
 use crate::error::{ApiError, ErrorCode};
-use crate::metrics::{self, HttpMetrics};
-use crate::options::{Limits, ServerOptions};
-use crate::serve::Shutdown;
-
-/// What the handlers share.
-pub(crate) struct AppState {
-    pub engine: Engine,
-    pub limits: Limits,
-    pub http: HttpMetrics,
-    pub shutdown: Shutdown,
-}
+use crate::metrics;
+use crate::options::ServerOptions;
+use crate::state::{AppState, HttpMetrics, Shutdown};
 
 /// The whole application.
 pub(crate) fn build(engine: Engine, options: ServerOptions, shutdown: Shutdown) -> Router {

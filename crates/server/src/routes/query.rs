@@ -1,9 +1,12 @@
 //! `POST /v1/query`: the caller's statements in ONE transaction, all or nothing.
 //!
 //! The request is read, parsed and checked against the limits by [`parse`], a middleware
-//! in front of the database-sync layer, so that a malformed or oversized request is refused
-//! before any file or object is touched. [`run`] then runs the statements through the
-//! tracked connection and commits (one upload if they wrote).
+//! in front of the handler, so that a malformed or oversized request is refused before any
+//! file or object is touched. [`run`] then hands the statements to
+//! [`Engine::transact`](cellar_engine::Engine::transact): the version check, the statements
+//! in one transaction, and one upload if they wrote, shared with the same user's requests
+//! that arrived while an upload was in flight (group commit). The database-sync layer
+//! (`sync`) is not on this route: it serves handlers of one's own that take a `Db`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,9 +23,10 @@ use cellar_engine::{
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{AppState, values};
+use super::values;
 use crate::error::ApiError;
 use crate::options::Limits;
+use crate::state::AppState;
 use crate::sync::{body_error, set_version};
 
 /// The request body.
@@ -139,7 +143,7 @@ impl Statement {
     }
 }
 
-/// Middleware: reads, parses and checks the body, before the database-sync layer.
+/// Middleware: reads, parses and checks the body, before the handler runs anything.
 pub(crate) async fn parse(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -221,7 +225,7 @@ pub(crate) async fn run(
             conn.set_time_limit(Some(limits.query_timeout));
             let outputs = run_all(conn, &statements, &mut budget);
             conn.set_time_limit(None);
-            outputs.map_err(|api| Error::Work(Box::new(api)))
+            outputs.map_err(Error::work)
         })
         .await;
     let committed = match committed {
@@ -329,12 +333,12 @@ mod tests {
             parse_body(r#"{"statements": ["SELECT 1", "SELECT 2", "SELECT 3"]}"#).expect("valid");
         assert_eq!(
             too_many.prepare(&limits).err().map(|e| e.code()),
-            Some(crate::ErrorCode::PayloadTooLarge)
+            Some(crate::error::ErrorCode::PayloadTooLarge)
         );
         let too_long = parse_body(r#"{"statements": ["SELECT 1 + 1 + 1"]}"#).expect("valid");
         assert_eq!(
             too_long.prepare(&limits).err().map(|e| e.code()),
-            Some(crate::ErrorCode::PayloadTooLarge)
+            Some(crate::error::ErrorCode::PayloadTooLarge)
         );
         let bad_param =
             parse_body(r#"{"statements": [{"sql": "SELECT ?", "params": [[1]]}]}"#).expect("valid");

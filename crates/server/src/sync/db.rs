@@ -133,13 +133,9 @@ impl Db {
     }
 
     /// Commits `session` in a task of its own, so that the upload completes even if the
-    /// client goes away, and shutdown waits for it.
+    /// client goes away.
     async fn upload(&self, session: Session) -> Result<Option<Committed<()>>, ApiError> {
-        let upload = self
-            .inner
-            .sync
-            .uploads
-            .spawn(session.commit_or_rebase(self.inner.rebase));
+        let upload = tokio::spawn(session.commit_or_rebase(self.inner.rebase));
         upload
             .await
             .map_err(ApiError::internal)?

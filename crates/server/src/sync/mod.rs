@@ -12,8 +12,11 @@
 //! Under `sync.conflict = "rebase"` the layer buffers the request body (at most
 //! `max_body_bytes`) so that, when the upload loses a conflict, it can run the handler again
 //! on the winner's database ([`cellar_engine::Engine::may_rebase`] bounds the tries).
-//! Uploads run as tasks of their own, so a client that hangs up cannot cut one in half, and
-//! [`crate::serve`] waits for them at shutdown.
+//! Uploads run as tasks of their own, so a client that hangs up cannot cut one in half.
+//!
+//! The v1 API does not use this layer: `POST /v1/query` goes through
+//! [`cellar_engine::Engine::transact`] (group commit). The layer is for handlers of your own
+//! (see the crate docs and `examples/projects.rs`).
 
 mod db;
 
@@ -29,7 +32,6 @@ use cellar_engine::{ConflictPolicy, Engine, UserId, Version};
 use futures::future::BoxFuture;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue};
-use tokio_util::task::TaskTracker;
 use tower::{Layer, Service, ServiceExt};
 
 pub use db::Db;
@@ -61,25 +63,17 @@ pub(crate) struct SyncShared {
     engine: Engine,
     query_timeout: Duration,
     max_body_bytes: usize,
-    /// Uploads in flight, which [`crate::serve`] waits for at shutdown.
-    uploads: TaskTracker,
 }
 
 impl DatabaseSyncLayer {
     /// Syncs through `engine`; `limits` gives the SQL run time and the largest body buffered
     /// for a rebase.
     pub fn new(engine: Engine, limits: &Limits) -> Self {
-        Self::tracked(engine, limits, TaskTracker::new())
-    }
-
-    /// Like [`DatabaseSyncLayer::new`], with uploads tracked by `uploads`.
-    pub(crate) fn tracked(engine: Engine, limits: &Limits, uploads: TaskTracker) -> Self {
         Self {
             shared: Arc::new(SyncShared {
                 engine,
                 query_timeout: limits.query_timeout,
                 max_body_bytes: limits.max_body_bytes,
-                uploads,
             }),
         }
     }
