@@ -9,15 +9,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::checksum::check_body;
-use crate::engine::{Engine, blocking};
+use crate::context::blocking;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use crate::local::SyncState;
 use crate::metadata::SnapshotMetadata;
 use crate::snapshot::{Snapshot, looks_like_sqlite};
 use crate::store::{ETag, Fetched, Listed, Store};
 use crate::sync::upload::{self, UploadFailure, UploadPlan};
-use crate::sync::{pending, pull};
-use crate::{SyncState, UserId, Version};
+use crate::sync::{install, pending, pull};
+use crate::user::UserId;
+use crate::version::Version;
 
 /// A user's object in the bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,16 +156,16 @@ impl Engine {
     /// bucket's, conditional on the bucket not changing meanwhile, then installs it locally.
     pub async fn push(&self, user: &UserId, image: Vec<u8>) -> Result<Version> {
         if !looks_like_sqlite(&image) {
-            return Err(Error::Work(
-                "the file is not a SQLite database (bad header)".into(),
+            return Err(Error::work_message(
+                "the file is not a SQLite database (bad header)",
             ));
         }
         let checked = image.clone();
         let verdict = blocking(move || integrity_check(&checked)).await?;
         if verdict != "ok" {
-            return Err(Error::Work(
-                format!("the file fails PRAGMA integrity_check: {verdict}").into(),
-            ));
+            return Err(Error::work_message(format!(
+                "the file fails PRAGMA integrity_check: {verdict}"
+            )));
         }
         let shared = self.shared();
         let slot = shared.slots.get(user);
@@ -188,12 +191,12 @@ impl Engine {
             etag: Some(uploaded.etag),
             updated_at: Some(uploaded.updated_at),
         };
-        pull::install(shared, user, &mut guard, snapshot.bytes().to_vec(), state).await?;
+        install::install(shared, user, &mut guard, snapshot.bytes().to_vec(), state).await?;
         Ok(uploaded.version)
     }
 }
 
-fn parse(user: &UserId, raw: &crate::RawMetadata) -> Result<SnapshotMetadata> {
+fn parse(user: &UserId, raw: &crate::metadata::RawMetadata) -> Result<SnapshotMetadata> {
     SnapshotMetadata::from_raw(raw).map_err(|detail| Error::Inconsistent {
         user: user.clone(),
         detail,
@@ -207,8 +210,5 @@ fn integrity_check(image: &[u8]) -> Result<String> {
     std::fs::write(&path, image).map_err(Error::io(&path))?;
     let conn =
         rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let verdict = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
-        .unwrap_or_else(|err| err.to_string());
-    Ok(verdict)
+    Ok(crate::snapshot::integrity_verdict(&conn))
 }

@@ -13,12 +13,21 @@ use std::sync::{Arc, Mutex, Weak};
 
 use lru::LruCache;
 
-use crate::group::QueuedWork;
-use crate::local::SyncState;
+use crate::committed::Committed;
+use crate::error::{Error, Result};
+use crate::local::{StagedDownload, SyncState};
 use crate::store::ETag;
-use crate::sync::staged::StagedDownload;
 use crate::tracked::TrackedConnection;
-use crate::{UserId, Version};
+use crate::user::UserId;
+use crate::version::Version;
+
+/// One request's work waiting in a user's queue.
+pub(crate) trait QueuedWork: Send + Sync + std::fmt::Debug {
+    /// Runs the work; keeps its value inside; true when it succeeded.
+    fn run(&self, conn: &TrackedConnection) -> bool;
+    /// Delivers the group's outcome: where it landed, or why it failed.
+    fn complete(&self, group: Result<&Committed<()>, &Error>);
+}
 
 /// The warm state of one user's database on this instance.
 #[derive(Debug, Default)]

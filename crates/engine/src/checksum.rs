@@ -200,7 +200,7 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::Version;
+    use crate::version::Version;
 
     fn metadata_of(body: &[u8], crc: bool) -> SnapshotMetadata {
         SnapshotMetadata {

@@ -9,111 +9,29 @@ use tracing::{error, info, warn};
 
 use crate::cache::Slots;
 use crate::clock::{Clock, SystemClock};
+use crate::committed::Committed;
+use crate::config::{ConflictPolicy, Durability, EngineConfig};
+use crate::context::{Context, SqlPolicyHolder};
 use crate::error::{Error, Result};
-use crate::events::{Event, Resolution};
+use crate::events::Event;
 use crate::group::{self, Job};
 use crate::layout::Layout;
 use crate::local::SyncState;
 use crate::metrics::EngineMetrics;
 use crate::sandbox::SqlLimits;
-use crate::session::{Committed, Session};
+use crate::session::Session;
 use crate::store::{Store, StoreCapabilities};
-use crate::sync::{pending, upload::RemoteHead};
+use crate::sync::pending;
 use crate::tracked::{SqlPolicy, TrackedConnection};
-use crate::{ConflictPolicy, Durability, EngineConfig, UserId, Version};
-
-/// The state every clone of an [`Engine`] shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: EngineConfig,
-    pub layout: Layout,
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub sql_policy: Option<SqlPolicyHolder>,
-    pub sql_limits: Option<SqlLimits>,
-    pub slots: Slots,
-    pub events: broadcast::Sender<Event>,
-    pub metrics: EngineMetrics,
-    pub capabilities: StoreCapabilities,
-    /// Work that runs after a request answered (installing a download that answered
-    /// before it was installed); [`Engine::settle`] waits for it.
-    pub after_answer: TaskTracker,
-}
-
-/// A [`SqlPolicy`] with a `Debug` that does not try to print a closure.
-#[derive(Clone)]
-pub(crate) struct SqlPolicyHolder(pub SqlPolicy);
-
-impl std::fmt::Debug for SqlPolicyHolder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SqlPolicy")
-    }
-}
-
-impl Shared {
-    /// Sends an event to subscribers; having none is fine.
-    pub fn publish(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-
-    /// Publishes a conflict event.
-    pub fn publish_conflict(
-        &self,
-        user: &UserId,
-        local_version: Version,
-        remote: &RemoteHead,
-        resolution: Resolution,
-    ) {
-        self.publish(Event::Conflict {
-            user_id: user.to_string(),
-            policy: self.config.conflict,
-            local_version,
-            remote_version: remote.version,
-            local_writer: self.config.writer_id.clone(),
-            remote_writer: remote.writer.clone(),
-            resolution,
-        });
-    }
-
-    /// Opens a tracked connection to `user`'s local database, or to the download that is
-    /// about to replace it when one is staged (see `sync::staged`).
-    pub async fn open_connection(&self, user: &UserId, staged: bool) -> Result<TrackedConnection> {
-        let layout = self.layout.clone();
-        let owned = user.clone();
-        let policy = self.sql_policy.clone().map(|holder| holder.0);
-        let limits = self.sql_limits;
-        blocking(move || {
-            let conn = if staged {
-                crate::local::open_download(&layout, &owned)?
-            } else {
-                crate::local::open_database(&layout, &owned)?
-            };
-            if let Some(limits) = limits {
-                limits.apply(&conn)?;
-            }
-            Ok(TrackedConnection::new(conn, policy))
-        })
-        .await
-    }
-}
-
-/// Runs blocking work (SQLite, file system) off the async threads.
-pub(crate) async fn blocking<T, F>(work: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|join| Error::Work(format!("blocking task failed: {join}").into()))?
-}
+use crate::user::UserId;
+use crate::version::Version;
 
 /// One Cellar instance: per-user databases on local disk, the bucket as source of truth.
 ///
 /// Cloning is cheap; every clone shares the same caches, locks and event channel.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
 }
 
 /// Builds an [`Engine`] from settings and injected components.
@@ -180,7 +98,7 @@ impl EngineBuilder {
         let (events, _) = broadcast::channel(1024);
         let sql_policy = self.effective_policy();
         let engine = Engine {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Context {
                 slots: Slots::new(self.config.cache_capacity),
                 config: self.config,
                 layout,
@@ -191,7 +109,7 @@ impl EngineBuilder {
                 events,
                 metrics: EngineMetrics::default(),
                 capabilities,
-                after_answer: TaskTracker::new(),
+                tasks: TaskTracker::new(),
             }),
         };
         engine.finish_pending_uploads().await;
@@ -291,17 +209,19 @@ impl Engine {
         self.shared.slots.get(user).enqueue(job.clone());
         // The group runs in its own task: a caller that goes away (a client hanging up)
         // must not cut off an upload that other callers' writes are riding on.
-        let engine = self.clone();
+        let shared = Arc::clone(&self.shared);
         let leader = user.clone();
-        tokio::spawn(async move { group::lead(&engine, &leader).await });
+        let tasks = shared.tasks.clone();
+        tasks.spawn(async move { group::lead(shared, &leader).await });
         job.outcome().await
     }
 
-    /// Waits for the work that runs after a request has answered: a download that answered
-    /// its first request before it was installed is installed then. Call it before the
-    /// process exits, or the next start downloads those databases again.
+    /// Waits for the work that outlives requests: group commits (and their uploads) whose
+    /// callers went away, and the install of downloads that answered before they were
+    /// installed. Call it before the process exits, or an upload may be cut off (it is
+    /// then found pending or landed at the next start) and those downloads made again.
     pub async fn settle(&self) {
-        let tasks = &self.shared.after_answer;
+        let tasks = &self.shared.tasks;
         tasks.close();
         tasks.wait().await;
         tasks.reopen();
@@ -316,8 +236,7 @@ impl Engine {
     /// True when a request that lost a conflict on its `tries`-th run should run again
     /// (policy `rebase`, within its bounded number of tries).
     pub fn may_rebase(&self, tries: u32) -> bool {
-        self.shared.config.conflict == ConflictPolicy::Rebase
-            && tries <= self.shared.config.max_conflict_retries
+        self.shared.may_rebase(tries)
     }
 
     /// The status of `user`'s database, after the version check.
@@ -384,11 +303,11 @@ impl Engine {
         &self.shared.layout
     }
 
-    pub(crate) fn shared(&self) -> &Shared {
+    pub(crate) fn shared(&self) -> &Context {
         &self.shared
     }
 
-    pub(crate) fn shared_arc(&self) -> Arc<Shared> {
+    pub(crate) fn shared_arc(&self) -> Arc<Context> {
         Arc::clone(&self.shared)
     }
 

@@ -1,12 +1,15 @@
 //! The engine's error type: what happened, and (through [`ErrorKind`]) what a caller should do.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::store::StoreError;
-use crate::{UserId, Version};
+use crate::user::{InvalidUserId, UserId};
+use crate::version::Version;
 
-/// Everything that can go wrong in the engine.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong in the engine. Cheap to clone (sources are shared), so
+/// that every request of a group that failed together gets the same error.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// A user id failed validation; nothing was touched.
     #[error("invalid user id \"{input}\": {reason}")]
@@ -69,7 +72,7 @@ pub enum Error {
 
     /// SQL failed (syntax, constraint, refused by an authorizer, interrupted...).
     #[error("SQL error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(Arc<rusqlite::Error>),
 
     /// The SQL sandbox refused part of a statement.
     #[error("refused by the SQL sandbox: {what}")]
@@ -103,7 +106,7 @@ pub enum Error {
         /// The file or folder.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 
     /// The store returned something Cellar's own checks reject: a body that does not
@@ -122,7 +125,15 @@ pub enum Error {
 
     /// The request's own work failed with an error of the caller's.
     #[error("{0}")]
-    Work(Box<dyn std::error::Error + Send + Sync>),
+    Work(Arc<dyn std::error::Error + Send + Sync>),
+
+    /// A fault of the engine itself, not of the caller's input nor of the store: a task
+    /// that panicked, a connection lost with it. Nothing was changed.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What failed.
+        what: String,
+    },
 }
 
 /// What a caller should do about an [`Error`].
@@ -138,6 +149,10 @@ pub enum ErrorKind {
     Unavailable,
     /// Retry later: the write is kept locally and will be uploaded.
     SyncPending,
+    /// The store holds data that fails Cellar's checks (a checksum, missing metadata, a
+    /// version older than one already seen); it was not used. Retry later, and tell the
+    /// operator if it persists.
+    Data,
     /// Not the caller's fault and not retryable as is.
     Internal,
 }
@@ -154,72 +169,86 @@ impl Error {
             Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::SyncPending { .. } | Error::EarlierWritePending { .. } => ErrorKind::SyncPending,
-            Error::Store(_) | Error::Inconsistent { .. } => ErrorKind::Unavailable,
-            Error::Io { .. } | Error::Config(_) => ErrorKind::Internal,
+            Error::Store(_) => ErrorKind::Unavailable,
+            Error::Inconsistent { .. } => ErrorKind::Data,
+            Error::Io { .. } | Error::Config(_) | Error::Internal { .. } => ErrorKind::Internal,
         }
     }
 
-    /// A copy of this error for each request of a group that failed together. Variants
-    /// that cannot be cloned keep their kind and message.
-    pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::InvalidUserId { input, reason } => Error::InvalidUserId {
-                input: input.clone(),
-                reason,
-            },
-            Error::Conflict {
-                user,
-                expected,
-                found,
-            } => Error::Conflict {
-                user: user.clone(),
-                expected: *expected,
-                found: *found,
-            },
-            Error::SyncPending {
-                user,
-                version,
-                source,
-            } => Error::SyncPending {
-                user: user.clone(),
-                version: *version,
-                source: source.clone(),
-            },
-            Error::EarlierWritePending {
-                user,
-                version,
-                source,
-            } => Error::EarlierWritePending {
-                user: user.clone(),
-                version: *version,
-                source: source.clone(),
-            },
-            Error::Store(source) => Error::Store(source.clone()),
-            Error::Inconsistent { user, detail } => Error::Inconsistent {
-                user: user.clone(),
-                detail: detail.clone(),
-            },
-            Error::Config(message) => Error::Config(message.clone()),
-            Error::Forbidden { what } => Error::Forbidden { what: what.clone() },
-            Error::LimitExceeded { what, limit } => Error::LimitExceeded {
-                what,
-                limit: *limit,
-            },
-            Error::ResponseTooLarge { limit } => Error::ResponseTooLarge { limit: *limit },
-            Error::Io { path, source } => Error::Io {
-                path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
-            },
-            Error::Sql(_) | Error::Work(_) => Error::Work(self.to_string().into()),
+    /// The caller's own failure, carried through the engine (see [`Error::Work`]).
+    pub fn work(err: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Work(Arc::new(err))
+    }
+
+    /// The caller's own failure, told in words.
+    pub fn work_message(message: impl Into<String>) -> Error {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = message.into().into();
+        Error::Work(Arc::from(boxed))
+    }
+
+    /// A fault of the engine itself ([`Error::Internal`]).
+    pub(crate) fn internal(what: impl std::fmt::Display) -> Error {
+        Error::Internal {
+            what: what.to_string(),
         }
     }
 
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { path, source }
+        move |source| Error::Io {
+            path,
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl From<InvalidUserId> for Error {
+    fn from(err: InvalidUserId) -> Self {
+        Error::InvalidUserId {
+            input: err.input,
+            reason: err.reason,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Error::Sql(Arc::new(err))
     }
 }
 
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A store operation failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write's precondition failed: someone else wrote the object first.
+    #[error("conditional write refused for {key}: the object changed since it was read")]
+    PreconditionFailed {
+        /// The key written.
+        key: String,
+    },
+    /// The store could not be reached or answered with an error.
+    #[error("object store unavailable ({operation} {key}): {message}")]
+    Unavailable {
+        /// What was attempted (`get`, `put`, ...).
+        operation: &'static str,
+        /// The key concerned.
+        key: String,
+        /// The underlying error, rendered.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Builds an [`StoreError::Unavailable`].
+    pub fn unavailable(operation: &'static str, key: &str, message: impl fmt::Display) -> Self {
+        StoreError::Unavailable {
+            operation,
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}

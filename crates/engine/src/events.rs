@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::{ConflictPolicy, Version};
+use crate::config::ConflictPolicy;
+use crate::version::Version;
 
 /// How a conflict ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -11,19 +11,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::UserId;
-use crate::engine::Shared;
+use crate::cache::QueuedWork;
+use crate::committed::Committed;
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::session::{Committed, Session};
+use crate::session::Session;
 use crate::tracked::TrackedConnection;
-
-/// One request's work waiting in a user's queue.
-pub(crate) trait QueuedWork: Send + Sync + std::fmt::Debug {
-    /// Runs the work; keeps its value inside; true when it succeeded.
-    fn run(&self, conn: &TrackedConnection) -> bool;
-    /// Delivers the group's outcome: where it landed, or why it failed.
-    fn complete(&self, group: Result<&Committed<()>, &Error>);
-}
+use crate::user::UserId;
 
 /// A typed piece of work and, once known, its outcome.
 pub(crate) struct Job<T, F> {
@@ -98,8 +92,8 @@ where
                 wrote,
                 in_bucket: landed.in_bucket,
             }),
-            (_, Err(err)) => Err(err.duplicate()),
-            (None, Ok(_)) => Err(Error::Work("the request's work never ran".into())),
+            (_, Err(err)) => Err(err.clone()),
+            (None, Ok(_)) => Err(Error::internal("the request's work never ran")),
         };
         state.outcome = Some(outcome);
         drop(state);
@@ -109,8 +103,7 @@ where
 
 /// Takes the user's lock and runs everything queued as one group (again, under rebase,
 /// until it lands or is refused). Returns at once if an earlier leader took the queue.
-pub(crate) async fn lead(engine: &crate::Engine, user: &UserId) {
-    let shared = engine.shared_arc();
+pub(crate) async fn lead(shared: Arc<Context>, user: &UserId) {
     let slot = shared.slots.get(user);
     let mut tries = 0;
     let mut group = Vec::new();
@@ -141,7 +134,7 @@ pub(crate) async fn lead(engine: &crate::Engine, user: &UserId) {
             }
             Err(err) => return complete_all(&group, Err(&err)),
         }
-        match session.commit_or_rebase(engine.may_rebase(tries)).await {
+        match session.commit_or_rebase(shared.may_rebase(tries)).await {
             Ok(Some(committed)) => return complete_all(&group, Ok(&committed)),
             Ok(None) => {
                 // Rebase: run the same group again on the winner, after a jittered pause
@@ -189,7 +182,7 @@ async fn run_group(session: &mut Session, group: &[Arc<dyn QueuedWork>]) -> Resu
 /// Pacing: a group that wrote waits until the minimum interval since this user's last
 /// upload has passed; work that arrived meanwhile joins the group.
 async fn pace(
-    shared: &Shared,
+    shared: &Context,
     slot: &crate::cache::UserSlot,
     session: &mut Session,
     group: &mut Vec<Arc<dyn QueuedWork>>,

@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{UserId, Version};
+use crate::user::UserId;
+use crate::version::Version;
 
 /// The default object-key prefix (DESIGN §3).
 pub const DEFAULT_PREFIX: &str = "cellar-users";

@@ -3,22 +3,29 @@
 //!
 //! # Layout
 //!
-//! - Value types: [`UserId`] (validated once), [`Version`], [`SnapshotMetadata`]
-//!   (seed rule `version-metadata`), [`Event`].
-//! - [`layout`]: the one module that knows local paths and object keys.
-//! - [`store`]: the remote side, one narrow [`Store`] trait: [`S3Store`] over
-//!   `object_store`, [`LocalStore`] (the embedded default), [`MemoryStore`] (unit tests),
-//!   wrappers that put a deadline on every call ([`DeadlineStore`](store::DeadlineStore))
-//!   or inject faults, and the start-up [`probe`](store::probe).
-//! - The local side: `local` (the database file, its sync state, pending uploads) and
-//!   [`TrackedConnection`] (seed rules `write-tracked-connection`,
-//!   `write-detect-operations`; what a request may return, [`OutputBudget`]), and the SQL
-//!   [`sandbox`].
-//! - The sync steps, one file each under `sync`: `pull` (`version-compare-on-start`),
-//!   `upload` (`sync-on-mutation`, `version-increment-on-write`,
-//!   `conflict-last-write-wins`, `conflict-log-warning`), `pending`, `aside`.
-//! - [`Engine`] and [`Session`]: a request's path from version check to upload
-//!   (`write-batched`: one upload per request, however many writes).
+//! Imports go one way, from the values up to the public API (`docs/architecture.md`):
+//!
+//! - Values: [`UserId`] (validated once), [`Version`], [`Committed`], `config`, `error`
+//!   ([`Error`], [`ErrorKind`], `StoreError`), `clock`, `metrics`, `crash`, [`checksum`],
+//!   [`SnapshotMetadata`] (seed rule `version-metadata`).
+//! - Formats: [`layout`] (the one module that knows local paths and object keys),
+//!   [`snapshot`] (the uploaded image, its stamp, `integrity_verdict`), [`TrackedConnection`]
+//!   (seed rules `write-tracked-connection`, `write-detect-operations`; what a request may
+//!   return, [`OutputBudget`]), the SQL [`sandbox`], [`Event`].
+//! - Adapters: [`store`], one narrow [`Store`] trait ([`S3Store`] over `object_store`,
+//!   [`LocalStore`] the embedded default, [`MemoryStore`] for unit tests, wrappers that
+//!   put a deadline on every call or inject faults, the start-up
+//!   [`probe`](store::probe)); `local`, the local side (the database file, its sync state,
+//!   pending uploads, a staged download and its checks).
+//! - State: `cache` (one slot per user: the lock, the warm connection, the queue of group
+//!   commit) and `context` (what the engine, sessions and steps share; `blocking`).
+//! - Sync steps, one file each under `sync`: `pull` (`version-compare-on-start`), `staged`
+//!   (a download written as it arrives), `install`, `upload` (`sync-on-mutation`,
+//!   `version-increment-on-write`, `conflict-last-write-wins`, `conflict-log-warning`),
+//!   `pending`, `background` (`durability = async`), `aside`.
+//! - [`Session`] (a request's path from version check to upload; `write-batched`: one
+//!   upload per request, however many writes), then `group` (group commit and pacing),
+//!   then [`Engine`] and `admin` (the operator's reads, push).
 //!
 //! The protocol and its invariants are described in `docs/sync-protocol.md`.
 
@@ -26,7 +33,9 @@ mod admin;
 mod cache;
 pub mod checksum;
 mod clock;
+mod committed;
 mod config;
+mod context;
 pub mod crash;
 mod engine;
 mod error;
@@ -48,6 +57,7 @@ mod version;
 
 pub use admin::{BucketReader, RemoteDatabase, Verification};
 pub use clock::{Clock, SystemClock};
+pub use committed::Committed;
 pub use config::{ConflictPolicy, Durability, EngineConfig, SizeThresholds};
 pub use engine::{DbStatus, Engine, EngineBuilder, Export};
 pub use error::{Error, ErrorKind, Result};
@@ -57,10 +67,10 @@ pub use local::{SyncState, is_intact};
 pub use metadata::{RawMetadata, SnapshotMetadata};
 pub use metrics::{EngineMetrics, Histogram};
 pub use sandbox::{SqlLimits, sandbox_policy};
-pub use session::{Committed, Session};
+pub use session::Session;
 pub use store::{LocalStore, MemoryStore, S3Settings, S3Store, Store};
 pub use tracked::{OutputBudget, SqlPolicy, StatementOutput, TrackedConnection};
-pub use user::UserId;
+pub use user::{InvalidUserId, UserId};
 pub use version::Version;
 
 pub use rusqlite;

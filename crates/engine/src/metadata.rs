@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::Version;
+use crate::version::Version;
 
 const VERSION: &str = "cellar-version";
 const SHA256: &str = "cellar-sha256";

@@ -145,7 +145,7 @@ fn pragma_refusal(name: &str, value: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Error;
+    use crate::error::Error;
     use crate::tracked::{OutputBudget, TrackedConnection};
 
     fn sandboxed() -> TrackedConnection {

@@ -7,34 +7,21 @@ use rusqlite::InterruptHandle;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{error, info, warn};
 
-use crate::Durability;
 use crate::cache::SlotState;
+use crate::committed::Committed;
+use crate::config::Durability;
+use crate::context::{Context, blocking};
 use crate::crash::crash_point;
-use crate::engine::{Shared, blocking};
 use crate::error::{Error, Result};
 use crate::events::Resolution;
 use crate::local::{PendingUpload, SyncState};
 use crate::metrics::EngineMetrics;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
-use crate::sync::{aside, background, pull, staged};
+use crate::sync::{aside, background, install, pull};
 use crate::tracked::TrackedConnection;
-use crate::{UserId, Version};
-
-/// The outcome of a request that finished.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Committed<T> {
-    /// What the work returned.
-    pub value: T,
-    /// The version the database is at now (the uploaded one, if the request wrote).
-    pub version: Version,
-    /// True exactly when the request changed the database (and so uploaded, or, with
-    /// `durability = async`, queued an upload).
-    pub wrote: bool,
-    /// True when the bucket already held `version` when the request finished; false when
-    /// the version is only committed locally and its upload is pending (`async`).
-    pub in_bucket: bool,
-}
+use crate::user::UserId;
+use crate::version::Version;
 
 /// How [`Session::finish`] ended.
 enum Finished {
@@ -52,7 +39,7 @@ enum Finished {
 /// transaction that is committed locally only after the bucket has the upload; dropping a
 /// session without [`Session::commit`] rolls everything back.
 pub struct Session {
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     user: UserId,
     guard: OwnedMutexGuard<SlotState>,
     base: SyncState,
@@ -65,7 +52,7 @@ pub struct Session {
 
 impl Session {
     /// Takes the lock, runs `version-compare-on-start`, opens the transaction.
-    pub(crate) async fn begin(shared: Arc<Shared>, user: UserId) -> Result<Self> {
+    pub(crate) async fn begin(shared: Arc<Context>, user: UserId) -> Result<Self> {
         let slot = shared.slots.get(&user);
         let guard = Arc::clone(&slot.state).lock_owned().await;
         Self::start(shared, user, guard).await
@@ -73,7 +60,7 @@ impl Session {
 
     /// Like [`Session::begin`], with the user's lock already held.
     pub(crate) async fn start(
-        shared: Arc<Shared>,
+        shared: Arc<Context>,
         user: UserId,
         mut guard: OwnedMutexGuard<SlotState>,
     ) -> Result<Self> {
@@ -173,7 +160,8 @@ impl Session {
             Finished::Refused { remote, .. } if rebase => {
                 info!(user = %self.user, local_version = self.base.version.get(),
                     remote_version = remote.version.get(), "conflict: rebasing the request on the winner");
-                self.shared.publish_conflict(
+                upload::publish_conflict(
+                    &self.shared,
                     &self.user,
                     self.base.version,
                     &remote,
@@ -392,8 +380,13 @@ impl Session {
             Err(err) => error!(user = %self.user, error = %err,
                 "conflict: write refused and the losing database could not be kept aside"),
         }
-        self.shared
-            .publish_conflict(&self.user, self.base.version, &remote, Resolution::Refused);
+        upload::publish_conflict(
+            &self.shared,
+            &self.user,
+            self.base.version,
+            &remote,
+            Resolution::Refused,
+        );
         Error::Conflict {
             user: self.user.clone(),
             expected: self.base.version,
@@ -424,7 +417,7 @@ impl Session {
 
     fn take_conn(&mut self) -> Result<TrackedConnection> {
         self.conn.take().ok_or_else(|| {
-            Error::Work("the request's connection was lost after a panic in its work".into())
+            Error::internal("the request's connection was lost after a panic in its work")
         })
     }
 
@@ -443,7 +436,7 @@ impl Drop for Session {
             self.forget_if_nothing_to_keep();
         }
         if self.guard.staged.is_some() {
-            staged::finish_soon(Arc::clone(&self.shared), self.user.clone());
+            install::finish_soon(Arc::clone(&self.shared), self.user.clone());
         }
     }
 }

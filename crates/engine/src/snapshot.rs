@@ -12,8 +12,8 @@
 //! version's bytes unique, so S3's content-hash ETags differ for every version and a stale
 //! writer can never pass `If-Match` after the same content was uploaded again (ABA).
 
-use crate::Version;
 use crate::checksum::{crc64nvme_hex, sha256_hex};
+use crate::version::Version;
 use bytes::{Bytes, BytesMut};
 use rusqlite::{Connection, MAIN_DB};
 
@@ -21,7 +21,8 @@ const CHANGE_COUNTER: usize = 24;
 const PAGE_COUNT: usize = 28;
 const PAGE_SIZE: usize = 16;
 const VERSION_VALID_FOR: usize = 92;
-const HEADER_LEN: usize = 100;
+/// Bytes of SQLite's file header: what tells a database file from anything else.
+pub const HEADER_LEN: usize = 100;
 
 /// A database image ready to upload.
 ///
@@ -96,6 +97,14 @@ impl Snapshot {
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
+}
+
+/// SQLite's own verdict on the database `conn` reads: `"ok"`, or what `PRAGMA
+/// integrity_check` found wrong (or why it could not run). The one check every path that
+/// takes a database from outside uses: a download kept aside, a pushed file, a verify.
+pub fn integrity_verdict(conn: &Connection) -> String {
+    conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
+        .unwrap_or_else(|err| err.to_string())
 }
 
 /// True when `bytes` start with the SQLite file header.

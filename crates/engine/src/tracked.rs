@@ -256,7 +256,7 @@ impl TrackedConnection {
     ) -> Result<StatementOutput> {
         let mut stmt = self.prepare(sql)?;
         if stmt.parameter_count() != params.len() {
-            return Err(Error::Sql(rusqlite::Error::InvalidParameterCount(
+            return Err(Error::from(rusqlite::Error::InvalidParameterCount(
                 params.len(),
                 stmt.parameter_count(),
             )));
@@ -347,7 +347,7 @@ impl TrackedConnection {
             None if vacuum => Error::Forbidden {
                 what: "VACUUM and VACUUM INTO are not allowed in a request".into(),
             },
-            None => Error::Sql(err),
+            None => Error::from(err),
         }
     }
 
@@ -432,7 +432,7 @@ impl std::fmt::Debug for TrackedConnection {
 
 /// The request's transaction ended inside SQLite (see [`TrackedConnection::transaction_lost`]).
 pub(crate) fn transaction_lost_error() -> Error {
-    Error::Sql(rusqlite::Error::SqliteFailure(
+    Error::from(rusqlite::Error::SqliteFailure(
         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
         Some(
             "SQLite rolled back the request's transaction after an error inside it; \

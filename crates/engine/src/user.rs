@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::Error;
-
 /// Longest accepted user id, in bytes.
 pub const MAX_USER_ID_LEN: usize = 64;
 
@@ -16,13 +14,24 @@ pub const MAX_USER_ID_LEN: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(String);
 
+/// Why a text is not a user id; nothing was touched. Converts into
+/// [`crate::Error::InvalidUserId`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid user id \"{input}\": {reason}")]
+pub struct InvalidUserId {
+    /// The offending input, escaped and shortened.
+    pub input: String,
+    /// Which rule it broke.
+    pub reason: &'static str,
+}
+
 impl UserId {
     /// Validates `input` as a user id.
-    pub fn new(input: impl Into<String>) -> Result<Self, Error> {
+    pub fn new(input: impl Into<String>) -> Result<Self, InvalidUserId> {
         let input = input.into();
         match Self::problem(&input) {
             None => Ok(Self(input)),
-            Some(reason) => Err(Error::InvalidUserId {
+            Some(reason) => Err(InvalidUserId {
                 input: printable(&input),
                 reason,
             }),
@@ -65,7 +74,7 @@ fn printable(input: &str) -> String {
 }
 
 impl FromStr for UserId {
-    type Err = Error;
+    type Err = InvalidUserId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::new(s)
     }

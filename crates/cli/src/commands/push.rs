@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use cellar_engine::rusqlite::{Connection, OpenFlags};
-use cellar_engine::snapshot::{Snapshot, looks_like_sqlite};
+use cellar_engine::snapshot::{HEADER_LEN, Snapshot, integrity_verdict, looks_like_sqlite};
 use cellar_engine::{UserId, Version};
 use indicatif::HumanBytes;
 use serde::Serialize;
@@ -18,9 +18,6 @@ use serde::Serialize;
 use super::Bucket;
 use crate::exit::Exit;
 use crate::output::{Output, Report};
-
-/// Bytes of the SQLite file header.
-const HEADER_LEN: usize = 100;
 
 /// What was uploaded.
 #[derive(Serialize)]
@@ -85,9 +82,7 @@ fn read_database(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .context("SQLite cannot open it")?;
-    let verdict: String = conn
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .context("PRAGMA integrity_check failed")?;
+    let verdict = integrity_verdict(&conn);
     if verdict != "ok" {
         bail!("it fails PRAGMA integrity_check: {verdict}");
     }

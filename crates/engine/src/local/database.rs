@@ -5,12 +5,12 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::UserId;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::layout::Layout;
 use crate::local::SyncState;
+use crate::user::UserId;
 
 /// Opens (creating if needed) the user's local database with durable settings.
 pub fn open_database(layout: &Layout, user: &UserId) -> Result<Connection> {
@@ -128,6 +128,5 @@ pub fn is_intact(path: &Path) -> bool {
     let Ok(conn) = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY) else {
         return false;
     };
-    conn.query_row("PRAGMA integrity_check", [], |row| row.get::<_, String>(0))
-        .is_ok_and(|verdict| verdict == "ok")
+    crate::snapshot::integrity_verdict(&conn) == "ok"
 }

@@ -2,6 +2,7 @@
 
 mod database;
 mod pending;
+mod staged;
 mod state;
 
 pub use database::{
@@ -9,4 +10,5 @@ pub use database::{
     open_download, reset_if_missing,
 };
 pub use pending::PendingUpload;
+pub use staged::{StagedDownload, install_staged};
 pub use state::SyncState;

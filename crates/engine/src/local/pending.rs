@@ -14,7 +14,8 @@ use crate::fsutil;
 use crate::layout::Layout;
 use crate::snapshot::Snapshot;
 use crate::store::ETag;
-use crate::{UserId, Version};
+use crate::user::UserId;
+use crate::version::Version;
 
 /// The record of a pending upload (`pending.json`; the image is `pending.sqlite`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +37,7 @@ impl PendingUpload {
         crash_point("pending-image-written");
         let record = serde_json::to_vec_pretty(self).map_err(|err| Error::Io {
             path: layout.pending_record_path(user),
-            source: io::Error::other(err),
+            source: std::sync::Arc::new(io::Error::other(err)),
         })?;
         fsutil::replace_atomically(&layout.pending_record_path(user), &record)
     }
@@ -47,7 +48,7 @@ impl PendingUpload {
         let record: Self = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| Error::Io {
                 path: path.clone(),
-                source: io::Error::other(err),
+                source: std::sync::Arc::new(io::Error::other(err)),
             })?,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(Error::io(&path)(err)),

@@ -7,10 +7,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::Version;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::store::ETag;
+use crate::version::Version;
 
 /// The version and ETag of the bucket object the local file corresponds to.
 ///
@@ -33,7 +33,7 @@ impl SyncState {
         match fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| Error::Io {
                 path: path.to_owned(),
-                source: io::Error::other(err),
+                source: std::sync::Arc::new(io::Error::other(err)),
             }),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
             Err(err) => Err(Error::io(path)(err)),
@@ -44,7 +44,7 @@ impl SyncState {
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|err| Error::Io {
             path: path.to_owned(),
-            source: io::Error::other(err),
+            source: std::sync::Arc::new(io::Error::other(err)),
         })?;
         fsutil::replace_atomically(path, &bytes)
     }

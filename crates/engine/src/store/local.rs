@@ -317,7 +317,7 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
-fn to_io(err: crate::Error) -> io::Error {
+fn to_io(err: crate::error::Error) -> io::Error {
     io::Error::other(err.to_string())
 }
 

@@ -32,6 +32,7 @@ pub use memory::MemoryStore;
 pub use probe::{StoreCapabilities, probe};
 pub use s3::{S3Settings, S3Store};
 
+pub use crate::error::StoreError;
 use crate::metadata::RawMetadata;
 
 /// An object's entity tag, as the store returned it (quotes included, if any).
@@ -112,38 +113,6 @@ pub struct Listed {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
-}
-
-/// A store operation failed.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The write's precondition failed: someone else wrote the object first.
-    #[error("conditional write refused for {key}: the object changed since it was read")]
-    PreconditionFailed {
-        /// The key written.
-        key: String,
-    },
-    /// The store could not be reached or answered with an error.
-    #[error("object store unavailable ({operation} {key}): {message}")]
-    Unavailable {
-        /// What was attempted (`get`, `put`, ...).
-        operation: &'static str,
-        /// The key concerned.
-        key: String,
-        /// The underlying error, rendered.
-        message: String,
-    },
-}
-
-impl StoreError {
-    /// Builds an [`StoreError::Unavailable`].
-    pub fn unavailable(operation: &'static str, key: &str, message: impl fmt::Display) -> Self {
-        StoreError::Unavailable {
-            operation,
-            key: key.to_owned(),
-            message: message.to_string(),
-        }
-    }
 }
 
 /// The narrow interface the engine needs of an object store.

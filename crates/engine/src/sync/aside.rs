@@ -2,16 +2,17 @@
 
 use std::path::PathBuf;
 
-use crate::engine::Shared;
+use crate::context::Context;
 use crate::error::Result;
 use crate::fsutil;
 use crate::snapshot::Snapshot;
-use crate::{UserId, Version};
+use crate::user::UserId;
+use crate::version::Version;
 
 /// Writes `image`, the database that lost a conflict at `version`, into the user's
 /// `conflicts/` folder and returns its path.
 pub(crate) async fn keep_aside(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     image: &Snapshot,
     version: Version,
@@ -20,6 +21,6 @@ pub(crate) async fn keep_aside(
     let path = shared.layout.conflict_path(user, version, &stamp);
     let bytes = image.bytes().to_vec();
     let target = path.clone();
-    crate::engine::blocking(move || fsutil::write_synced(&target, &bytes)).await?;
+    crate::context::blocking(move || fsutil::write_synced(&target, &bytes)).await?;
     Ok(path)
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::UserId;
-use crate::engine::Shared;
+use crate::context::Context;
 use crate::error::Error;
 use crate::sync::pending;
+use crate::user::UserId;
 
 /// How often a failing background upload is tried before waiting for the next write.
 const MAX_ATTEMPTS: u32 = 12;
@@ -19,7 +19,7 @@ const MAX_ATTEMPTS: u32 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Makes sure a background upload of `user`'s pending write is on its way.
-pub(crate) fn schedule_upload(shared: Arc<Shared>, user: UserId) {
+pub(crate) fn schedule_upload(shared: Arc<Context>, user: UserId) {
     let slot = shared.slots.get(&user);
     if slot.upload_scheduled.swap(true, Ordering::SeqCst) {
         return;

@@ -4,20 +4,21 @@
 use tracing::warn;
 
 use crate::cache::SlotState;
-use crate::engine::{Shared, blocking};
+use crate::context::{Context, blocking};
 use crate::error::{Error, Result};
 use crate::events::Resolution;
 use crate::local::{PendingUpload, SyncState};
 use crate::snapshot::Snapshot;
 use crate::store::PutCondition;
 use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
-use crate::sync::{aside, pull, staged};
-use crate::{UserId, Version};
+use crate::sync::{aside, install};
+use crate::user::UserId;
+use crate::version::Version;
 
 /// Uploads `user`'s pending write, if any. Errors with `EarlierWritePending` while the
 /// store still fails, so nothing newer is served before the pending write is in the bucket.
 pub(crate) async fn finish_pending(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     slot: &mut SlotState,
 ) -> Result<()> {
@@ -29,7 +30,7 @@ pub(crate) async fn finish_pending(
     };
     // A download staged by the previous holder of the lock is installed first: the
     // pending write may have been committed on it.
-    staged::finish_staged(shared, user, slot).await;
+    install::finish_staged(shared, user, slot).await;
     let key = shared.layout.database_key(user);
     let still_pending = |source| Error::EarlierWritePending {
         user: user.clone(),
@@ -67,7 +68,13 @@ pub(crate) async fn finish_pending(
             let path = aside::keep_aside(shared, user, &image, record.version).await?;
             warn!(user = %user, pending_version = record.version.get(), remote_version = remote.version.get(),
                 kept_at = %path.display(), "a pending write lost a conflict and was kept aside");
-            shared.publish_conflict(user, record.base_version, &remote, Resolution::Refused);
+            upload::publish_conflict(
+                shared,
+                user,
+                record.base_version,
+                &remote,
+                Resolution::Refused,
+            );
             clear(shared, user).await
         }
         Err(UploadFailure::Unavailable { source, .. }) => Err(still_pending(source)),
@@ -76,7 +83,7 @@ pub(crate) async fn finish_pending(
 }
 
 /// The version of `user`'s pending upload, if one is recorded.
-pub(crate) async fn pending_version(shared: &Shared, user: &UserId) -> Result<Option<Version>> {
+pub(crate) async fn pending_version(shared: &Context, user: &UserId) -> Result<Option<Version>> {
     let path = shared.layout.pending_record_path(user);
     if !path.exists() {
         return Ok(None);
@@ -89,7 +96,7 @@ pub(crate) async fn pending_version(shared: &Shared, user: &UserId) -> Result<Op
 
 /// Installs the pending image as the local database at `version`, then forgets it.
 async fn adopt(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     slot: &mut SlotState,
     image: Snapshot,
@@ -101,11 +108,11 @@ async fn adopt(
         etag: remote.etag,
         updated_at: Some(shared.clock.now()),
     };
-    pull::install(shared, user, slot, image.bytes().to_vec(), state).await?;
+    install::install(shared, user, slot, image.bytes().to_vec(), state).await?;
     clear(shared, user).await
 }
 
-async fn clear(shared: &Shared, user: &UserId) -> Result<()> {
+async fn clear(shared: &Context, user: &UserId) -> Result<()> {
     let layout = shared.layout.clone();
     let owned = user.clone();
     blocking(move || PendingUpload::clear(&layout, &owned)).await

@@ -12,26 +12,29 @@ use std::time::Instant;
 use tracing::{error, warn};
 
 use crate::cache::SlotState;
-use crate::engine::{Shared, blocking};
+use crate::config::Durability;
+use crate::context::{Context, blocking};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::local::{self, SyncState};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
 use crate::store::{Fetched, StoreError};
+use crate::sync::install;
 use crate::sync::pending;
 use crate::sync::staged::{self, Download};
-use crate::{Durability, UserId, Version};
+use crate::user::UserId;
+use crate::version::Version;
 
 /// Brings the local copy of `user` up to the bucket's version; returns the state it is at,
 /// and whether the bucket has that version (false only while an `async` write is pending:
 /// then the local copy is ahead and the background uploader takes it to the bucket).
 pub(crate) async fn version_compare_on_start(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     slot: &mut SlotState,
 ) -> Result<(SyncState, bool)> {
-    staged::finish_settled(shared, user, slot).await;
+    install::finish_settled(shared, user, slot).await;
     load_state(shared, user, slot).await?;
     if shared.config.durability == Durability::Async
         && let Some(local) = pending::pending_version(shared, user).await?
@@ -53,7 +56,7 @@ pub(crate) async fn version_compare_on_start(
 /// A download whose object changed between its parts (a later part refused with 412) is
 /// thrown away and made again as ONE whole `GET`: one answer is always one version of the
 /// object, so a user written faster than its parts arrive still gets in.
-async fn compare(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<SyncState> {
+async fn compare(shared: &Context, user: &UserId, slot: &mut SlotState) -> Result<SyncState> {
     let started = Instant::now();
     let outcome = match compare_once(shared, user, slot, Parts::SideBySide).await {
         Err(Error::Store(StoreError::PreconditionFailed { key })) => {
@@ -79,7 +82,7 @@ enum Parts {
 
 /// One conditional `GET`: the whole object, or its first part when parts come side by side.
 async fn compare_once(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     slot: &mut SlotState,
     parts: Parts,
@@ -173,7 +176,7 @@ fn check_version(
 }
 
 /// Reads the sync state from disk on first use, recovering from an interrupted install.
-async fn load_state(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Result<()> {
+async fn load_state(shared: &Context, user: &UserId, slot: &mut SlotState) -> Result<()> {
     if slot.sync.is_none() {
         let layout = shared.layout.clone();
         let owned = user.clone();
@@ -184,31 +187,6 @@ async fn load_state(shared: &Shared, user: &UserId, slot: &mut SlotState) -> Res
         .await?;
         slot.sync = Some(state);
     }
-    Ok(())
-}
-
-/// Replaces the local database with `image` and records `state`; connections to the old
-/// file are closed first. The image is taken as it is (a download's `Bytes`, a `Vec`):
-/// copying a large database once more costs as much as hashing it.
-pub(crate) async fn install(
-    shared: &Shared,
-    user: &UserId,
-    slot: &mut SlotState,
-    image: impl AsRef<[u8]> + Send + 'static,
-    state: SyncState,
-) -> Result<()> {
-    slot.conn = None;
-    slot.sync = None;
-    slot.staged = None; // replaced by `image`
-    let layout = shared.layout.clone();
-    let owned = user.clone();
-    let saved = state.clone();
-    blocking(move || {
-        local::install_image(&layout, &owned, image.as_ref())?;
-        saved.save(&layout.sync_state_path(&owned))
-    })
-    .await?;
-    slot.sync = Some(state);
     Ok(())
 }
 

@@ -20,63 +20,28 @@
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, Shared as SharedFuture};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::mpsc::Sender;
-use tracing::{error, warn};
+use tracing::error;
 
-use crate::UserId;
 use crate::cache::SlotState;
-use crate::checksum::{BodyCheck, sha256_of_file};
-use crate::engine::{Shared, blocking};
+use crate::checksum::BodyCheck;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::layout::Layout;
-use crate::local::{self, SyncState};
+use crate::local::{StagedDownload, SyncState};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
 use crate::store::{ByteStream, ETag, Fetched, Store, StoreError};
+use crate::sync::install;
+use crate::user::UserId;
 
 /// Pieces of a download in flight between the network and the file.
 const PIECES_IN_FLIGHT: usize = 32;
-
-/// A checked download in `database.sqlite.download`, not installed yet.
-pub(crate) struct StagedDownload {
-    /// The state the local copy is at once this is installed: the download's, or the
-    /// version a request committed on top of it.
-    pub state: SyncState,
-    /// The object's ETag, remembered if its SHA-256 fails.
-    etag: ETag,
-    settling: Settling,
-}
-
-/// The checks left once a download's last byte is in: SHA-256 (unless it was checked on
-/// arrival) and the file's fsync, running on the blocking pool; `Err` says how SHA-256
-/// failed. Shared, so that the install and a write's upload both wait for the one run.
-type Settling = SharedFuture<BoxFuture<'static, std::result::Result<Fsynced, String>>>;
-
-/// Whether the checks fsynced the download file. Nothing written to it after them needs
-/// another: a request's commit on it is fsynced by SQLite (`synchronous = FULL`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fsynced {
-    Yes,
-    /// The fsync failed (and was logged): the install fsyncs and reports the failure.
-    No,
-}
-
-impl std::fmt::Debug for StagedDownload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StagedDownload")
-            .field("state", &self.state)
-            .field("etag", &self.etag)
-            .field("settled", &self.settling.peek())
-            .finish()
-    }
-}
 
 /// A newer object on its way in.
 pub(crate) struct Download {
@@ -109,7 +74,7 @@ struct Piece {
 /// written where it belongs (see [`parts_after`]). On success the download is staged in
 /// `slot`. [`StoreError::PreconditionFailed`] means the object changed between its parts.
 pub(crate) async fn stage(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     slot: &mut SlotState,
     download: Download,
@@ -157,7 +122,7 @@ pub(crate) async fn stage(
     .await;
     let written = writer
         .await
-        .map_err(|join| Error::Work(format!("writing a download failed: {join}").into()));
+        .map_err(|join| Error::internal(format_args!("writing a download failed: {join}")));
     let checked = match (received, written) {
         (Err(store), _) => Err(Error::Store(store)),
         (Ok(_), Err(err) | Ok(Err(err))) => Err(err),
@@ -176,39 +141,14 @@ pub(crate) async fn stage(
     let checked = match checked {
         Ok(checked) => checked,
         Err(err) => {
-            discard(shared, user).await;
+            install::discard(shared, user).await;
             return Err(err);
         }
     };
     let sha256 = (!checked.sha256).then(|| metadata.sha256.clone());
-    slot.staged = Some(StagedDownload {
-        etag,
-        state,
-        settling: settle(shared.layout.download_temp_path(user), sha256),
-    });
+    let path = shared.layout.download_temp_path(user);
+    slot.staged = Some(StagedDownload::start(state, etag, path, sha256));
     Ok(())
-}
-
-/// Starts the checks left on the download at `path`: SHA-256 against `sha256` if given,
-/// then fsync, so that the install under the lock has neither to wait for.
-fn settle(path: PathBuf, sha256: Option<String>) -> Settling {
-    tokio::task::spawn_blocking(move || {
-        #[cfg(feature = "crash-points")]
-        crate::crash::checks::wait_while_held(&path);
-        if let Some(expected) = sha256 {
-            check_sha256(&path, &expected)?;
-        }
-        Ok(match File::open(&path).and_then(|file| file.sync_all()) {
-            Ok(()) => Fsynced::Yes,
-            Err(err) => {
-                warn!(path = %path.display(), error = %err, "could not fsync a download; the install tries again");
-                Fsynced::No
-            }
-        })
-    })
-    .map(|joined| joined.unwrap_or_else(|err| Err(format!("checking the download stopped: {err}"))))
-    .boxed()
-    .shared()
 }
 
 /// The ranges still to fetch after the first `GET` brought `0..fetched` of `size` bytes:
@@ -260,7 +200,7 @@ fn write_pieces(
 /// read only while the object keeps `etag`. Returns the bytes received. The pieces go to
 /// the writer; if it fails, sending stops and its error is the answer.
 async fn fetch_parts(
-    shared: &Shared,
+    shared: &Context,
     key: &str,
     etag: &ETag,
     (first, body): (Range<u64>, ByteStream),
@@ -328,134 +268,4 @@ async fn pump(
         offset += len;
     }
     Ok(offset - part)
-}
-
-impl StagedDownload {
-    /// Waits for the download's SHA-256 check; an error if it does not match.
-    pub async fn verified(&self, user: &UserId) -> Result<()> {
-        self.checked(user).await.map(|_| ())
-    }
-
-    /// Waits for the download's checks: whether they fsynced it, or how SHA-256 failed.
-    async fn checked(&self, user: &UserId) -> Result<Fsynced> {
-        self.settling
-            .clone()
-            .await
-            .map_err(|mismatch| Error::Inconsistent {
-                user: user.clone(),
-                detail: mismatch,
-            })
-    }
-
-    /// True once the checks left on the download are done (polled here: a shared future
-    /// keeps its outcome only once somebody polled it after the blocking task ended).
-    fn settled(&self) -> bool {
-        self.settling.clone().now_or_never().is_some()
-    }
-}
-
-/// Installs the staged download of `user` if its checks are done; a download still being
-/// checked stays staged, and the request runs on it.
-pub(crate) async fn finish_settled(shared: &Shared, user: &UserId, slot: &mut SlotState) {
-    if slot.staged.as_ref().is_some_and(StagedDownload::settled) {
-        finish_staged(shared, user, slot).await;
-    }
-}
-
-/// Installs the staged download of `user`, if any: waits for its checks (SHA-256, fsync),
-/// then renames it into place and saves the sync state. If it fails the download is thrown away and the old
-/// file stays, with its state; the next request downloads again (and checks SHA-256
-/// before serving if that was what failed).
-pub(crate) async fn finish_staged(shared: &Shared, user: &UserId, slot: &mut SlotState) {
-    let Some(staged) = slot.staged.take() else {
-        return;
-    };
-    slot.conn = None; // the connection to the download file
-    let installed = match staged.checked(user).await {
-        Ok(fsynced) => {
-            let layout = shared.layout.clone();
-            let owned = user.clone();
-            let state = staged.state.clone();
-            blocking(move || install(&layout, &owned, &state, fsynced)).await
-        }
-        Err(err) => {
-            slot.distrusted = Some(staged.etag.clone());
-            Err(err)
-        }
-    };
-    match installed {
-        Ok(()) => slot.sync = Some(staged.state),
-        Err(err) => {
-            error!(user = %user, version = staged.state.version.get(), error = %err,
-                "a download was not installed; the next request downloads again");
-            slot.sync = None;
-            discard(shared, user).await;
-        }
-    }
-}
-
-/// Starts a task that installs `user`'s staged download once its checks are done and the
-/// lock is free. It waits for the checks without the lock, so requests go on meanwhile.
-pub(crate) fn finish_soon(shared: Arc<Shared>, user: UserId) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return; // no runtime: the next holder of the lock installs it
-    };
-    let tasks = shared.after_answer.clone();
-    tasks.spawn_on(
-        async move {
-            let slot = shared.slots.get(&user);
-            loop {
-                let mut guard = slot.state.lock().await;
-                let settling = match &guard.staged {
-                    None => return,
-                    Some(staged) if staged.settled() => {
-                        return finish_staged(&shared, &user, &mut guard).await;
-                    }
-                    Some(staged) => staged.settling.clone(),
-                };
-                drop(guard);
-                // Its outcome is the install's to act on; a newer download may be staged by then.
-                let _outcome = settling.await;
-            }
-        },
-        &runtime,
-    );
-}
-
-fn install(layout: &Layout, user: &UserId, state: &SyncState, fsynced: Fsynced) -> Result<()> {
-    if fsynced == Fsynced::No {
-        let path = layout.download_temp_path(user);
-        File::open(&path)
-            .and_then(|file| file.sync_all())
-            .map_err(Error::io(&path))?;
-    }
-    local::install_download(layout, user)?;
-    state.save(&layout.sync_state_path(user))
-}
-
-/// Removes a download that will not be installed.
-async fn discard(shared: &Shared, user: &UserId) {
-    let layout = shared.layout.clone();
-    let owned = user.clone();
-    let removed = blocking(move || {
-        fsutil::remove_if_exists(&layout.download_temp_path(&owned))?;
-        fsutil::remove_if_exists(&layout.download_journal_path(&owned))
-    })
-    .await;
-    if let Err(err) = removed {
-        warn!(user = %user, error = %err, "could not remove a download that was not installed");
-    }
-}
-
-/// Hashes the file at `path` and compares with `expected`.
-fn check_sha256(path: &Path, expected: &str) -> std::result::Result<(), String> {
-    let actual = sha256_of_file(path)
-        .map_err(|err| format!("the downloaded file could not be read again: {err}"))?;
-    if actual.eq_ignore_ascii_case(expected) {
-        Ok(())
-    } else {
-        Err(format!(
-            "cellar-sha256 says {expected} but the downloaded file hashes to {actual}"
-        ))
-    }
 }

@@ -7,14 +7,16 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use crate::engine::Shared;
+use crate::config::{ConflictPolicy, SizeThresholds};
+use crate::context::Context;
 use crate::error::Error;
 use crate::events::{Event, Resolution};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
 use crate::snapshot::Snapshot;
 use crate::store::{ETag, PutCondition, StoreError};
-use crate::{ConflictPolicy, SizeThresholds, UserId, Version};
+use crate::user::UserId;
+use crate::version::Version;
 
 /// What an upload is to carry and on what it is based.
 #[derive(Clone, Debug)]
@@ -74,7 +76,7 @@ pub(crate) enum UploadFailure {
 /// Uploads `image` as planned. Under last-write-wins a refused upload is retried over the
 /// winner (bounded), and each overwrite that lands logs exactly one conflict warning.
 pub(crate) async fn sync_on_mutation(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     image: &mut Snapshot,
     mut plan: UploadPlan,
@@ -160,7 +162,7 @@ pub(crate) async fn sync_on_mutation(
 /// Records an upload that landed: metrics, the overwrite warning if it was one, the size
 /// thresholds, and the `version` event.
 fn landed(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     plan: &UploadPlan,
     metadata: SnapshotMetadata,
@@ -188,7 +190,7 @@ fn landed(
 /// Seed rule `conflict-log-warning`: one structured warning per overwrite, with both
 /// versions and both writers; and the matching event for subscribers.
 fn conflict_log_warning(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     local_version: Version,
     remote: &RemoteHead,
@@ -204,12 +206,12 @@ fn conflict_log_warning(
         uploaded_version = uploaded_version.get(),
         "conflict: last write wins, overwrote a version this request had not seen"
     );
-    shared.publish_conflict(user, local_version, remote, Resolution::Overwritten);
+    publish_conflict(shared, user, local_version, remote, Resolution::Overwritten);
 }
 
 /// Reads the bucket's current version of `user` after a refused upload.
 pub(crate) async fn remote_head(
-    shared: &Shared,
+    shared: &Context,
     user: &UserId,
     key: &str,
 ) -> Result<RemoteHead, Error> {
@@ -243,4 +245,23 @@ fn log_size_thresholds(user: &UserId, size: u64, thresholds: SizeThresholds) {
         info!(target: "cellar::size", user = %user, size_bytes = size, threshold = thresholds.info_bytes,
             "database is above the info size");
     }
+}
+
+/// Publishes a conflict event to the user's subscribers.
+pub(crate) fn publish_conflict(
+    shared: &Context,
+    user: &UserId,
+    local_version: Version,
+    remote: &RemoteHead,
+    resolution: Resolution,
+) {
+    shared.publish(Event::Conflict {
+        user_id: user.to_string(),
+        policy: shared.config.conflict,
+        local_version,
+        remote_version: remote.version,
+        local_writer: shared.config.writer_id.clone(),
+        remote_writer: remote.writer.clone(),
+        resolution,
+    });
 }

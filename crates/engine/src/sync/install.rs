@@ -1,0 +1,121 @@
+//! Putting a newer database in place of the local copy: a whole image (a pending upload
+//! that landed, a pushed file), or a staged download once its checks pass (at once, or in
+//! the background after the request it answered).
+
+use std::sync::Arc;
+
+use tracing::{error, warn};
+
+use crate::cache::SlotState;
+use crate::context::{Context, blocking};
+use crate::error::Result;
+use crate::fsutil;
+use crate::local::{self, StagedDownload, SyncState};
+use crate::user::UserId;
+
+/// Replaces the local database with `image` and records `state`; connections to the old
+/// file are closed first. The image is taken as it is (a download's `Bytes`, a `Vec`):
+/// copying a large database once more costs as much as hashing it.
+pub(crate) async fn install(
+    shared: &Context,
+    user: &UserId,
+    slot: &mut SlotState,
+    image: impl AsRef<[u8]> + Send + 'static,
+    state: SyncState,
+) -> Result<()> {
+    slot.conn = None;
+    slot.sync = None;
+    slot.staged = None; // replaced by `image`
+    let layout = shared.layout.clone();
+    let owned = user.clone();
+    let saved = state.clone();
+    blocking(move || {
+        local::install_image(&layout, &owned, image.as_ref())?;
+        saved.save(&layout.sync_state_path(&owned))
+    })
+    .await?;
+    slot.sync = Some(state);
+    Ok(())
+}
+
+/// Installs the staged download of `user` if its checks are done; a download still being
+/// checked stays staged, and the request runs on it.
+pub(crate) async fn finish_settled(shared: &Context, user: &UserId, slot: &mut SlotState) {
+    if slot.staged.as_ref().is_some_and(StagedDownload::settled) {
+        finish_staged(shared, user, slot).await;
+    }
+}
+
+/// Installs the staged download of `user`, if any: waits for its checks (SHA-256, fsync),
+/// then renames it into place and saves the sync state. If it fails the download is thrown away and the old
+/// file stays, with its state; the next request downloads again (and checks SHA-256
+/// before serving if that was what failed).
+pub(crate) async fn finish_staged(shared: &Context, user: &UserId, slot: &mut SlotState) {
+    let Some(staged) = slot.staged.take() else {
+        return;
+    };
+    slot.conn = None; // the connection to the download file
+    let installed = match staged.checked(user).await {
+        Ok(fsynced) => {
+            let layout = shared.layout.clone();
+            let owned = user.clone();
+            let state = staged.state.clone();
+            blocking(move || local::install_staged(&layout, &owned, &state, fsynced)).await
+        }
+        Err(err) => {
+            slot.distrusted = Some(staged.etag().clone());
+            Err(err)
+        }
+    };
+    match installed {
+        Ok(()) => slot.sync = Some(staged.state),
+        Err(err) => {
+            error!(user = %user, version = staged.state.version.get(), error = %err,
+                "a download was not installed; the next request downloads again");
+            slot.sync = None;
+            discard(shared, user).await;
+        }
+    }
+}
+
+/// Starts a task that installs `user`'s staged download once its checks are done and the
+/// lock is free. It waits for the checks without the lock, so requests go on meanwhile.
+pub(crate) fn finish_soon(shared: Arc<Context>, user: UserId) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return; // no runtime: the next holder of the lock installs it
+    };
+    let tasks = shared.tasks.clone();
+    tasks.spawn_on(
+        async move {
+            let slot = shared.slots.get(&user);
+            loop {
+                let mut guard = slot.state.lock().await;
+                let settling = match &guard.staged {
+                    None => return,
+                    Some(staged) if staged.settled() => {
+                        return finish_staged(&shared, &user, &mut guard).await;
+                    }
+                    Some(staged) => staged.settling(),
+                };
+                drop(guard);
+                // Its outcome is the install's to act on; a newer download may be staged by then.
+                settling.await;
+            }
+        },
+        &runtime,
+    );
+}
+
+/// Removes a download that will not be installed.
+pub(crate) async fn discard(shared: &Context, user: &UserId) {
+    let layout = shared.layout.clone();
+    let owned = user.clone();
+    let removed = blocking(move || {
+        fsutil::remove_if_exists(&layout.download_temp_path(&owned))?;
+        fsutil::remove_if_exists(&layout.download_journal_path(&owned))
+    })
+    .await;
+    if let Err(err) = removed {
+        warn!(user = %user, error = %err, "could not remove a download that was not installed");
+    }
+}
