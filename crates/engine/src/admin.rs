@@ -15,8 +15,9 @@ use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::local::SyncState;
 use crate::metadata::SnapshotMetadata;
+use crate::remote::Remote;
 use crate::snapshot::{Snapshot, looks_like_sqlite};
-use crate::store::{ETag, Fetched, Listed, Store};
+use crate::store::{ETag, Store};
 use crate::sync::upload::{self, UploadFailure, UploadPlan};
 use crate::sync::{install, pending, pull};
 use crate::user::UserId;
@@ -60,58 +61,44 @@ impl Verification {
 /// The bucket as an operator reads it: its users, their objects, checked.
 #[derive(Clone, Debug)]
 pub struct BucketReader {
-    store: Arc<dyn Store>,
-    layout: Layout,
+    remote: Remote,
 }
 
 impl BucketReader {
     /// Reads `store`, with the keys of `layout` (only its prefix matters).
     pub fn new(store: Arc<dyn Store>, layout: Layout) -> Self {
-        Self { store, layout }
-    }
-
-    fn store(&self) -> &dyn Store {
-        self.store.as_ref()
-    }
-
-    fn layout(&self) -> &Layout {
-        &self.layout
+        Self {
+            remote: Remote::new(store, layout),
+        }
     }
 
     /// Every user with a database in the bucket, with its object size.
     pub async fn list_users(&self) -> Result<Vec<(UserId, u64)>> {
-        let layout = self.layout();
-        let listed = self.store().list(&layout.users_prefix()).await?;
-        Ok(listed
-            .into_iter()
-            .filter_map(|Listed { key, size }| layout.user_of_key(&key).map(|user| (user, size)))
-            .collect())
+        self.remote.users().await
     }
 
     /// The bucket's view of `user`, or `None` if the user has no object.
     pub async fn remote_status(&self, user: &UserId) -> Result<Option<RemoteDatabase>> {
-        let key = self.layout().database_key(user);
-        let Some(info) = self.store().head(&key).await? else {
-            return Ok(None);
-        };
-        Ok(Some(RemoteDatabase {
-            user: user.clone(),
-            etag: info.etag,
-            metadata: parse(user, &info.metadata)?,
-        }))
+        Ok(self
+            .remote
+            .describe(user)
+            .await?
+            .map(|(etag, _, metadata)| RemoteDatabase {
+                user: user.clone(),
+                etag,
+                metadata,
+            }))
     }
 
     /// Downloads `user`'s object, checked against its checksum.
     pub async fn download(&self, user: &UserId) -> Result<Option<(SnapshotMetadata, Bytes)>> {
-        let key = self.layout().database_key(user);
-        let Fetched::Found { info, body } = self.store().get(&key, None).await? else {
+        let Some((_, metadata, body)) = self.remote.read(user).await? else {
             return Ok(None);
         };
-        let metadata = parse(user, &info.metadata)?;
         if let Err(mismatch) = check_body(&metadata, &body) {
             return Err(Error::Inconsistent {
                 user: user.clone(),
-                detail: format!("{key}: {mismatch}"),
+                detail: mismatch.to_string(),
             });
         }
         Ok(Some((metadata, body)))
@@ -119,11 +106,9 @@ impl BucketReader {
 
     /// Checks `user`'s object: checksum against metadata, and `PRAGMA integrity_check`.
     pub async fn verify(&self, user: &UserId) -> Result<Option<Verification>> {
-        let key = self.layout().database_key(user);
-        let Fetched::Found { info, body } = self.store().get(&key, None).await? else {
+        let Some((size_bytes, metadata, body)) = self.remote.read(user).await? else {
             return Ok(None);
         };
-        let metadata = parse(user, &info.metadata)?;
         let mut problems = Vec::new();
         let checksum = check_body(&metadata, &body);
         let checksum_ok = checksum.is_ok();
@@ -138,7 +123,7 @@ impl BucketReader {
         Ok(Some(Verification {
             user_id: user.to_string(),
             version: metadata.version,
-            size_bytes: info.size,
+            size_bytes,
             checksum_ok,
             integrity_ok,
             problems,
@@ -194,13 +179,6 @@ impl Engine {
         install::install(shared, user, &mut guard, snapshot.bytes().to_vec(), state).await?;
         Ok(uploaded.version)
     }
-}
-
-fn parse(user: &UserId, raw: &crate::metadata::RawMetadata) -> Result<SnapshotMetadata> {
-    SnapshotMetadata::from_raw(raw).map_err(|detail| Error::Inconsistent {
-        user: user.clone(),
-        detail,
-    })
 }
 
 /// Runs `PRAGMA integrity_check` on an image through a temp file; returns SQLite's verdict.

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::layout::Layout;
 use crate::metrics::EngineMetrics;
+use crate::remote::Remote;
 use crate::sandbox::SqlLimits;
-use crate::store::{Store, StoreCapabilities};
+use crate::store::StoreCapabilities;
 use crate::tracked::{SqlPolicy, TrackedConnection};
 use crate::user::UserId;
 
@@ -24,7 +25,7 @@ use crate::user::UserId;
 pub(crate) struct Context {
     pub config: EngineConfig,
     pub layout: Layout,
-    pub store: Arc<dyn Store>,
+    pub remote: Remote,
     pub clock: Arc<dyn Clock>,
     pub sql_policy: Option<SqlPolicyHolder>,
     pub sql_limits: Option<SqlLimits>,

@@ -18,6 +18,7 @@ use crate::group::{self, Job};
 use crate::layout::Layout;
 use crate::local::SyncState;
 use crate::metrics::EngineMetrics;
+use crate::remote::Remote;
 use crate::sandbox::SqlLimits;
 use crate::session::Session;
 use crate::store::{Store, StoreCapabilities};
@@ -101,8 +102,8 @@ impl EngineBuilder {
             shared: Arc::new(Context {
                 slots: Slots::new(self.config.cache_capacity),
                 config: self.config,
+                remote: Remote::new(self.store, layout.clone()),
                 layout,
-                store: self.store,
                 clock: self.clock,
                 sql_policy,
                 sql_limits: self.sql_limits,
@@ -295,7 +296,7 @@ impl Engine {
 
     /// The store behind this engine.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.shared.store
+        self.shared.remote.store()
     }
 
     /// Where things live.

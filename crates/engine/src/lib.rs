@@ -46,6 +46,7 @@ pub mod layout;
 mod local;
 mod metadata;
 mod metrics;
+mod remote;
 pub mod sandbox;
 mod session;
 pub mod snapshot;

@@ -8,9 +8,9 @@ use crate::context::{Context, blocking};
 use crate::error::{Error, Result};
 use crate::events::Resolution;
 use crate::local::{PendingUpload, SyncState};
+use crate::remote::{RemoteHead, commit_condition};
 use crate::snapshot::Snapshot;
-use crate::store::PutCondition;
-use crate::sync::upload::{self, RemoteHead, UploadFailure, UploadPlan};
+use crate::sync::upload::{self, UploadFailure, UploadPlan};
 use crate::sync::{aside, install};
 use crate::user::UserId;
 use crate::version::Version;
@@ -31,13 +31,12 @@ pub(crate) async fn finish_pending(
     // A download staged by the previous holder of the lock is installed first: the
     // pending write may have been committed on it.
     install::finish_staged(shared, user, slot).await;
-    let key = shared.layout.database_key(user);
     let still_pending = |source| Error::EarlierWritePending {
         user: user.clone(),
         version: record.version,
         source,
     };
-    let remote = match upload::remote_head(shared, user, &key).await {
+    let remote = match shared.remote.head(user).await {
         Ok(remote) => remote,
         Err(Error::Store(source)) => return Err(still_pending(source)),
         Err(other) => return Err(other),
@@ -48,10 +47,7 @@ pub(crate) async fn finish_pending(
     }
     let plan = UploadPlan {
         base_version: record.base_version,
-        condition: record
-            .base_etag
-            .clone()
-            .map_or(PutCondition::Create, PutCondition::Match),
+        condition: commit_condition(record.base_etag.clone()),
         version: record.version,
     };
     match upload::sync_on_mutation(shared, user, &mut image, plan).await {

@@ -19,7 +19,8 @@ use crate::events::Event;
 use crate::local::{self, SyncState};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
-use crate::store::{Fetched, StoreError};
+use crate::remote::Fetch;
+use crate::store::StoreError;
 use crate::sync::install;
 use crate::sync::pending;
 use crate::sync::staged::{self, Download};
@@ -95,19 +96,14 @@ async fn compare_once(
     if !shared.config.version_check {
         return Ok(state);
     }
-    let key = shared.layout.database_key(user);
     let etag = state.etag.as_ref();
     // In parts side by side, the first `GET` asks for the first part only.
     let first_part = (parts == Parts::SideBySide && shared.config.download_parallelism > 1)
         .then_some(shared.config.download_part_bytes);
-    let fetched = match first_part {
-        Some(part) => shared.store.get_range(&key, etag, None, 0..part).await?,
-        None => shared.store.get_stream(&key, etag).await?,
-    };
-    match fetched {
-        Fetched::NotModified => Ok(state),
-        Fetched::NotFound if state.version == Version::ZERO => Ok(state),
-        Fetched::NotFound => Err(inconsistent(
+    match shared.remote.fetch(user, etag, first_part).await? {
+        Fetch::NotModified => Ok(state),
+        Fetch::Missing if state.version == Version::ZERO => Ok(state),
+        Fetch::Missing => Err(inconsistent(
             user,
             format!(
                 "the database is missing from the bucket, but version {} was synced here; \
@@ -115,25 +111,19 @@ async fn compare_once(
                 state.version
             ),
         )),
-        Fetched::Found { info, body } => {
-            let remote = SnapshotMetadata::from_raw(&info.metadata)
-                .map_err(|detail| inconsistent(user, format!("its metadata: {detail}")))?;
-            check_version(user, &key, &state, &remote)?;
+        Fetch::Found(incoming) => {
+            check_version(user, &state, &incoming.metadata)?;
             let new_state = SyncState {
-                version: remote.version,
-                etag: Some(info.etag.clone()),
-                updated_at: Some(remote.updated_at),
+                version: incoming.metadata.version,
+                etag: Some(incoming.etag.clone()),
+                updated_at: Some(incoming.metadata.updated_at),
             };
-            let writer = remote.writer.clone();
-            let first = 0..first_part.map_or(info.size, |part| part.min(info.size));
+            let writer = incoming.metadata.writer.clone();
+            let first = 0..first_part.map_or(incoming.size, |part| part.min(incoming.size));
             let download = Download {
-                key,
-                etag: info.etag,
-                size: info.size,
-                metadata: remote,
+                incoming,
                 state: new_state.clone(),
                 first,
-                body,
             };
             staged::stage(shared, user, slot, download).await?;
             EngineMetrics::add(&shared.metrics.downloads, 1);
@@ -149,14 +139,9 @@ async fn compare_once(
 
 /// Refuses a download whose version is older than the local one (a stale read), logged
 /// with its evidence, never retried away; checked before the body is read.
-fn check_version(
-    user: &UserId,
-    key: &str,
-    local: &SyncState,
-    remote: &SnapshotMetadata,
-) -> Result<()> {
+fn check_version(user: &UserId, local: &SyncState, remote: &SnapshotMetadata) -> Result<()> {
     if remote.version < local.version {
-        error!(user = %user, key, remote_version = remote.version.get(), local_version = local.version.get(),
+        error!(user = %user, remote_version = remote.version.get(), local_version = local.version.get(),
             remote_writer = %remote.writer, remote_updated_at = %remote.updated_at,
             "stale read: the store returned an older version than one already seen");
         return Err(inconsistent(
@@ -169,7 +154,7 @@ fn check_version(
         ));
     }
     if remote.version == local.version && local.version != Version::ZERO {
-        warn!(user = %user, key, version = local.version.get(),
+        warn!(user = %user, version = local.version.get(),
             "the bucket holds different bytes under the same version; adopting the bucket's");
     }
     Ok(())

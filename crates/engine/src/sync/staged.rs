@@ -20,7 +20,6 @@
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -34,9 +33,9 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::layout::Layout;
 use crate::local::{StagedDownload, SyncState};
-use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
-use crate::store::{ByteStream, ETag, Fetched, Store, StoreError};
+use crate::remote::{Incoming, Remote};
+use crate::store::{ByteStream, ETag, StoreError};
 use crate::sync::install;
 use crate::user::UserId;
 
@@ -45,20 +44,12 @@ const PIECES_IN_FLIGHT: usize = 32;
 
 /// A newer object on its way in.
 pub(crate) struct Download {
-    /// Its key.
-    pub key: String,
-    /// Its ETag: the other parts are read only while the object still has it.
-    pub etag: ETag,
-    /// Its size, as the store gave it.
-    pub size: u64,
-    /// Its metadata (already checked to be newer than what was seen).
-    pub metadata: SnapshotMetadata,
+    /// What the store said of it, and its first bytes arriving.
+    pub incoming: Incoming,
     /// The state the local copy will be at.
     pub state: SyncState,
     /// The bytes the first `GET` asked for (the whole object, or its first part).
     pub first: Range<u64>,
-    /// Those bytes, arriving.
-    pub body: ByteStream,
 }
 
 /// One piece of a download: where it goes in the file, and the part it came in.
@@ -84,9 +75,9 @@ pub(crate) async fn stage(
     let distrusted = matches!((&slot.distrusted, &download.state.etag),
         (Some(bad), Some(etag)) if bad == etag);
     let check = if distrusted {
-        BodyCheck::full(&download.metadata)
+        BodyCheck::full(&download.incoming.metadata)
     } else {
-        BodyCheck::arriving(&download.metadata)
+        BodyCheck::arriving(&download.incoming.metadata)
     };
     let parallelism = if check.in_order() {
         1
@@ -96,13 +87,15 @@ pub(crate) async fn stage(
     let (pieces, arriving) = tokio::sync::mpsc::channel::<Piece>(PIECES_IN_FLIGHT);
     let writer = write_pieces(shared.layout.clone(), user.clone(), check, arriving);
     let Download {
-        key,
-        etag,
-        size,
-        metadata,
+        incoming:
+            Incoming {
+                etag,
+                size,
+                metadata,
+                body,
+            },
         state,
         first,
-        body,
     } = download;
     let rest = parts_after(
         first.end,
@@ -112,7 +105,7 @@ pub(crate) async fn stage(
     );
     let received = fetch_parts(
         shared,
-        &key,
+        user,
         &etag,
         (first, body),
         rest,
@@ -129,7 +122,7 @@ pub(crate) async fn stage(
         (Ok(total), Ok(Ok(check))) => {
             EngineMetrics::add(&shared.metrics.bytes_downloaded, total);
             check.finish().map_err(|mismatch| {
-                error!(user = %user, key, version = metadata.version.get(), %mismatch,
+                error!(user = %user, version = metadata.version.get(), %mismatch,
                     "downloaded body does not match its metadata");
                 Error::Inconsistent {
                     user: user.clone(),
@@ -201,7 +194,7 @@ fn write_pieces(
 /// the writer; if it fails, sending stops and its error is the answer.
 async fn fetch_parts(
     shared: &Context,
-    key: &str,
+    user: &UserId,
     etag: &ETag,
     (first, body): (Range<u64>, ByteStream),
     rest: Vec<Range<u64>>,
@@ -211,8 +204,8 @@ async fn fetch_parts(
     let mut parts = vec![pump(first.start, body, pieces.clone()).boxed()];
     for range in rest {
         let part = fetch_part(
-            Arc::clone(&shared.store),
-            key.to_owned(),
+            shared.remote.clone(),
+            user.clone(),
             etag.clone(),
             range,
             pieces.clone(),
@@ -228,19 +221,14 @@ async fn fetch_parts(
 
 /// One part after the first: a ranged `GET` that holds only while the object keeps `etag`.
 async fn fetch_part(
-    store: Arc<dyn Store>,
-    key: String,
+    remote: Remote,
+    user: UserId,
     etag: ETag,
     range: Range<u64>,
     pieces: Sender<Piece>,
 ) -> std::result::Result<u64, StoreError> {
-    match store
-        .get_range(&key, None, Some(&etag), range.clone())
-        .await?
-    {
-        Fetched::Found { body, .. } => pump(range.start, body, pieces).await,
-        Fetched::NotFound | Fetched::NotModified => Err(StoreError::PreconditionFailed { key }),
-    }
+    let body = remote.part(&user, &etag, range.clone()).await?;
+    pump(range.start, body, pieces).await
 }
 
 /// Sends a part's pieces to the writer, each with its place in the file; returns how many

@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::events::{Event, Resolution};
 use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
+use crate::remote::{RemoteHead, commit_condition};
 use crate::snapshot::Snapshot;
 use crate::store::{ETag, PutCondition, StoreError};
 use crate::user::UserId;
@@ -34,7 +35,7 @@ impl UploadPlan {
     pub fn on_top_of(base_version: Version, base_etag: Option<ETag>) -> Self {
         Self {
             base_version,
-            condition: base_etag.map_or(PutCondition::Create, PutCondition::Match),
+            condition: commit_condition(base_etag),
             version: base_version.next(),
         }
     }
@@ -46,15 +47,6 @@ pub(crate) struct Uploaded {
     pub version: Version,
     pub etag: ETag,
     pub updated_at: DateTime<Utc>,
-}
-
-/// The bucket's current version, read after a refused upload.
-#[derive(Clone, Debug)]
-pub(crate) struct RemoteHead {
-    pub version: Version,
-    pub writer: String,
-    pub etag: Option<ETag>,
-    pub sha256: Option<String>,
 }
 
 /// Why an upload did not land.
@@ -81,7 +73,6 @@ pub(crate) async fn sync_on_mutation(
     image: &mut Snapshot,
     mut plan: UploadPlan,
 ) -> Result<Uploaded, UploadFailure> {
-    let key = shared.layout.database_key(user);
     let mut overwriting: Option<RemoteHead> = None;
     for _ in 0..=shared.config.max_conflict_retries {
         image.stamp(plan.version);
@@ -95,13 +86,8 @@ pub(crate) async fn sync_on_mutation(
         };
         let started = Instant::now();
         let outcome = shared
-            .store
-            .put(
-                &key,
-                image.body(),
-                metadata.to_raw(),
-                plan.condition.clone(),
-            )
+            .remote
+            .put(user, image, &metadata, plan.condition.clone())
             .await;
         shared.metrics.upload_latency.observe(started.elapsed());
         match outcome {
@@ -116,7 +102,9 @@ pub(crate) async fn sync_on_mutation(
                 ));
             }
             Err(StoreError::PreconditionFailed { .. }) => {
-                let remote = remote_head(shared, user, &key)
+                let remote = shared
+                    .remote
+                    .head(user)
                     .await
                     .map_err(UploadFailure::Failed)?;
                 if remote.sha256.as_deref() == Some(metadata.sha256.as_str()) {
@@ -136,10 +124,7 @@ pub(crate) async fn sync_on_mutation(
                     return Err(UploadFailure::Refused { remote });
                 }
                 plan.version = plan.base_version.after_both(remote.version);
-                plan.condition = remote
-                    .etag
-                    .clone()
-                    .map_or(PutCondition::Create, PutCondition::Match);
+                plan.condition = commit_condition(remote.etag.clone());
                 overwriting = Some(remote);
             }
             Err(source) => {
@@ -207,33 +192,6 @@ fn conflict_log_warning(
         "conflict: last write wins, overwrote a version this request had not seen"
     );
     publish_conflict(shared, user, local_version, remote, Resolution::Overwritten);
-}
-
-/// Reads the bucket's current version of `user` after a refused upload.
-pub(crate) async fn remote_head(
-    shared: &Context,
-    user: &UserId,
-    key: &str,
-) -> Result<RemoteHead, Error> {
-    let Some(info) = shared.store.head(key).await? else {
-        return Ok(RemoteHead {
-            version: Version::ZERO,
-            writer: String::new(),
-            etag: None,
-            sha256: None,
-        });
-    };
-    let metadata =
-        SnapshotMetadata::from_raw(&info.metadata).map_err(|detail| Error::Inconsistent {
-            user: user.clone(),
-            detail,
-        })?;
-    Ok(RemoteHead {
-        version: metadata.version,
-        writer: metadata.writer,
-        etag: Some(info.etag),
-        sha256: Some(metadata.sha256),
-    })
 }
 
 /// Seed "Size Thresholds": info above the first, warning above the second.

@@ -1,0 +1,199 @@
+//! [`Remote`]: the bucket as the engine sees it, in domain terms. The only module that
+//! names a user's objects in requests, encodes and decodes their metadata, and calls the
+//! [`Store`]. It also owns the commit point: a version is in the bucket once the object at
+//! the user's `database.sqlite` key has been replaced under its precondition
+//! ([`Remote::put`], [`commit_condition`]). Delta sync moves that point, here alone.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result, StoreError};
+use crate::layout::Layout;
+use crate::metadata::SnapshotMetadata;
+use crate::snapshot::Snapshot;
+use crate::store::{ByteStream, ETag, Fetched, Listed, PutCondition, Store};
+use crate::user::UserId;
+use crate::version::Version;
+
+/// A user's database in the bucket, as it stands.
+#[derive(Clone, Debug)]
+pub(crate) struct RemoteHead {
+    /// Its version (zero when the user has none).
+    pub version: Version,
+    /// The instance that uploaded it.
+    pub writer: String,
+    /// Its ETag, `None` when there is no object.
+    pub etag: Option<ETag>,
+    /// Its `cellar-sha256`, `None` when there is no object.
+    pub sha256: Option<String>,
+}
+
+impl RemoteHead {
+    /// The head of a user with nothing in the bucket.
+    fn missing() -> Self {
+        Self {
+            version: Version::ZERO,
+            writer: String::new(),
+            etag: None,
+            sha256: None,
+        }
+    }
+}
+
+/// A newer database on its way in: what the store said of it, and its first bytes.
+pub(crate) struct Incoming {
+    /// Its ETag: later parts are read only while the object keeps it.
+    pub etag: ETag,
+    /// Its size, as the store gave it.
+    pub size: u64,
+    /// Its metadata, decoded.
+    pub metadata: SnapshotMetadata,
+    /// The bytes asked for, arriving.
+    pub body: ByteStream,
+}
+
+/// The answer to the version check's read.
+pub(crate) enum Fetch {
+    /// The object still has the ETag the caller named.
+    NotModified,
+    /// The user has no object.
+    Missing,
+    /// The object, current.
+    Found(Incoming),
+}
+
+/// The precondition of a commit on top of the object with `base` (none: the first).
+pub(crate) fn commit_condition(base: Option<ETag>) -> PutCondition {
+    base.map_or(PutCondition::Create, PutCondition::Match)
+}
+
+/// The bucket, typed: see the module docs.
+#[derive(Clone, Debug)]
+pub(crate) struct Remote {
+    store: Arc<dyn Store>,
+    layout: Layout,
+}
+
+impl Remote {
+    /// The bucket behind `store`, with the keys of `layout`.
+    pub fn new(store: Arc<dyn Store>, layout: Layout) -> Self {
+        Self { store, layout }
+    }
+
+    /// The store itself (for the start-up probe and the operator's tools).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The head of `user`'s database; a user with none has version zero.
+    pub async fn head(&self, user: &UserId) -> Result<RemoteHead> {
+        let Some((etag, _, metadata)) = self.describe(user).await? else {
+            return Ok(RemoteHead::missing());
+        };
+        Ok(RemoteHead {
+            version: metadata.version,
+            writer: metadata.writer,
+            etag: Some(etag),
+            sha256: Some(metadata.sha256),
+        })
+    }
+
+    /// `user`'s object's ETag, size and metadata, without its body; `None` if none.
+    pub async fn describe(&self, user: &UserId) -> Result<Option<(ETag, u64, SnapshotMetadata)>> {
+        let Some(info) = self.store.head(&self.layout.database_key(user)).await? else {
+            return Ok(None);
+        };
+        let metadata = decode(user, &info.metadata)?;
+        Ok(Some((info.etag, info.size, metadata)))
+    }
+
+    /// The version check's read: only if the object no longer has `if_none_match`; with
+    /// `first_part`, only that many bytes of it (the rest comes in [`Remote::part`]s).
+    pub async fn fetch(
+        &self,
+        user: &UserId,
+        if_none_match: Option<&ETag>,
+        first_part: Option<u64>,
+    ) -> Result<Fetch> {
+        let key = self.layout.database_key(user);
+        let fetched = match first_part {
+            Some(part) => {
+                self.store
+                    .get_range(&key, if_none_match, None, 0..part)
+                    .await?
+            }
+            None => self.store.get_stream(&key, if_none_match).await?,
+        };
+        Ok(match fetched {
+            Fetched::NotModified => Fetch::NotModified,
+            Fetched::NotFound => Fetch::Missing,
+            Fetched::Found { info, body } => Fetch::Found(Incoming {
+                metadata: decode(user, &info.metadata)?,
+                etag: info.etag,
+                size: info.size,
+                body,
+            }),
+        })
+    }
+
+    /// Bytes `range` of `user`'s object, only while it keeps `etag`:
+    /// [`StoreError::PreconditionFailed`] once it changed (or went).
+    pub async fn part(
+        &self,
+        user: &UserId,
+        etag: &ETag,
+        range: Range<u64>,
+    ) -> std::result::Result<ByteStream, StoreError> {
+        let key = self.layout.database_key(user);
+        match self.store.get_range(&key, None, Some(etag), range).await? {
+            Fetched::Found { body, .. } => Ok(body),
+            Fetched::NotFound | Fetched::NotModified => Err(StoreError::PreconditionFailed { key }),
+        }
+    }
+
+    /// `user`'s object whole, with its size and decoded metadata; `None` if none.
+    pub async fn read(&self, user: &UserId) -> Result<Option<(u64, SnapshotMetadata, Bytes)>> {
+        let key = self.layout.database_key(user);
+        let Fetched::Found { info, body } = self.store.get(&key, None).await? else {
+            return Ok(None);
+        };
+        let metadata = decode(user, &info.metadata)?;
+        Ok(Some((info.size, metadata, body)))
+    }
+
+    /// Commits `image` as `user`'s database with `metadata`, only under `condition`: the
+    /// commit point. Answers the new ETag.
+    pub async fn put(
+        &self,
+        user: &UserId,
+        image: &Snapshot,
+        metadata: &SnapshotMetadata,
+        condition: PutCondition,
+    ) -> std::result::Result<ETag, StoreError> {
+        let key = self.layout.database_key(user);
+        self.store
+            .put(&key, image.body(), metadata.to_raw(), condition)
+            .await
+    }
+
+    /// Every user with a database in the bucket, with its object's size.
+    pub async fn users(&self) -> Result<Vec<(UserId, u64)>> {
+        let listed = self.store.list(&self.layout.users_prefix()).await?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|Listed { key, size }| {
+                self.layout.user_of_key(&key).map(|user| (user, size))
+            })
+            .collect())
+    }
+}
+
+/// The metadata of `user`'s object, or why it is not Cellar's.
+fn decode(user: &UserId, raw: &crate::metadata::RawMetadata) -> Result<SnapshotMetadata> {
+    SnapshotMetadata::from_raw(raw).map_err(|detail| Error::Inconsistent {
+        user: user.clone(),
+        detail: format!("its metadata: {detail}"),
+    })
+}
