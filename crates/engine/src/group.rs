@@ -9,7 +9,6 @@
 //! and work arriving meanwhile joins it.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use crate::cache::QueuedWork;
 use crate::committed::Committed;
@@ -119,7 +118,7 @@ pub(crate) async fn lead(shared: Arc<Context>, user: &UserId) {
             Err(err) => return complete_all(&group, Err(&err)),
         };
         let ran = match run_group(&mut session, &group).await {
-            Ok(Ran::All) => pace(&shared, &slot, &mut session, &mut group).await,
+            Ok(Ran::All) => pace(&slot, &mut session, &mut group).await,
             other => other,
         };
         match ran {
@@ -179,24 +178,18 @@ async fn run_group(session: &mut Session, group: &[Arc<dyn QueuedWork>]) -> Resu
         .await
 }
 
-/// Pacing: a group that wrote waits until the minimum interval since this user's last
-/// upload has passed; work that arrived meanwhile joins the group.
+/// Pacing ([`Session::upload_slot`]): a group that wrote waits for its upload slot, and
+/// work that arrived meanwhile joins it.
 async fn pace(
-    shared: &Context,
     slot: &crate::cache::UserSlot,
     session: &mut Session,
     group: &mut Vec<Arc<dyn QueuedWork>>,
 ) -> Result<Ran> {
-    let interval = shared.config.min_upload_interval;
-    if interval.is_zero() || !session.wrote() {
-        return Ok(Ran::All);
-    }
-    if let Some(last) = session.last_upload() {
-        let ready = last + interval;
-        if ready > Instant::now() {
-            tokio::time::sleep_until(ready.into()).await;
-        }
-    }
+    let upload_slot = match session.upload_slot() {
+        Some(upload_slot) if session.wrote() => upload_slot,
+        _ => return Ok(Ran::All),
+    };
+    tokio::time::sleep_until(upload_slot).await;
     let joined = slot.drain();
     group.extend(joined.iter().cloned());
     if joined.is_empty() {

@@ -108,9 +108,18 @@ impl Session {
         }
     }
 
-    /// When this instance last uploaded this user's database.
-    pub(crate) fn last_upload(&self) -> Option<std::time::Instant> {
-        self.guard.last_upload
+    /// Pacing (`sync.min_upload_interval_ms`, for stores like R2 that take about one write
+    /// per second per key): a request that wrote waits until the interval since this
+    /// user's last upload from this instance has passed. Every commit that uploads waits
+    /// until this moment, whoever drives the session; group commit lets work that arrives
+    /// meanwhile join. `None` when pacing is off.
+    pub(crate) fn upload_slot(&self) -> Option<tokio::time::Instant> {
+        let interval = self.shared.config.min_upload_interval;
+        if interval.is_zero() {
+            return None;
+        }
+        let ready = self.guard.last_upload.map(|last| last + interval);
+        Some(ready.map_or_else(tokio::time::Instant::now, Into::into))
     }
 
     /// True once the request wrote.
@@ -194,6 +203,9 @@ impl Session {
                 wrote: false,
                 in_bucket: self.base_in_bucket,
             }));
+        }
+        if let Some(slot) = self.upload_slot() {
+            tokio::time::sleep_until(slot).await;
         }
         if let Some(staged) = &mut self.guard.staged {
             // Nothing built on a download is uploaded before its SHA-256 check passed.

@@ -276,3 +276,22 @@ async fn last_write_wins_mode_overwrites_and_says_so() {
         json!({ "entries": ["from a"], "version": 2, "wrote": false })
     );
 }
+
+#[tokio::test]
+async fn handlers_behind_the_layer_are_paced_like_the_v1_api() {
+    let dirs = Dirs::new();
+    let mut config = cellar_engine::EngineConfig::new(dirs.data("a"));
+    config.min_upload_interval = std::time::Duration::from_millis(600);
+    let engine = Engine::open(config, dirs.bucket()).await.expect("engine");
+    let (addr, client) = TestServer::start_app(app(engine, Gate::open())).await;
+    let first = call(&client, addr, "/append", "one").await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let started = std::time::Instant::now();
+    let second = call(&client, addr, "/append", "two").await;
+    assert_eq!(second.status, 200, "{:?}", second.body);
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(450),
+        "the second upload went {waited:?} after the first, inside the 600 ms interval"
+    );
+}
