@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::error;
 
 use crate::cache::Slots;
 use crate::clock::{Clock, SystemClock};
 use crate::committed::Committed;
-use crate::config::{ConflictPolicy, Durability, EngineConfig};
+use crate::config::{ConflictPolicy, EngineConfig};
 use crate::context::{Context, SqlPolicyHolder};
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -19,10 +19,10 @@ use crate::layout::Layout;
 use crate::local::SyncState;
 use crate::metrics::EngineMetrics;
 use crate::remote::Remote;
+use crate::runtime;
 use crate::sandbox::SqlLimits;
 use crate::session::Session;
 use crate::store::{Store, StoreCapabilities};
-use crate::sync::pending;
 use crate::tracked::{SqlPolicy, TrackedConnection};
 use crate::user::UserId;
 use crate::version::Version;
@@ -113,7 +113,7 @@ impl EngineBuilder {
                 tasks: TaskTracker::new(),
             }),
         };
-        engine.finish_pending_uploads().await;
+        runtime::finish_pending_uploads(&engine.shared).await;
         Ok(engine)
     }
 }
@@ -306,35 +306,6 @@ impl Engine {
 
     pub(crate) fn shared(&self) -> &Context {
         &self.shared
-    }
-
-    pub(crate) fn shared_arc(&self) -> Arc<Context> {
-        Arc::clone(&self.shared)
-    }
-
-    /// Finishes every pending upload found on disk (start-up). Failures are logged; the
-    /// user's next request tries again before it is served.
-    async fn finish_pending_uploads(&self) {
-        let Ok(entries) = fs::read_dir(self.shared.layout.data_dir()) else {
-            return;
-        };
-        let users = entries
-            .flatten()
-            .filter_map(|entry| UserId::new(entry.file_name().to_string_lossy().into_owned()).ok())
-            .filter(|user| self.shared.layout.pending_record_path(user).exists());
-        for user in users {
-            let slot = self.shared.slots.get(&user);
-            let mut guard = slot.state.lock().await;
-            match pending::finish_pending(&self.shared, &user, &mut guard).await {
-                Ok(()) => info!(user = %user, "finished a pending upload left by an earlier run"),
-                Err(err) => {
-                    warn!(user = %user, error = %err, "a pending upload is still pending");
-                    if self.shared.config.durability == Durability::Async {
-                        crate::sync::background::schedule_upload(self.shared_arc(), user.clone());
-                    }
-                }
-            }
-        }
     }
 }
 

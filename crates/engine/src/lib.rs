@@ -47,6 +47,7 @@ mod local;
 mod metadata;
 mod metrics;
 mod remote;
+mod runtime;
 pub mod sandbox;
 mod session;
 pub mod snapshot;

@@ -17,9 +17,10 @@ use crate::events::Resolution;
 use crate::local::{PendingUpload, SyncState};
 use crate::metrics::EngineMetrics;
 use crate::remote::RemoteHead;
+use crate::runtime;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::{self, UploadFailure, UploadPlan};
-use crate::sync::{aside, background, install, pull};
+use crate::sync::{aside, pull};
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
 use crate::version::Version;
@@ -338,7 +339,7 @@ impl Session {
         }
         self.guard.conn = Some(conn);
         self.shared.slots.get(&self.user).remember_version(version);
-        background::schedule_upload(Arc::clone(&self.shared), self.user.clone());
+        runtime::schedule_upload(Arc::clone(&self.shared), self.user.clone());
         Ok(Finished::Landed(Committed {
             value: (),
             version,
@@ -449,7 +450,7 @@ impl Drop for Session {
             self.forget_if_nothing_to_keep();
         }
         if self.guard.staged.is_some() {
-            install::finish_soon(Arc::clone(&self.shared), self.user.clone());
+            runtime::install_soon(Arc::clone(&self.shared), self.user.clone());
         }
     }
 }

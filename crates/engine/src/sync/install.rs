@@ -2,8 +2,6 @@
 //! that landed, a pushed file), or a staged download once its checks pass (at once, or in
 //! the background after the request it answered).
 
-use std::sync::Arc;
-
 use tracing::{error, warn};
 
 use crate::cache::SlotState;
@@ -76,34 +74,6 @@ pub(crate) async fn finish_staged(shared: &Context, user: &UserId, slot: &mut Sl
             discard(shared, user).await;
         }
     }
-}
-
-/// Starts a task that installs `user`'s staged download once its checks are done and the
-/// lock is free. It waits for the checks without the lock, so requests go on meanwhile.
-pub(crate) fn finish_soon(shared: Arc<Context>, user: UserId) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return; // no runtime: the next holder of the lock installs it
-    };
-    let tasks = shared.tasks.clone();
-    tasks.spawn_on(
-        async move {
-            let slot = shared.slots.get(&user);
-            loop {
-                let mut guard = slot.state.lock().await;
-                let settling = match &guard.staged {
-                    None => return,
-                    Some(staged) if staged.settled() => {
-                        return finish_staged(&shared, &user, &mut guard).await;
-                    }
-                    Some(staged) => staged.settling(),
-                };
-                drop(guard);
-                // Its outcome is the install's to act on; a newer download may be staged by then.
-                settling.await;
-            }
-        },
-        &runtime,
-    );
 }
 
 /// Removes a download that will not be installed.

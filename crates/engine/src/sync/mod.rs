@@ -1,12 +1,11 @@
 //! The sync steps, one file each: check and download at request start ([`pull`]), write a
 //! download as it arrives and answer from it before it is installed ([`staged`]), put a
-//! newer database in place ([`install`]), upload
-//! after a write ([`upload`]), finish a write whose upload failed ([`pending`]), upload
-//! `async` writes in the background ([`background`]), and keep a losing database aside
-//! ([`aside`]).
+//! newer database in place ([`install`]), upload after a write ([`upload`]), finish a
+//! write whose upload failed ([`pending`]), and keep a losing database aside ([`aside`]).
+//! Each is a function over the engine's `Context`, the user and the slot state its caller
+//! holds: a step never takes a lock and never spawns (that is `runtime`'s).
 
 pub(crate) mod aside;
-pub(crate) mod background;
 pub(crate) mod install;
 pub(crate) mod pending;
 pub(crate) mod pull;
