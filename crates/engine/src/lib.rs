@@ -15,17 +15,21 @@
 //! - Adapters: [`store`], one narrow [`Store`] trait ([`S3Store`] over `object_store`,
 //!   [`LocalStore`] the embedded default, [`MemoryStore`] for unit tests, wrappers that
 //!   put a deadline on every call or inject faults, the start-up
-//!   [`probe`](store::probe)); `local`, the local side (the database file, its sync state,
-//!   pending uploads, a staged download and its checks).
+//!   [`probe`](store::probe)); `remote`, the typed remote over it (the only module that
+//!   names a user's objects in requests and decodes their metadata; the commit point);
+//!   `local`, the local side (the database file, its sync state, pending uploads, a staged
+//!   download and its checks).
 //! - State: `cache` (one slot per user: the lock, the warm connection, the queue of group
 //!   commit) and `context` (what the engine, sessions and steps share; `blocking`).
 //! - Sync steps, one file each under `sync`: `pull` (`version-compare-on-start`), `staged`
 //!   (a download written as it arrives), `install`, `upload` (`sync-on-mutation`,
 //!   `version-increment-on-write`, `conflict-last-write-wins`, `conflict-log-warning`),
-//!   `pending`, `background` (`durability = async`), `aside`.
-//! - [`Session`] (a request's path from version check to upload; `write-batched`: one
-//!   upload per request, however many writes), then `group` (group commit and pacing),
-//!   then [`Engine`] and `admin` (the operator's reads, push).
+//!   `pending`, `aside`. A step never locks and never spawns.
+//! - `runtime`: the work that takes a user's lock on its own (the `async` uploader, the
+//!   install after an answer, finishing pending uploads at start).
+//! - [`Session`] (a request's path from version check to upload, pacing included;
+//!   `write-batched`: one upload per request, however many writes), then `group` (group
+//!   commit), then [`Engine`] and `admin` (the operator's reads, push).
 //!
 //! The protocol and its invariants are described in `docs/sync-protocol.md`.
 
