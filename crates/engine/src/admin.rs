@@ -13,13 +13,10 @@ use crate::context::blocking;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::local::SyncState;
 use crate::metadata::SnapshotMetadata;
 use crate::remote::Remote;
-use crate::snapshot::{Snapshot, looks_like_sqlite};
+use crate::snapshot::looks_like_sqlite;
 use crate::store::{ETag, Store};
-use crate::sync::upload::{self, UploadFailure, UploadPlan};
-use crate::sync::{install, pending, pull};
 use crate::user::UserId;
 use crate::version::Version;
 
@@ -152,32 +149,8 @@ impl Engine {
                 "the file fails PRAGMA integrity_check: {verdict}"
             )));
         }
-        let shared = self.shared();
-        let slot = shared.slots.get(user);
-        let mut guard = slot.state.lock().await;
-        pending::finish_pending(shared, user, &mut guard).await?;
-        let (current, _) = pull::version_compare_on_start(shared, user, &mut guard).await?;
-        let mut snapshot = Snapshot::from_bytes(image);
-        let plan = UploadPlan::on_top_of(current.version, current.etag.clone());
-        let uploaded = match upload::sync_on_mutation(shared, user, &mut snapshot, plan).await {
-            Ok(uploaded) => uploaded,
-            Err(UploadFailure::Refused { remote }) => {
-                return Err(Error::Conflict {
-                    user: user.clone(),
-                    expected: current.version,
-                    found: remote.version,
-                });
-            }
-            Err(UploadFailure::Unavailable { source, .. }) => return Err(Error::Store(source)),
-            Err(UploadFailure::Failed(err)) => return Err(err),
-        };
-        let state = SyncState {
-            version: uploaded.version,
-            etag: Some(uploaded.etag),
-            updated_at: Some(uploaded.updated_at),
-        };
-        install::install(shared, user, &mut guard, snapshot.bytes().to_vec(), state).await?;
-        Ok(uploaded.version)
+        let session = self.begin(user).await?;
+        Ok(session.commit_image(image).await?.version)
     }
 }
 

@@ -27,6 +27,16 @@ pub(crate) trait QueuedWork: Send + Sync + std::fmt::Debug {
     fn run(&self, conn: &TrackedConnection) -> bool;
     /// Delivers the group's outcome: where it landed, or why it failed.
     fn complete(&self, group: Result<&Committed<()>, &Error>);
+    /// The transaction it ran in was undone through no fault of its own (the session that
+    /// carried it runs its own work again): its caller queues it anew.
+    fn again(&self);
+}
+
+/// Delivers one outcome to every piece of a group.
+pub(crate) fn complete_all(group: &[Arc<dyn QueuedWork>], outcome: Result<&Committed<()>, &Error>) {
+    for work in group {
+        work.complete(outcome);
+    }
 }
 
 /// The warm state of one user's database on this instance.

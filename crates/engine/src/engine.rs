@@ -207,14 +207,19 @@ impl Engine {
         T: Send + 'static,
     {
         let job = Arc::new(Job::new(work));
-        self.shared.slots.get(user).enqueue(job.clone());
-        // The group runs in its own task: a caller that goes away (a client hanging up)
-        // must not cut off an upload that other callers' writes are riding on.
-        let shared = Arc::clone(&self.shared);
-        let leader = user.clone();
-        let tasks = shared.tasks.clone();
-        tasks.spawn(async move { group::lead(shared, &leader).await });
-        job.outcome().await
+        loop {
+            self.shared.slots.get(user).enqueue(job.clone());
+            // The group runs in its own task: a caller that goes away (a client hanging
+            // up) must not cut off an upload that other callers' writes are riding on.
+            let shared = Arc::clone(&self.shared);
+            let leader = user.clone();
+            let tasks = shared.tasks.clone();
+            tasks.spawn(async move { group::lead(shared, &leader).await });
+            // `None`: the session that carried the work was undone; it runs again.
+            if let Some(outcome) = job.outcome().await {
+                return outcome;
+            }
+        }
     }
 
     /// Waits for the work that outlives requests: group commits (and their uploads) whose
@@ -302,10 +307,6 @@ impl Engine {
     /// Where things live.
     pub fn layout(&self) -> &Layout {
         &self.shared.layout
-    }
-
-    pub(crate) fn shared(&self) -> &Context {
-        &self.shared
     }
 }
 

@@ -10,11 +10,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::cache::QueuedWork;
+use crate::cache::{QueuedWork, complete_all};
 use crate::committed::Committed;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::session::Session;
+use crate::session::{Ran, Session};
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
 
@@ -27,7 +27,8 @@ pub(crate) struct Job<T, F> {
 
 struct JobState<T> {
     ran: Option<(Result<T>, bool)>,
-    outcome: Option<Result<Committed<T>>>,
+    /// `Some(None)`: queue the work again ([`QueuedWork::again`]).
+    outcome: Option<Option<Result<Committed<T>>>>,
 }
 
 impl<T, F> Job<T, F>
@@ -46,8 +47,9 @@ where
         }
     }
 
-    /// Waits until a group containing this job has finished, and takes the outcome.
-    pub async fn outcome(&self) -> Result<Committed<T>> {
+    /// Waits until a group containing this job has finished, and takes the outcome;
+    /// `None` when the job must be queued again.
+    pub async fn outcome(&self) -> Option<Result<Committed<T>>> {
         loop {
             let finished = self.done.notified();
             if let Some(outcome) = self.state().outcome.take() {
@@ -94,7 +96,15 @@ where
             (_, Err(err)) => Err(err.clone()),
             (None, Ok(_)) => Err(Error::internal("the request's work never ran")),
         };
-        state.outcome = Some(outcome);
+        state.outcome = Some(Some(outcome));
+        drop(state);
+        self.done.notify_waiters();
+    }
+
+    fn again(&self) {
+        let mut state = self.state();
+        state.ran = None;
+        state.outcome = Some(None);
         drop(state);
         self.done.notify_waiters();
     }
@@ -117,7 +127,7 @@ pub(crate) async fn lead(shared: Arc<Context>, user: &UserId) {
             Ok(session) => session,
             Err(err) => return complete_all(&group, Err(&err)),
         };
-        let ran = match run_group(&mut session, &group).await {
+        let ran = match session.run_pieces(&group).await {
             Ok(Ran::All) => pace(&slot, &mut session, &mut group).await,
             other => other,
         };
@@ -145,39 +155,6 @@ pub(crate) async fn lead(shared: Arc<Context>, user: &UserId) {
     }
 }
 
-/// How running a group's pieces ended.
-enum Ran {
-    /// Every piece ran; those that failed were rolled back alone.
-    All,
-    /// This piece failed in a way that made SQLite roll back the whole transaction (an
-    /// interrupted write, for one): the pieces before it lost their writes too.
-    Broken(Arc<dyn QueuedWork>),
-}
-
-/// Runs `group` in the session's transaction, each piece in a savepoint: a piece that
-/// fails is rolled back alone.
-async fn run_group(session: &mut Session, group: &[Arc<dyn QueuedWork>]) -> Result<Ran> {
-    let group = group.to_vec();
-    session
-        .run(move |conn| {
-            let mut wrote = conn.wrote();
-            for work in &group {
-                conn.begin_piece()?;
-                if work.run(conn) {
-                    wrote |= conn.wrote();
-                    conn.keep_piece()?;
-                } else if conn.transaction_lost() {
-                    return Ok(Ran::Broken(Arc::clone(work)));
-                } else {
-                    conn.undo_piece()?;
-                }
-            }
-            conn.set_wrote(wrote);
-            Ok(Ran::All)
-        })
-        .await
-}
-
 /// Pacing ([`Session::upload_slot`]): a group that wrote waits for its upload slot, and
 /// work that arrived meanwhile joins it.
 async fn pace(
@@ -195,7 +172,7 @@ async fn pace(
     if joined.is_empty() {
         return Ok(Ran::All);
     }
-    run_group(session, &joined).await
+    session.run_pieces(&joined).await
 }
 
 /// A random pause, growing with the number of tries (up to about 64 ms).
@@ -203,10 +180,4 @@ fn backoff(tries: u32) -> std::time::Duration {
     use rand::Rng;
     let ceiling_ms = 1u64 << tries.min(6);
     std::time::Duration::from_micros(rand::rng().random_range(0..ceiling_ms * 1000))
-}
-
-fn complete_all(group: &[Arc<dyn QueuedWork>], outcome: Result<&Committed<()>, &Error>) {
-    for work in group {
-        work.complete(outcome);
-    }
 }

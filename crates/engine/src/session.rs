@@ -7,7 +7,7 @@ use rusqlite::InterruptHandle;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{error, info, warn};
 
-use crate::cache::SlotState;
+use crate::cache::{QueuedWork, SlotState, complete_all};
 use crate::committed::Committed;
 use crate::config::Durability;
 use crate::context::{Context, blocking};
@@ -20,7 +20,7 @@ use crate::remote::RemoteHead;
 use crate::runtime;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::{self, UploadFailure, UploadPlan};
-use crate::sync::{aside, pull};
+use crate::sync::{aside, install, pull};
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
 use crate::version::Version;
@@ -33,6 +33,18 @@ enum Finished {
         image: Snapshot,
         version: Version,
     },
+    /// A piece of queued work that joined the session made SQLite roll back the whole
+    /// transaction: nothing was uploaded, and the session's own work must run again.
+    Broken,
+}
+
+/// How running pieces of queued work in one transaction ended.
+pub(crate) enum Ran {
+    /// Every piece ran; those that failed were rolled back alone.
+    All,
+    /// This piece failed in a way that made SQLite roll back the whole transaction (an
+    /// interrupted write, for one): the work before it lost its writes too.
+    Broken(Arc<dyn QueuedWork>),
 }
 
 /// One request on one user's database.
@@ -50,6 +62,9 @@ pub struct Session {
     /// This session made the user's folder: a user seen for the first time.
     created_folder: bool,
     conn: Option<TrackedConnection>,
+    /// Work queued by [`crate::Engine::transact`] that rides on this session's upload
+    /// ([`Session::commit_in_group`]) and waits for its outcome.
+    joined: Vec<Arc<dyn QueuedWork>>,
 }
 
 impl Session {
@@ -87,6 +102,7 @@ impl Session {
             base_in_bucket,
             created_folder,
             conn: Some(conn),
+            joined: Vec::new(),
         })
     }
 
@@ -149,16 +165,40 @@ impl Session {
         outcome
     }
 
+    /// Runs pieces of queued work in the session's transaction, each in the engine's
+    /// savepoint: a piece that fails is rolled back alone.
+    pub(crate) async fn run_pieces(&mut self, pieces: &[Arc<dyn QueuedWork>]) -> Result<Ran> {
+        let pieces = pieces.to_vec();
+        self.run(move |conn| {
+            let mut wrote = conn.wrote();
+            for work in &pieces {
+                conn.begin_piece()?;
+                if work.run(conn) {
+                    wrote |= conn.wrote();
+                    conn.keep_piece()?;
+                } else if conn.transaction_lost() {
+                    return Ok(Ran::Broken(Arc::clone(work)));
+                } else {
+                    conn.undo_piece()?;
+                }
+            }
+            conn.set_wrote(wrote);
+            Ok(Ran::All)
+        })
+        .await
+    }
+
     /// Ends the request: with no write, nothing happens; with writes, one upload as
     /// version + 1, then the local commit. A lost conflict is refused and kept aside.
     pub async fn commit(mut self) -> Result<Committed<()>> {
-        match self.finish().await? {
+        match self.finish(false).await? {
             Finished::Landed(committed) => Ok(committed),
             Finished::Refused {
                 remote,
                 image,
                 version,
             } => Err(self.refuse(remote, image, version).await),
+            Finished::Broken => Err(crate::tracked::transaction_lost_error()),
         }
     }
 
@@ -166,7 +206,29 @@ impl Session {
     /// instead of an error: the caller runs its work again in a new session, which starts
     /// from the winner. Callers pass `rebase` from [`crate::Engine::may_rebase`].
     pub async fn commit_or_rebase(mut self, rebase: bool) -> Result<Option<Committed<()>>> {
-        match self.finish().await? {
+        self.end(false, rebase).await
+    }
+
+    /// Like [`Session::commit_or_rebase`], and group commit: work that
+    /// [`crate::Engine::transact`] queued for this user while the session held it joins
+    /// the session's transaction (each piece in a savepoint, after the session's own work,
+    /// once the upload slot of pacing has come) and rides on its ONE upload. For callers
+    /// that can run their own work again: besides a rebase, `None` also answers a queued
+    /// piece that made SQLite roll back the whole transaction (that piece fails alone; the
+    /// other queued work is queued again).
+    pub async fn commit_in_group(mut self, rebase: bool) -> Result<Option<Committed<()>>> {
+        let outcome = self.end(true, rebase).await;
+        let joined = std::mem::take(&mut self.joined);
+        match &outcome {
+            Ok(Some(committed)) => complete_all(&joined, Ok(committed)),
+            Ok(None) => joined.iter().for_each(|work| work.again()),
+            Err(err) => complete_all(&joined, Err(err)),
+        }
+        outcome
+    }
+
+    async fn end(&mut self, join: bool, rebase: bool) -> Result<Option<Committed<()>>> {
+        match self.finish(join).await? {
             Finished::Landed(committed) => Ok(Some(committed)),
             Finished::Refused { remote, .. } if rebase => {
                 info!(user = %self.user, local_version = self.base.version.get(),
@@ -185,10 +247,79 @@ impl Session {
                 image,
                 version,
             } => Err(self.refuse(remote, image, version).await),
+            Finished::Broken => Ok(None),
         }
     }
 
-    async fn finish(&mut self) -> Result<Finished> {
+    /// Commits `image`, a whole database from outside (`cellar push`), as the next version
+    /// in place of the request's SQL: paced and uploaded like any write, then installed as
+    /// the local copy. A lost conflict is refused whatever the policy (there is no work to
+    /// run again), and a failed upload keeps nothing here: the caller still has the file.
+    pub async fn commit_image(mut self, image: Vec<u8>) -> Result<Committed<()>> {
+        if let Some(conn) = self.conn.take() {
+            conn.rollback();
+            self.guard.conn = Some(conn);
+        }
+        if let Some(slot) = self.upload_slot() {
+            tokio::time::sleep_until(slot).await;
+        }
+        let mut image = Snapshot::from_bytes(image);
+        let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
+        let uploaded =
+            match upload::sync_on_mutation(&self.shared, &self.user, &mut image, plan).await {
+                Ok(uploaded) => uploaded,
+                Err(UploadFailure::Refused { remote }) => {
+                    return Err(Error::Conflict {
+                        user: self.user.clone(),
+                        expected: self.base.version,
+                        found: remote.version,
+                    });
+                }
+                Err(UploadFailure::Unavailable { source, .. }) => return Err(Error::Store(source)),
+                Err(UploadFailure::Failed(err)) => return Err(err),
+            };
+        let state = SyncState {
+            version: uploaded.version,
+            etag: Some(uploaded.etag),
+            updated_at: Some(uploaded.updated_at),
+        };
+        install::install(
+            &self.shared,
+            &self.user,
+            &mut self.guard,
+            image.body(),
+            state,
+        )
+        .await?;
+        self.guard.last_upload = Some(std::time::Instant::now());
+        self.shared
+            .slots
+            .get(&self.user)
+            .remember_version(uploaded.version);
+        Ok(Committed {
+            value: (),
+            version: uploaded.version,
+            wrote: true,
+            in_bucket: true,
+        })
+    }
+
+    /// Uploads what the session wrote (with `join`, and the queued work it takes in).
+    async fn finish(&mut self, join: bool) -> Result<Finished> {
+        let lost = self
+            .conn
+            .as_ref()
+            .is_some_and(TrackedConnection::transaction_lost);
+        if !lost && self.wrote() {
+            if let Some(slot) = self.upload_slot() {
+                tokio::time::sleep_until(slot).await;
+            }
+            if join && self.join_queued().await? {
+                let conn = self.take_conn()?;
+                self.abandon(conn, crate::tracked::transaction_lost_error());
+                return Ok(Finished::Broken);
+            }
+        }
         let conn = self.take_conn()?;
         if conn.transaction_lost() {
             // Work that went on after SQLite rolled its writes back must not answer success.
@@ -204,9 +335,6 @@ impl Session {
                 wrote: false,
                 in_bucket: self.base_in_bucket,
             }));
-        }
-        if let Some(slot) = self.upload_slot() {
-            tokio::time::sleep_until(slot).await;
         }
         if let Some(staged) = &mut self.guard.staged {
             // Nothing built on a download is uploaded before its SHA-256 check passed.
@@ -244,6 +372,24 @@ impl Session {
                 Err(self.keep_pending(conn, image, attempted, source).await)
             }
             Err(UploadFailure::Failed(err)) => Err(self.abandon(conn, err)),
+        }
+    }
+
+    /// Runs the work queued for this user in the session's transaction; true when a piece
+    /// made SQLite roll the transaction back (that piece is answered here).
+    async fn join_queued(&mut self) -> Result<bool> {
+        let queued = self.shared.slots.get(&self.user).drain();
+        if queued.is_empty() {
+            return Ok(false);
+        }
+        self.joined.extend(queued.iter().cloned());
+        match self.run_pieces(&queued).await? {
+            Ran::All => Ok(false),
+            Ran::Broken(broken) => {
+                broken.complete(Err(&crate::tracked::transaction_lost_error()));
+                self.joined.retain(|work| !Arc::ptr_eq(work, &broken));
+                Ok(true)
+            }
         }
     }
 
@@ -444,6 +590,10 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Queued work never answered (the session was dropped mid-commit) runs again.
+        for work in self.joined.drain(..) {
+            work.again();
+        }
         if let Some(conn) = self.conn.take() {
             conn.rollback();
             self.guard.conn = Some(conn);

@@ -139,3 +139,108 @@ async fn pacing_spaces_uploads_and_coalesces_the_writes_behind_them() {
     );
     assert_eq!(values(&engine, &alice).await.len(), 20);
 }
+
+/// Spawns `append(value)` through `Engine::transact`; it queues behind whoever holds alice.
+fn queued_append(
+    engine: &Engine,
+    value: i64,
+) -> tokio::task::JoinHandle<cellar_engine::Result<cellar_engine::Committed<()>>> {
+    let engine = engine.clone();
+    tokio::spawn(async move { append(&engine, &user("alice"), value).await })
+}
+
+/// Work queued while it cannot have reached the queue yet is not a test of joining: give
+/// the spawned callers time to queue behind the held lock.
+async fn let_them_queue() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_queued_behind_a_session_rides_on_its_one_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(
+        slow_store(Duration::from_millis(5)),
+        dir.path(),
+        ConflictPolicy::Strict,
+        "a",
+    )
+    .await;
+    let alice = user("alice");
+    append(&engine, &alice, 0).await.unwrap();
+    let mut session = engine.begin(&alice).await.unwrap();
+    session
+        .run(|conn| conn.execute("INSERT INTO t VALUES (100)", []))
+        .await
+        .unwrap();
+    let queued = [queued_append(&engine, 101), queued_append(&engine, 102)];
+    let_them_queue().await;
+    let before = engine.metrics().uploads.load(Ordering::Relaxed);
+    let committed = session.commit_in_group(false).await.unwrap().unwrap();
+    assert_eq!(committed.version.get(), 2, "one version for all three");
+    for joined in queued {
+        let joined = joined.await.unwrap().unwrap();
+        assert_eq!(
+            joined.version, committed.version,
+            "acknowledged with the upload"
+        );
+        assert!(joined.wrote && joined.in_bucket);
+    }
+    assert_eq!(engine.metrics().uploads.load(Ordering::Relaxed) - before, 1);
+    assert_eq!(values(&engine, &alice).await, [0, 100, 101, 102]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_work_that_breaks_the_transaction_fails_alone_and_the_session_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(
+        slow_store(Duration::from_millis(5)),
+        dir.path(),
+        ConflictPolicy::Strict,
+        "a",
+    )
+    .await;
+    let alice = user("alice");
+    append(&engine, &alice, 0).await.unwrap();
+    let mut session = engine.begin(&alice).await.unwrap();
+    session
+        .run(|conn| conn.execute("INSERT INTO t VALUES (200)", []))
+        .await
+        .unwrap();
+    let good = queued_append(&engine, 201);
+    let breaker = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .transact(&user("alice"), |conn| {
+                    // An endless write cut off by the time limit: SQLite rolls back the
+                    // whole transaction it runs in.
+                    conn.set_time_limit(Some(Duration::from_millis(50)));
+                    let endless = conn.execute(
+                        "INSERT INTO t WITH RECURSIVE c(n) AS \
+                         (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT n FROM c",
+                        [],
+                    );
+                    conn.set_time_limit(None);
+                    endless?;
+                    Ok(())
+                })
+                .await
+        })
+    };
+    let_them_queue().await;
+    let outcome = session.commit_in_group(false).await.unwrap();
+    assert!(outcome.is_none(), "the session must run again: {outcome:?}");
+    let broke = breaker.await.unwrap().unwrap_err();
+    assert!(broke.to_string().contains("interrupt"), "{broke}");
+    let good = good.await.unwrap().unwrap();
+    assert_eq!(
+        good.version.get(),
+        2,
+        "queued again and committed on its own"
+    );
+    assert_eq!(
+        values(&engine, &alice).await,
+        [0, 201],
+        "nothing of the undone session was kept"
+    );
+}

@@ -29,6 +29,8 @@ struct DbInner {
     base: Version,
     /// Whether a lost conflict runs the request again (policy `rebase`, tries left).
     rebase: bool,
+    /// Whether the request can run again, and so commits in a group.
+    in_group: bool,
     stage: Mutex<Stage>,
     sync: Arc<SyncShared>,
 }
@@ -46,19 +48,25 @@ enum Stage {
     Busy,
     /// Committed at this version.
     Landed(Version),
-    /// Lost a conflict; the request runs again on the winner.
+    /// Undone (a lost conflict, or a group broken by queued work): the request runs again.
     Rebase,
     /// The commit failed; its error is the answer.
     Failed,
 }
 
 impl Db {
-    pub(super) fn open(session: Session, rebase: bool, sync: Arc<SyncShared>) -> Self {
+    pub(super) fn open(
+        session: Session,
+        rebase: bool,
+        in_group: bool,
+        sync: Arc<SyncShared>,
+    ) -> Self {
         Self {
             inner: Arc::new(DbInner {
                 user: session.user().clone(),
                 base: session.base().version,
                 rebase,
+                in_group,
                 stage: Mutex::new(Stage::Open(session)),
                 sync,
             }),
@@ -89,8 +97,9 @@ impl Db {
     }
 
     /// Ends the request now rather than after the handler: ONE upload if it wrote. Returns
-    /// the version the database is at and whether it wrote. On a lost conflict under
-    /// `rebase` this answers an error that the layer never sends: it runs the handler again.
+    /// the version the database is at and whether it wrote. When the request must run
+    /// again (a lost conflict under `rebase`, or a group broken by queued work) this answers
+    /// an error that the layer never sends: it runs the handler again.
     pub async fn commit(&self) -> Result<Committed<()>, ApiError> {
         let session = self.take_open()?;
         let (stage, outcome) = match self.upload(session).await {
@@ -99,7 +108,8 @@ impl Db {
                 Stage::Rebase,
                 Err(ApiError::new(
                     ErrorCode::Conflict,
-                    "another writer uploaded first; the request runs again on its version",
+                    "the request's transaction was undone (another writer uploaded first, \
+                     or work committed with it failed); the request runs again",
                 )),
             ),
             Err(err) => (Stage::Failed, Err(err)),
@@ -135,7 +145,11 @@ impl Db {
     /// Commits `session` in a task of its own, so that the upload completes even if the
     /// client goes away.
     async fn upload(&self, session: Session) -> Result<Option<Committed<()>>, ApiError> {
-        let upload = tokio::spawn(session.commit_or_rebase(self.inner.rebase));
+        let rebase = self.inner.rebase;
+        let upload = match self.inner.in_group {
+            true => tokio::spawn(session.commit_in_group(rebase)),
+            false => tokio::spawn(session.commit_or_rebase(rebase)),
+        };
         upload
             .await
             .map_err(ApiError::internal)?

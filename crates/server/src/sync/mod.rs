@@ -9,14 +9,20 @@
 //!         ─► `Cellar-Version: N` on the response
 //! ```
 //!
-//! Under `sync.conflict = "rebase"` the layer buffers the request body (at most
-//! `max_body_bytes`) so that, when the upload loses a conflict, it can run the handler again
-//! on the winner's database ([`cellar_engine::Engine::may_rebase`] bounds the tries).
-//! Uploads run as tasks of their own, so a client that hangs up cannot cut one in half.
+//! The layer commits through the same [`cellar_engine::Session`] as `POST /v1/query`
+//! ([`cellar_engine::Engine::transact`]): the same pacing, durability and conflict policies.
+//! A request whose body the layer keeps (always under `sync.conflict = "rebase"`, at most
+//! `max_body_bytes`; otherwise when its length is known and within that bound) can run
+//! again, and so takes part in group commit: `/v1/query` work queued for the user while
+//! the handler ran joins its transaction and rides on its one upload
+//! ([`cellar_engine::Session::commit_in_group`]). The handler runs again on a lost conflict
+//! under `rebase` ([`cellar_engine::Engine::may_rebase`] bounds the tries), and when a
+//! queued piece that joined made SQLite roll back the whole transaction. A request whose
+//! body streams past the bound commits alone. Uploads run as tasks of their own, so a
+//! client that hangs up cannot cut one in half.
 //!
-//! The v1 API does not use this layer: `POST /v1/query` goes through
-//! [`cellar_engine::Engine::transact`] (group commit). The layer is for handlers of your own
-//! (see the crate docs and `examples/projects.rs`).
+//! The v1 API does not use this layer; it is for handlers of your own (see the crate docs
+//! and `examples/projects.rs`).
 
 mod db;
 
@@ -133,10 +139,12 @@ impl SyncShared {
             Ok(replays) => replays,
             Err(err) => return err.into_response(),
         };
+        let in_group = replays.again();
         let mut tries = 0;
         while let Some(request) = replays.next() {
             tries += 1;
-            if let Some(response) = self.attempt(inner.clone(), request, &user, tries).await {
+            let attempt = self.attempt(inner.clone(), request, &user, tries, in_group);
+            if let Some(response) = attempt.await {
                 return response;
             }
         }
@@ -144,13 +152,15 @@ impl SyncShared {
             .into_response()
     }
 
-    /// One run of the handler in one session. `None`: it lost a conflict and must run again.
+    /// One run of the handler in one session (`in_group`: it may run again, so it takes
+    /// queued work in). `None`: it must run again.
     async fn attempt<S>(
         self: &Arc<Self>,
         inner: S,
         mut request: Request,
         user: &UserId,
         tries: u32,
+        in_group: bool,
     ) -> Option<Response>
     where
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
@@ -160,7 +170,12 @@ impl SyncShared {
             Ok(session) => session,
             Err(err) => return Some(ApiError::from(err).into_response()),
         };
-        let db = Db::open(session, self.engine.may_rebase(tries), Arc::clone(self));
+        let db = Db::open(
+            session,
+            self.engine.may_rebase(tries),
+            in_group,
+            Arc::clone(self),
+        );
         request.extensions_mut().insert(db.clone());
         let response = match inner.oneshot(request).await {
             Ok(response) => response,
@@ -177,8 +192,12 @@ enum Replays {
 }
 
 impl Replays {
-    async fn new(request: Request, buffer: bool, limit: usize) -> Result<Self, ApiError> {
-        if !buffer {
+    /// Keeps the body when `rebases` (refusing one past `limit`) or when its length is
+    /// known and within `limit`.
+    async fn new(request: Request, rebases: bool, limit: usize) -> Result<Self, ApiError> {
+        let known = axum::body::HttpBody::size_hint(request.body()).exact();
+        let fits = known.is_some_and(|len| len <= limit as u64);
+        if !rebases && !fits {
             return Ok(Self::Once(Some(request)));
         }
         let (parts, body) = request.into_parts();
@@ -186,6 +205,11 @@ impl Replays {
             .await
             .map_err(|err| body_error(err, limit))?;
         Ok(Self::Buffered { parts, body })
+    }
+
+    /// True when the request can run more than once.
+    fn again(&self) -> bool {
+        matches!(self, Self::Buffered { .. })
     }
 
     fn next(&mut self) -> Option<Request> {

@@ -295,3 +295,53 @@ async fn handlers_behind_the_layer_are_paced_like_the_v1_api() {
         "the second upload went {waited:?} after the first, inside the 600 ms interval"
     );
 }
+
+#[tokio::test]
+async fn v1_work_queued_behind_a_handler_rides_on_its_upload() {
+    let dirs = Dirs::new();
+    let engine = engine(dirs.data("a"), dirs.bucket(), ConflictPolicy::Strict).await;
+    let (gate, control) = Gate::new();
+    let (addr, client) = TestServer::start_app(app(engine.clone(), gate)).await;
+    let carol = UserId::new("carol").unwrap();
+    let uploads_before = engine.metrics().uploads.load(Ordering::Relaxed);
+    let handler = tokio::spawn({
+        let client = client.clone();
+        async move { call(&client, addr, "/append", "from the handler").await }
+    });
+    // While the handler holds carol (its table made, its row written), work through `Engine::transact` (what
+    // `/v1/query` uses) queues behind it.
+    let mut queued = None;
+    control
+        .hold_while(async {
+            let engine = engine.clone();
+            queued = Some(tokio::spawn(async move {
+                engine
+                    .transact(&carol, |conn| {
+                        conn.execute("INSERT INTO log VALUES ('queued')", [])?;
+                        Ok(())
+                    })
+                    .await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        })
+        .await;
+    let answered = handler.await.unwrap();
+    assert_eq!(answered.status, 200, "{:?}", answered.body);
+    let queued = queued
+        .expect("spawned")
+        .await
+        .unwrap()
+        .expect("the queued work is committed");
+    assert_eq!(
+        answered.version,
+        Some(queued.version.get()),
+        "one version for both"
+    );
+    assert_eq!(
+        engine.metrics().uploads.load(Ordering::Relaxed) - uploads_before,
+        1,
+        "one upload for both"
+    );
+    let log = call(&client, addr, "/log", "").await;
+    assert_eq!(log.body["entries"], json!(["from the handler", "queued"]));
+}
