@@ -153,6 +153,9 @@ pub enum ErrorKind {
     /// version older than one already seen); it was not used. Retry later, and tell the
     /// operator if it persists.
     Data,
+    /// Retry later: the disk under the server's data dir is full; the request was not
+    /// completed (nothing acknowledged is lost).
+    DiskFull,
     /// Not the caller's fault and not retryable as is.
     Internal,
 }
@@ -160,6 +163,9 @@ pub enum ErrorKind {
 impl Error {
     /// Classifies the error for callers (the HTTP layer maps this to a status).
     pub fn kind(&self) -> ErrorKind {
+        if self.is_disk_full() {
+            return ErrorKind::DiskFull;
+        }
         match self {
             Error::InvalidUserId { .. }
             | Error::Sql(_)
@@ -172,6 +178,19 @@ impl Error {
             Error::Store(_) => ErrorKind::Unavailable,
             Error::Inconsistent { .. } => ErrorKind::Data,
             Error::Io { .. } | Error::Config(_) | Error::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// No space left on the local disk: SQLite's `SQLITE_FULL`, or `ENOSPC`/`EDQUOT` from
+    /// the file system.
+    fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Sql(sql) => sql.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            Error::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.kind() == std::io::ErrorKind::QuotaExceeded
+            }
+            _ => false,
         }
     }
 

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Internal,
     /// 503: the object store failed; nothing was changed.
     StoreUnavailable,
+    /// 507: the server's own disk is full; the request was not completed.
+    InsufficientStorage,
     /// 503: the write is kept locally and will be uploaded before anything newer is served.
     SyncPending,
 }
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Internal => "internal",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::SyncPending => "sync_pending",
         }
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::StoreUnavailable | ErrorCode::SyncPending => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -173,6 +177,7 @@ impl From<Error> for ApiError {
     /// Engine errors by what the caller should do ([`ErrorKind`]), refined by variant.
     fn from(err: Error) -> Self {
         let code = match (&err, err.kind()) {
+            (_, ErrorKind::DiskFull) => ErrorCode::InsufficientStorage,
             (Error::Sql(sql), _) => sql_code(sql),
             (Error::ResponseTooLarge { .. }, _) => ErrorCode::PayloadTooLarge,
             (_, ErrorKind::InvalidInput) => ErrorCode::BadRequest,
@@ -186,6 +191,12 @@ impl From<Error> for ApiError {
         };
         let message = match (&err, code) {
             (Error::Sql(_), ErrorCode::Forbidden) => format!("refused by the SQL sandbox ({err})"),
+            // The file system's message names local paths.
+            (_, ErrorCode::InsufficientStorage) => {
+                warn!(error = %err, "answering insufficient_storage");
+                "the server's disk is full, so the request was not completed; try again later"
+                    .into()
+            }
             (_, ErrorCode::QueryTimeout) => {
                 "the SQL ran past the time limit and was interrupted; nothing was changed".into()
             }
@@ -232,7 +243,6 @@ fn sql_code(err: &rusqlite::Error) -> ErrorCode {
         Some(
             SqliteCode::SystemIoFailure
             | SqliteCode::DatabaseCorrupt
-            | SqliteCode::DiskFull
             | SqliteCode::CannotOpen
             | SqliteCode::NotADatabase,
         ) => ErrorCode::Internal,
@@ -278,6 +288,20 @@ mod tests {
             (sqlite(ffi::SQLITE_INTERRUPT), ErrorCode::QueryTimeout, 408),
             (sqlite(ffi::SQLITE_CONSTRAINT), ErrorCode::SqlError, 400),
             (sqlite(ffi::SQLITE_TOOBIG), ErrorCode::PayloadTooLarge, 413),
+            (
+                sqlite(ffi::SQLITE_FULL),
+                ErrorCode::InsufficientStorage,
+                507,
+            ),
+            (sqlite(ffi::SQLITE_IOERR), ErrorCode::Internal, 500),
+            (
+                Error::Io {
+                    path: "/srv/cellar/alice/database.sqlite".into(),
+                    source: std::sync::Arc::new(std::io::Error::from_raw_os_error(28)),
+                },
+                ErrorCode::InsufficientStorage,
+                507,
+            ),
             (
                 Error::Conflict {
                     user: user.clone(),

@@ -23,6 +23,11 @@
 //! each connection's downloads to a fixed rate, as real object stores limit
 //! each connection's throughput.
 //!
+//! A server holds more buckets when asked ([`S3Server::add_bucket`]); a
+//! SeaweedFS server can be SIGKILLed with its data kept ([`S3Server::crash`])
+//! and started again on the same ports and data ([`S3Server::restart`]), for
+//! tests of a store that dies under load.
+//!
 //! # Process lifetime
 //!
 //! A server never outlives its test: dropping the [`S3Server`] (or calling
@@ -42,7 +47,8 @@
 //!
 //! * Start-up: moto about 0.4 s; SeaweedFS about 3.4 s, up to about 8 s when
 //!   its volume server's first heartbeat misses the master's leader election
-//!   (it then retries 5 s later). `start` includes writing and deleting one
+//!   (it then retries 5 s later). A SeaweedFS [`S3Server::restart`] takes
+//!   about as long. `start` includes writing and deleting one
 //!   probe object, so the bucket is empty and the first write is fast.
 //! * Conditional requests (`PutMode::Create`/`Update`, `if_match`,
 //!   `if_none_match`) map to the same `object_store::Error` variants on both;
@@ -51,6 +57,16 @@
 //!   8 at once, the losers wait in steps of about 1 s (results stay correct).
 //! * SeaweedFS runs with `-master.telemetry=false`: by default it would send
 //!   usage statistics to the Internet.
+//! * SeaweedFS has a fixed number of volume slots ([`SEAWEEDFS_VOLUMES`]) of
+//!   [`SEAWEEDFS_VOLUME_SIZE_MB`] MB each. Each bucket is a SeaweedFS
+//!   collection and takes 7 volumes at its first write (more as they fill),
+//!   so a server holds about 14 buckets. (With `-volume.max=0` SeaweedFS would
+//!   size the count from free disk, one volume per 30 GB: on a machine with
+//!   80 GB free the second bucket of a server got no volume and every PUT
+//!   into it answered 500 "No writable volumes and no free volumes left".)
+//! * SeaweedFS's master runs with a 1 s raft election timeout (10 s by
+//!   default): a single master restarted on its old state waits one election
+//!   before it serves, so a restart takes about 3.5 s instead of 13 s.
 //!
 //! # Example
 //!
@@ -74,7 +90,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -104,6 +120,18 @@ const WARM_UP_TIMEOUT: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 3;
 /// Number of log lines quoted in start-up errors.
 const LOG_TAIL_LINES: usize = 30;
+/// How long one readiness probe (a PUT and a DELETE) may take after a restart.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The key of the object written and deleted to check that a server stores data.
+const PROBE_KEY: &str = ".cellar-testkit-probe";
+
+/// Volume slots of a SeaweedFS server (`-volume.max`). Each bucket takes 7 at its
+/// first write, so a server holds about 14 buckets (more if they stay small).
+pub const SEAWEEDFS_VOLUMES: u32 = 100;
+/// Size at which SeaweedFS stops writing into a volume and grows another
+/// (`-master.volumeSizeLimitMB`; 30 GB by default). Volumes are not preallocated:
+/// this bounds what a server can hold (here 50 GB), not what it takes on disk.
+pub const SEAWEEDFS_VOLUME_SIZE_MB: u32 = 512;
 
 /// Access key id used for every server.
 const ACCESS_KEY_ID: &str = "testing";
@@ -177,6 +205,9 @@ pub struct S3Server {
     dir: tempfile::TempDir,
     /// Server stdout + stderr.
     log_path: PathBuf,
+    /// The server binary and its arguments, to run it again after [`S3Server::crash`].
+    binary: PathBuf,
+    args: Vec<String>,
 }
 
 impl fmt::Debug for S3Server {
@@ -257,7 +288,7 @@ impl S3Server {
                 )
             }
         };
-        let (child, lifeline) = spawn_with_watchdog(dir.path(), binary, &args, &log_path)?;
+        let (child, lifeline) = spawn_with_watchdog(dir.path(), binary, &args, &log_path, false)?;
         let mut server = S3Server {
             kind,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -269,6 +300,8 @@ impl S3Server {
             lifeline: Some(lifeline),
             dir,
             log_path,
+            binary: binary.to_owned(),
+            args: args.clone(),
         };
         let started = Instant::now();
         match server
@@ -297,17 +330,7 @@ impl S3Server {
         // The first write into a new SeaweedFS bucket allocates volumes, which
         // takes seconds; do it now so that tests' own first write is fast, and
         // so that a server that cannot store data fails here, clearly.
-        let probe = ObjectPath::from(".cellar-testkit-probe");
-        let store = server.object_store();
-        let warm_up = async {
-            store.put(&probe, "probe".into()).await?;
-            store.delete(&probe).await
-        };
-        let warm_up = match tokio::time::timeout(WARM_UP_TIMEOUT, warm_up).await {
-            Ok(result) => result.map_err(anyhow::Error::new),
-            Err(_) => Err(anyhow!("no answer within {WARM_UP_TIMEOUT:?}")),
-        };
-        if let Err(e) = warm_up {
+        if let Err(e) = write_probe(&server.object_store(), WARM_UP_TIMEOUT).await {
             let e = e.context(format!(
                 "{kind} on {} answers but cannot store an object\n--- last lines of {} ---\n{}",
                 server.endpoint,
@@ -337,16 +360,63 @@ impl S3Server {
     ///
     /// Never in practice: the configuration is built from known-good values.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.object_store_for(&self.bucket)
+    }
+
+    /// Like [`S3Server::object_store`], for another bucket of this server (one
+    /// made by [`S3Server::add_bucket`]).
+    ///
+    /// # Panics
+    ///
+    /// Never in practice: the configuration is built from known-good values.
+    pub fn object_store_for(&self, bucket: &str) -> Arc<dyn ObjectStore> {
         let store = AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_region(&self.region)
             .with_access_key_id(&self.access_key_id)
             .with_secret_access_key(&self.secret_access_key)
-            .with_bucket_name(&self.bucket)
+            .with_bucket_name(bucket)
             .with_allow_http(true)
             .build()
             .expect("AmazonS3Builder with a fixed endpoint, region and keys");
         Arc::new(store)
+    }
+
+    /// Creates one more fresh, uniquely named bucket on this server, writes and
+    /// deletes one probe object in it (so that its first write is fast, and a
+    /// server that cannot store data in a second bucket fails here, clearly),
+    /// and returns its name. [`S3Server::bucket`] stays the first one.
+    ///
+    /// On SeaweedFS each bucket takes 7 volume slots at its first write; a
+    /// server holds about 14 (see [`SEAWEEDFS_VOLUMES`]).
+    pub async fn add_bucket(&self) -> anyhow::Result<String> {
+        let bucket = unique_bucket_name();
+        let client = signing_client()?;
+        let credential = self.credential();
+        let url = format!("{}/{bucket}", self.endpoint);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match put_bucket(&client, &credential, &self.region, &url).await {
+                Ok(()) => break,
+                Err(problem) if Instant::now() >= deadline => {
+                    bail!("creating bucket {bucket} on {}: {problem}", self.kind)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        write_probe(&self.object_store_for(&bucket), WARM_UP_TIMEOUT)
+            .await
+            .with_context(|| {
+                format!(
+                    "{} on {} created bucket {bucket} but cannot store an object in it\n\
+                     --- last lines of {} ---\n{}",
+                    self.kind,
+                    self.endpoint,
+                    self.log_path.display(),
+                    self.log_tail(LOG_TAIL_LINES),
+                )
+            })?;
+        Ok(bucket)
     }
 
     /// The file receiving the server's stdout and stderr (inside the server's
@@ -364,11 +434,127 @@ impl S3Server {
     /// SIGKILLs the server, waits until it is gone and deletes its temporary
     /// directory (data and log). Idempotent; also called on drop. Afterwards
     /// every request to [`S3Server::endpoint`] fails (tests can use this to
-    /// simulate an outage; the data is gone too, so it cannot be restarted).
+    /// simulate an outage; the data is gone too, so it cannot be restarted:
+    /// for that, see [`S3Server::crash`]).
     pub fn kill(&mut self) {
-        // Closing the lifeline makes the watchdog `kill -9` the server, reap
-        // it and exit with it.
-        drop(self.lifeline.take());
+        self.stop(false);
+    }
+
+    /// SIGKILLs the server process and waits until it is gone, but keeps its
+    /// data directory, config and log, so that [`S3Server::restart`] can start
+    /// it again on the same ports with the same data. Afterwards every request
+    /// to [`S3Server::endpoint`] is refused, as when a store's process dies.
+    ///
+    /// Idempotent. Dropping a crashed server deletes its directory; if the
+    /// test process itself dies while the server is down, the directory stays
+    /// behind in the system's temporary folder.
+    pub fn crash(&mut self) {
+        self.stop(true);
+    }
+
+    /// True while the server process runs (not [`S3Server::kill`]ed or
+    /// [`S3Server::crash`]ed, and not exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Starts a [`S3Server::crash`]ed server again: the same binary, ports,
+    /// data directory and bucket(s), its log appended to the same file. Waits
+    /// until it stores an object again (a PUT and a DELETE of a probe object
+    /// in [`S3Server::bucket`] succeed) and returns how long that took.
+    ///
+    /// SeaweedFS only: moto keeps its data in memory, so a restarted moto
+    /// would serve an empty server without the bucket; that is refused. Fails
+    /// too if the server was not crashed (it still runs, or was killed), or
+    /// if it does not store an object within 30 s (the error quotes its log).
+    pub async fn restart(&mut self) -> anyhow::Result<Duration> {
+        if self.kind != S3Kind::SeaweedFs {
+            bail!(
+                "{} keeps its data in memory: restarted, it would have lost every bucket; \
+                 restart needs SeaweedFS",
+                self.kind
+            );
+        }
+        if self.is_running() {
+            bail!(
+                "{} is still running: crash() it before restart()",
+                self.kind
+            );
+        }
+        // Exited by itself, if at all: its watchdog is gone too.
+        self.child = None;
+        self.lifeline = None;
+        if !self.dir.path().join("data").is_dir() {
+            bail!(
+                "{} was killed with its data: only a crash() keeps it",
+                self.kind
+            );
+        }
+        let started = Instant::now();
+        let (child, lifeline) = spawn_with_watchdog(
+            self.dir.path(),
+            &self.binary,
+            &self.args,
+            &self.log_path,
+            true,
+        )?;
+        self.child = Some(child);
+        self.lifeline = Some(lifeline);
+        let deadline = started + READY_TIMEOUT;
+        let store = self.object_store();
+        let mut last_problem = String::from("no answer yet");
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait().context("polling the server process")?
+            {
+                self.child = None;
+                self.lifeline = None;
+                bail!(
+                    "{} exited during its restart with {} (last problem: {last_problem})\n\
+                     --- last lines of {} ---\n{}",
+                    self.kind,
+                    describe_status(status),
+                    self.log_path.display(),
+                    self.log_tail(LOG_TAIL_LINES),
+                );
+            }
+            if Instant::now() >= deadline {
+                let tail = self.log_tail(LOG_TAIL_LINES);
+                self.crash();
+                bail!(
+                    "{} restarted on {} but stored no object within {READY_TIMEOUT:?}; \
+                     last problem: {last_problem}\n--- last lines of {} ---\n{tail}",
+                    self.kind,
+                    self.endpoint,
+                    self.log_path.display(),
+                );
+            }
+            match write_probe(&store, PROBE_TIMEOUT).await {
+                Ok(()) => return Ok(started.elapsed()),
+                Err(problem) => last_problem = format!("{problem:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the server: SIGKILL through the watchdog, which deletes the
+    /// directory unless `keep_data`. Waits until the watchdog (and so the
+    /// server) is gone.
+    fn stop(&mut self, keep_data: bool) {
+        if let Some(mut lifeline) = self.lifeline.take() {
+            if keep_data {
+                // Tells the watchdog to kill the server without marking the
+                // directory for deletion. A write error means the watchdog is
+                // already gone (the server exited by itself): nothing to kill.
+                let _ = lifeline.write_all(b"keep\n");
+                let _ = lifeline.flush();
+            }
+            // Closing the lifeline makes the watchdog `kill -9` the server,
+            // reap it and exit with it.
+            drop(lifeline);
+        }
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -390,22 +576,19 @@ impl S3Server {
         }
     }
 
-    /// Creates [`S3Server::bucket`] with a signed `PUT /{bucket}`, retrying
-    /// until the server answers or `deadline` passes.
-    async fn create_bucket_when_ready(&mut self, deadline: Instant) -> Result<(), StartError> {
-        let client = ReqwestConnector::default()
-            .connect(
-                &ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_connect_timeout(Duration::from_secs(1))
-                    .with_timeout(Duration::from_secs(5)),
-            )
-            .context("building HTTP client")?;
-        let credential = AwsCredential {
+    fn credential(&self) -> AwsCredential {
+        AwsCredential {
             key_id: self.access_key_id.clone(),
             secret_key: self.secret_access_key.clone(),
             token: None,
-        };
+        }
+    }
+
+    /// Creates [`S3Server::bucket`] with a signed `PUT /{bucket}`, retrying
+    /// until the server answers or `deadline` passes.
+    async fn create_bucket_when_ready(&mut self, deadline: Instant) -> Result<(), StartError> {
+        let client = signing_client()?;
+        let credential = self.credential();
         let url = format!("{}/{}", self.endpoint, self.bucket);
         let mut last_problem = String::from("no answer yet");
         loop {
@@ -461,6 +644,32 @@ impl StartError {
 impl From<anyhow::Error> for StartError {
     fn from(e: anyhow::Error) -> Self {
         StartError::Fatal(e)
+    }
+}
+
+/// The HTTP client of bucket creation (short timeouts: a server starting up
+/// is asked again).
+fn signing_client() -> anyhow::Result<HttpClient> {
+    ReqwestConnector::default()
+        .connect(
+            &ClientOptions::new()
+                .with_allow_http(true)
+                .with_connect_timeout(Duration::from_secs(1))
+                .with_timeout(Duration::from_secs(5)),
+        )
+        .context("building HTTP client")
+}
+
+/// Writes and deletes the probe object through `store`, within `timeout`.
+async fn write_probe(store: &Arc<dyn ObjectStore>, timeout: Duration) -> anyhow::Result<()> {
+    let probe = ObjectPath::from(PROBE_KEY);
+    let write = async {
+        store.put(&probe, "probe".into()).await?;
+        store.delete(&probe).await
+    };
+    match tokio::time::timeout(timeout, write).await {
+        Ok(result) => result.map_err(anyhow::Error::new),
+        Err(_) => Err(anyhow!("no answer within {timeout:?}")),
     }
 }
 
@@ -528,7 +737,14 @@ fn seaweedfs_args(dir: &Path) -> anyhow::Result<(u16, Vec<String>)> {
         format!("-filer.port={filer}"),
         "-s3.port.iceberg=0".into(),
         "-s3.port.lance=0".into(),
-        "-volume.max=0".into(),
+        // An explicit count: with 0, SeaweedFS sizes it from free disk (one volume
+        // per 30 GB at the default size limit), too few for a second bucket on a
+        // machine with less than about 400 GB free.
+        format!("-volume.max={SEAWEEDFS_VOLUMES}"),
+        format!("-master.volumeSizeLimitMB={SEAWEEDFS_VOLUME_SIZE_MB}"),
+        // One master on its own: after a restart on its old raft state it serves
+        // after one election timeout (10 s by default).
+        "-master.electionTimeout=1s".into(),
         // On by default: it would send usage statistics to seaweedfs.com.
         "-master.telemetry=false".into(),
     ];
@@ -538,16 +754,17 @@ fn seaweedfs_args(dir: &Path) -> anyhow::Result<(u16, Vec<String>)> {
 /// The watchdog, run as `sh -c WATCHDOG name DIR SERVER ARGS...`: runs the
 /// server in the background with stdin from /dev/null, and as soon as the
 /// watchdog's own stdin reaches EOF (the test process closed the pipe or
-/// died) SIGKILLs the server, reaps it and deletes DIR. Exits with the
-/// server's status, so an early server exit is visible to `try_wait`; in that
-/// case DIR (with the log) is kept for the error message.
+/// died) SIGKILLs the server, reaps it and deletes DIR. A line `keep` on its
+/// stdin SIGKILLs the server but keeps DIR ([`S3Server::crash`]). Exits with
+/// the server's status, so an early server exit is visible to `try_wait`; in
+/// that case DIR (with the log) is kept for the error message.
 const WATCHDOG: &str = r#"
 dir=$1
 shift
 exec 3<&0 </dev/null
 "$@" 3<&- &
 server=$!
-{ read -r _ignored <&3; : >"$dir/.lifeline-closed"; kill -9 "$server" 2>/dev/null; } &
+{ read -r word <&3; [ "$word" = keep ] || : >"$dir/.lifeline-closed"; kill -9 "$server" 2>/dev/null; } &
 watcher=$!
 exec 3<&-
 wait "$server"
@@ -560,14 +777,22 @@ fi
 exit "$status"
 "#;
 
+/// Runs `binary args` under the watchdog, its output into `log_path`
+/// (appended to with `append`, else created afresh).
 fn spawn_with_watchdog(
     dir: &Path,
     binary: &Path,
     args: &[String],
     log_path: &Path,
+    append: bool,
 ) -> anyhow::Result<(Child, ChildStdin)> {
-    let log = File::create(log_path)
-        .with_context(|| format!("creating server log {}", log_path.display()))?;
+    let log = File::options()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log_path)
+        .with_context(|| format!("opening server log {}", log_path.display()))?;
     let log2 = log.try_clone().context("duplicating server log handle")?;
     let mut child = Command::new("/bin/sh")
         .arg("-c")

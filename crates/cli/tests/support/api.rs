@@ -76,6 +76,18 @@ impl Api {
         self.query(user, statements).await.map(|_| ())
     }
 
+    /// Like [`Api::append`], and in the same request adds `pad_bytes` random bytes to the
+    /// user's table `pad`: each append makes the database that much bigger.
+    pub async fn append_padded(&self, user: &str, value: i64, pad_bytes: usize) -> Reply<()> {
+        let statements = json!([
+            "CREATE TABLE IF NOT EXISTS t(v INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS pad(b BLOB NOT NULL)",
+            { "sql": "INSERT INTO t(v) VALUES (?1)", "params": [value] },
+            { "sql": "INSERT INTO pad(b) VALUES (randomblob(?1))", "params": [pad_bytes] },
+        ]);
+        self.query(user, statements).await.map(|_| ())
+    }
+
     /// `user`'s list, in append order (empty before the first append).
     pub async fn values(&self, user: &str) -> Reply<Vec<i64>> {
         match self

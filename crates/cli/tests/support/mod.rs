@@ -6,6 +6,7 @@
 //! - [`api`]: the HTTP calls the reliability suites make, and their classified answers.
 //! - [`load`]: concurrent clients appending unique values and reading them back.
 //! - [`checks`]: the ledger of answers, and what must hold after a fault, a crash or a race.
+//! - [`disk`]: a small tmpfs over a data dir, for disk-full tests.
 //!
 //! The reliability suites run a quick version by default and the full one with
 //! `CELLAR_RELIABILITY_FULL=1` ([`full_run`]); `CELLAR_RELIABILITY_SEED` replays a run.
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod checks;
+pub mod disk;
 pub mod load;
 pub mod server;
 
