@@ -11,7 +11,8 @@ use http::StatusCode;
 use tracing::{error, warn};
 
 /// The `code` of an error answer; each has one HTTP status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: malformed input (JSON, user id, parameters, a limit on results).
     BadRequest,
@@ -250,17 +251,74 @@ fn sql_code(err: &rusqlite::Error) -> ErrorCode {
     }
 }
 
+/// The body of every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong: a stable code, and the cause in words.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    code: ErrorCode,
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
         if status.is_server_error() {
             warn!(code = %self.code, message = %self.message, "answering with an error");
         }
-        let body = serde_json::json!({
-            "error": { "code": self.code.as_str(), "message": self.message }
-        });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (status, Json(body)).into_response()
     }
+}
+
+/// What any route that serves a user's database may answer besides its success.
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "a description of answers; never built")]
+pub(crate) enum UserErrors {
+    /// `bad_request`: a malformed request, an identity that is not a valid user id or is
+    /// given twice; `sql_error` on `/v1/query`.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// `unauthorized`: no identity, or one that does not verify.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// `internal`: a fault of this server; the details are in its log.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// `store_unavailable` (the object store failed; nothing was changed) or `sync_pending`
+    /// (a write is kept locally and uploaded before the user is served again).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// `insufficient_storage`: the server's own disk is full.
+    #[response(status = 507)]
+    InsufficientStorage(ErrorBody),
+}
+
+/// What running SQL may answer besides [`UserErrors`].
+#[derive(utoipa::IntoResponses)]
+#[expect(dead_code, reason = "a description of answers; never built")]
+pub(crate) enum SqlErrors {
+    /// `forbidden`: SQL outside the sandbox (ATTACH, transaction control, TEMP objects…).
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// `query_timeout`: the SQL ran past its time limit; nothing was changed.
+    #[response(status = 408)]
+    QueryTimeout(ErrorBody),
+    /// `conflict`: another writer uploaded first (`sync.conflict = "strict"`).
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// `payload_too_large`: the request, a value or the answer is larger than a limit.
+    #[response(status = 413)]
+    PayloadTooLarge(ErrorBody),
 }
 
 #[cfg(test)]
@@ -271,6 +329,31 @@ mod tests {
 
     fn sqlite(code: std::os::raw::c_int) -> Error {
         Error::from(rusqlite::Error::SqliteFailure(ffi::Error::new(code), None))
+    }
+
+    #[test]
+    fn codes_are_spelled_the_same_in_bodies_and_in_the_description() {
+        use ErrorCode::*;
+        for code in [
+            BadRequest,
+            SqlError,
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            QueryTimeout,
+            Conflict,
+            PayloadTooLarge,
+            Internal,
+            StoreUnavailable,
+            SyncPending,
+            InsufficientStorage,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).expect("serializes"),
+                serde_json::Value::from(code.as_str())
+            );
+        }
     }
 
     #[test]

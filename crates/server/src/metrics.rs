@@ -34,6 +34,14 @@ pub(crate) async fn count(
 }
 
 /// The handler.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Requests by route and status, and the engine's \
+        sync counters and histograms", content_type = "text/plain",
+        body = MetricsText))
+)]
 pub(crate) async fn render(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -144,6 +152,20 @@ impl Exposition {
         self.sample(&format!("{name}_count"), "", count);
     }
 }
+
+/// Prometheus text exposition.
+pub(crate) struct MetricsText;
+
+impl utoipa::PartialSchema for MetricsText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("Prometheus text format 0.0.4"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MetricsText {}
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use cellar_engine::{Event, UserId};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::warn;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, UserErrors};
 use crate::state::{AppState, Shutdown};
 use crate::sync::set_version;
 
@@ -22,6 +22,21 @@ use crate::sync::set_version;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upgrades to a WebSocket after the version check, so the answer carries `Cellar-Version`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "database",
+    security(("identity" = [])),
+    description = "A WebSocket of the caller's own events, as JSON text messages: \
+        `{\"type\": \"version\", ...}` when a new version of their database lands on this \
+        instance, `{\"type\": \"conflict\", ...}` when an upload found another writer first. \
+        A request that is not a WebSocket handshake answers 400.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol",
+            headers(("Cellar-Version" = u64))),
+        UserErrors,
+    )
+)]
 pub(crate) async fn subscribe(
     State(state): State<Arc<AppState>>,
     Extension(user): Extension<UserId>,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! trace ─► count requests ─► catch panics ─► route
-//!   /healthz, /metrics                        (no identity)
+//!   /healthz, /metrics, /v1/openapi.json      (no identity)
 //!   /v1/db, /v1/db/file, /v1/events           user context ─► handler
 //!   /v1/query                                 user context ─► parse ─► handler (Engine::transact:
 //!                                             version check, group commit, one upload)
@@ -10,22 +10,26 @@
 
 mod db;
 mod events;
+mod openapi;
 mod query;
 mod values;
 
 use std::any::Any;
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Extension, Request};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use cellar_engine::Engine;
 use http::{Method, Uri};
+use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::UserContextLayer;
 use crate::error::{ApiError, ErrorCode};
@@ -43,19 +47,23 @@ pub(crate) fn build(engine: Engine, options: ServerOptions, shutdown: Shutdown) 
     });
     // /v1/query syncs through `Engine::transact` (group commit, rebase) rather than the
     // sync layer, which serves handlers written against the `Db` extractor.
-    let query = Router::new()
-        .route("/v1/query", post(query::run))
+    let query = OpenApiRouter::new()
+        .routes(routes!(query::run))
         .route_layer(from_fn_with_state(Arc::clone(&state), query::parse));
-    let per_user = Router::new()
-        .route("/v1/db", get(db::status))
-        .route("/v1/db/file", get(db::file))
-        .route("/v1/events", get(events::subscribe))
+    let per_user = OpenApiRouter::new()
+        .routes(routes!(db::status))
+        .routes(routes!(db::file))
+        .routes(routes!(events::subscribe))
         .merge(query)
         .route_layer(UserContextLayer::new(&options.auth));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::render))
+    let (router, document) = OpenApiRouter::with_openapi(openapi::base(&options.auth))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics::render))
+        .routes(routes!(openapi::describe))
         .merge(per_user)
+        .split_for_parts();
+    router
+        .layer(Extension(openapi::Described::new(&document)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))
@@ -71,9 +79,22 @@ pub(crate) fn build(engine: Engine, options: ServerOptions, shutdown: Shutdown) 
         .with_state(state)
 }
 
+/// The server answers.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
 /// Liveness: the process answers.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process answers", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

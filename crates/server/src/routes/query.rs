@@ -22,26 +22,58 @@ use cellar_engine::{
 };
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type,
+};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::values;
-use crate::error::ApiError;
+use crate::error::{ApiError, SqlErrors, UserErrors};
 use crate::options::Limits;
 use crate::state::AppState;
 use crate::sync::{body_error, set_version};
 
-/// The request body.
-#[derive(Debug, Deserialize)]
+/// The request body: the statements of ONE transaction, run in order.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QueryRequest {
+pub(crate) struct QueryRequest {
     statements: Vec<Statement>,
 }
 
 /// One statement: a bare SQL string, or `{"sql": "...", "params": [...]}`.
 #[derive(Debug)]
-struct Statement {
+pub(crate) struct Statement {
     sql: String,
     params: Vec<serde_json::Value>,
 }
+
+impl PartialSchema for Statement {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("SQL without parameters")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property("sql", ObjectBuilder::new().schema_type(Type::String))
+                    .required("sql")
+                    .property(
+                        "params",
+                        ArrayBuilder::new()
+                            .items(values::parameter_schema())
+                            .description(Some("Values for `?`, `?NNN`, in order")),
+                    )
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for Statement {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,23 +201,40 @@ pub(crate) async fn parse(
 }
 
 /// The response body.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct QueryResponse {
+    /// The version of the caller's database this answer reflects.
+    #[schema(value_type = u64)]
     version: Version,
+    /// Whether the statements changed the database (and so made a new version).
     wrote: bool,
     /// `sync`: the bucket had `version` before this answer; `async`: `version` is committed
     /// on this instance and its upload is pending (`sync.durability = "async"`).
+    #[schema(schema_with = durability_schema)]
     durability: Durability,
+    /// One result per statement, in order.
     results: Vec<StatementResult>,
 }
 
 /// One statement's output.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct StatementResult {
+    /// Column names of its rows (empty for a statement that returns none).
     columns: Vec<String>,
+    /// Its rows; each value a number, a string, `null`, `"Infinity"`/`"-Infinity"`, or a
+    /// blob as `{"base64": "..."}`.
+    #[schema(value_type = Vec<Vec<Object>>)]
     rows: Vec<Vec<serde_json::Value>>,
+    /// Rows changed by an INSERT, UPDATE or DELETE.
     rows_affected: u64,
+    /// The rowid of the last row inserted by this statement, if it inserted.
     last_insert_rowid: Option<i64>,
+}
+
+fn durability_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["sync", "async"]))
 }
 
 impl From<StatementOutput> for StatementResult {
@@ -208,6 +257,23 @@ impl From<StatementOutput> for StatementResult {
 /// the same user, and rebase (running the statements again on the winner).
 ///
 /// [`Engine::transact`]: cellar_engine::Engine::transact
+#[utoipa::path(
+    post,
+    path = "/v1/query",
+    tag = "database",
+    security(("identity" = [])),
+    description = "The statements in ONE transaction on the caller's database: the version \
+        check first, all or nothing, and ONE upload if they wrote (as version + 1). A failed \
+        statement fails the request and changes nothing.",
+    request_body(content = QueryRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Every statement ran; the new version is in the bucket \
+            (`durability: sync`) or committed here (`async`)", body = QueryResponse,
+            headers(("Cellar-Version" = u64))),
+        UserErrors,
+        SqlErrors,
+    )
+)]
 pub(crate) async fn run(
     State(state): State<Arc<AppState>>,
     user: axum::Extension<UserId>,

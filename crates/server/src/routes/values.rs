@@ -4,6 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use cellar_engine::rusqlite::types::Value;
 use serde_json::{Map, Number, Value as Json};
+use utoipa::openapi::schema::AnyOfBuilder;
 
 /// The key of the object that carries a blob.
 const BLOB_KEY: &str = "base64";
@@ -37,6 +38,29 @@ pub(crate) fn to_json(value: Value) -> Json {
             Json::Object(object)
         }
     }
+}
+
+/// The schema of a parameter, as [`from_json`] takes it.
+pub(crate) fn parameter_schema() -> AnyOfBuilder {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    let of = |kind| ObjectBuilder::new().schema_type(kind);
+    AnyOfBuilder::new()
+        .item(of(Type::Null))
+        .item(of(Type::Boolean).description(Some("stored as 0 or 1")))
+        .item(
+            of(Type::Integer)
+                .minimum(Some(i64::MIN))
+                .maximum(Some(i64::MAX)),
+        )
+        .item(of(Type::Number))
+        .item(of(Type::String))
+        .item(
+            of(Type::Object)
+                .description(Some("a blob"))
+                .property(BLOB_KEY, of(Type::String).content_encoding("base64"))
+                .required(BLOB_KEY)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+        )
 }
 
 fn number(n: &Number) -> Result<Value, String> {
