@@ -1,0 +1,168 @@
+// Types of cellar.js, written by hand: keep them in step with the module.
+
+/** The `code` of every v1 error answer (DESIGN §5). */
+export declare const ERROR_CODES: readonly [
+  'bad_request',
+  'sql_error',
+  'unauthorized',
+  'forbidden',
+  'not_found',
+  'method_not_allowed',
+  'query_timeout',
+  'conflict',
+  'payload_too_large',
+  'internal',
+  'store_unavailable',
+  'sync_pending',
+  'insufficient_storage',
+];
+
+/** The code of a request that got no usable answer (the server unreachable, say). */
+export declare const NETWORK: 'network';
+
+/** A v1 error code, or `network`. */
+export type CellarErrorCode = (typeof ERROR_CODES)[number] | typeof NETWORK;
+
+/** A failed request: the server's error answer, or `network` when there was none. */
+export declare class CellarError extends Error {
+  constructor(
+    code: CellarErrorCode,
+    message: string,
+    details?: { status?: number; version?: number | null; cause?: unknown },
+  );
+  readonly code: CellarErrorCode;
+  /** The HTTP status; 0 for `network`. */
+  readonly status: number;
+  /** The `Cellar-Version` of the answer, when it had one. */
+  readonly version: number | null;
+  /** True for store_unavailable, sync_pending, insufficient_storage and network. */
+  readonly retryable: boolean;
+}
+
+/** A blob, as it travels both ways. */
+export interface BlobValue {
+  base64: string;
+}
+
+/** A blob as a query parameter. */
+export declare function encodeBlob(bytes: Uint8Array): BlobValue;
+/** The bytes of a blob from a result. */
+export declare function decodeBlob(value: BlobValue): Uint8Array;
+
+/** A value in a result row; a real that is infinite comes as "Infinity" or "-Infinity". */
+export type SqlValue = null | number | string | BlobValue;
+/** A parameter bound to `?`; a boolean binds as 0 or 1. */
+export type SqlParam = SqlValue | boolean;
+/** A statement: bare SQL, or SQL with parameters. */
+export type Statement = string | { sql: string; params?: SqlParam[] };
+
+/** What one statement produced. */
+export interface StatementResult {
+  columns: string[];
+  rows: SqlValue[][];
+  rows_affected: number;
+  last_insert_rowid: number | null;
+}
+
+/** The answer of `query`. */
+export interface QueryAnswer {
+  version: number;
+  /** True exactly when the request changed the database (and so uploaded). */
+  wrote: boolean;
+  durability: 'sync' | 'async';
+  results: StatementResult[];
+}
+
+/** The answer of `status`. */
+export interface DbStatus {
+  user_id: string;
+  version: number;
+  size_bytes: number;
+  /** When the current version was uploaded; null before the first write. */
+  updated_at: string | null;
+}
+
+/** A new version of the user's database landed. */
+export interface VersionEvent {
+  type: 'version';
+  user_id: string;
+  version: number;
+  /** The instance that uploaded it. */
+  writer: string;
+}
+
+/** An upload found another writer's version in the bucket. */
+export interface ConflictEvent {
+  type: 'conflict';
+  user_id: string;
+  policy: 'last-write-wins' | 'strict' | 'rebase';
+  local_version: number;
+  remote_version: number;
+  local_writer: string;
+  remote_writer: string;
+  resolution: 'overwritten' | 'refused' | 'rebased';
+}
+
+export type CellarEvent = VersionEvent | ConflictEvent;
+
+/** The part of a fetch Response the client reads. */
+export interface FetchResponse {
+  ok: boolean;
+  status: number;
+  headers: { get(name: string): string | null };
+  json(): Promise<any>;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+/** The part of `fetch` the client calls. */
+export type FetchFunction = (
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: string },
+) => Promise<FetchResponse>;
+
+/** The part of a WebSocket the client uses. */
+export interface WebSocketLike {
+  addEventListener(type: 'open' | 'message' | 'close' | 'error', listener: (event: any) => void): void;
+  close(): void;
+}
+
+/** A WebSocket class, such as the global one. */
+export type WebSocketClass = new (url: string) => WebSocketLike;
+
+export interface CellarOptions {
+  /** The server's origin, such as https://cellar.example.com. */
+  url: string;
+  /** A JWT (auth.mode = "jwt"). Give this or `userId`. */
+  token?: string;
+  /** The user id (auth.mode = "header"); `subscribe` is not available with it. */
+  userId?: string;
+  /** Defaults to the global fetch. */
+  fetch?: FetchFunction;
+  /** Defaults to the global WebSocket. */
+  WebSocket?: WebSocketClass;
+}
+
+export interface SubscribeOptions {
+  /** Each time a connection opens, the first and every reconnection. */
+  onOpen?: () => void;
+  /** Each time a connection closes or fails (code 1006 when it failed without a close). */
+  onClose?: (closed: { code: number; reason: string }) => void;
+}
+
+export interface Subscription {
+  /** Closes the connection and stops reconnecting, for good. */
+  close(): void;
+}
+
+/** A client for one user of one Cellar server. Keeps nothing in browser storage. */
+export declare class Cellar {
+  constructor(options: CellarOptions);
+  /** Runs `statements` in ONE transaction, all or nothing: `POST /v1/query`. */
+  query(statements: Statement[]): Promise<QueryAnswer>;
+  /** `GET /v1/db`. */
+  status(): Promise<DbStatus>;
+  /** A consistent snapshot of the SQLite file; rejects with `not_found` before the first write. */
+  file(): Promise<ArrayBuffer>;
+  /** Relays the user's events until `close()`, reconnecting with backoff; needs a token. */
+  subscribe(onEvent: (event: CellarEvent) => void, options?: SubscribeOptions): Subscription;
+}

@@ -1,0 +1,234 @@
+/**
+ * Cellar's JavaScript client: the v1 HTTP API (DESIGN §5) for browsers and Node 20+, with no
+ * dependencies.
+ *
+ * It keeps NOTHING in localStorage, sessionStorage or IndexedDB (design rule
+ * `sync-no-localstorage`): the bucket is the single source of truth, and a copy kept in the
+ * browser would be a second one, stale as soon as another device writes. Every answer comes
+ * from the server; `subscribe` tells when to ask again.
+ *
+ * In Node 20, `subscribe` needs the flag `--experimental-websocket` (or a `WebSocket` passed in).
+ * The types are in cellar.d.ts.
+ *
+ * @module
+ */
+
+/** The `code` of every v1 error answer (DESIGN §5). */
+export const ERROR_CODES = Object.freeze([
+  'bad_request',
+  'sql_error',
+  'unauthorized',
+  'forbidden',
+  'not_found',
+  'method_not_allowed',
+  'query_timeout',
+  'conflict',
+  'payload_too_large',
+  'internal',
+  'store_unavailable',
+  'sync_pending',
+  'insufficient_storage',
+]);
+
+/** The code of a request that got no usable answer (the server unreachable, say). */
+export const NETWORK = 'network';
+
+/** Failures that the same request, sent again later, may get past. */
+const RETRYABLE_CODES = new Set(['store_unavailable', 'sync_pending', 'insufficient_storage', NETWORK]);
+
+/** The code of an error answer without Cellar's error body (a proxy's, say), by its status. */
+const CODE_OF_STATUS = {
+  400: 'bad_request',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  408: 'query_timeout',
+  409: 'conflict',
+  413: 'payload_too_large',
+  503: 'store_unavailable',
+  507: 'insufficient_storage',
+};
+
+/** The close code browsers report for a connection that failed (RFC 6455 §7.4.1). */
+const ABNORMAL_CLOSURE = 1006;
+
+/** The first wait before reconnecting the events WebSocket; it doubles with each failure... */
+const FIRST_RETRY_MS = 250;
+/** ...up to this. */
+const MAX_RETRY_MS = 10_000;
+/** A connection open this long was healthy: the next failure waits the first delay again. */
+const HEALTHY_CONNECTION_MS = MAX_RETRY_MS;
+
+/** A failed request: the server's error answer, or `network` when there was none. */
+export class CellarError extends Error {
+  constructor(code, message, { status = 0, version = null, cause } = {}) {
+    super(message, { cause });
+    this.name = 'CellarError';
+    this.code = code;
+    this.status = status;
+    this.version = version;
+    this.retryable = RETRYABLE_CODES.has(code);
+  }
+}
+
+/** A blob as a query parameter: `{"base64": "..."}`. */
+export function encodeBlob(bytes) {
+  // In chunks: spreading a large array into one call overflows the stack.
+  let binary = '';
+  for (let start = 0; start < bytes.length; start += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(start, start + 0x8000));
+  }
+  return { base64: btoa(binary) };
+}
+
+/** The bytes of a blob as results carry it: `{"base64": "..."}`. */
+export function decodeBlob(value) {
+  return Uint8Array.from(atob(value.base64), (char) => char.charCodeAt(0));
+}
+
+/** A client for one user of one Cellar server. */
+export class Cellar {
+  #base;
+  #token;
+  #identityHeaders;
+  #fetch;
+  #WebSocket;
+
+  constructor({ url, token, userId, fetch, WebSocket } = {}) {
+    if (typeof url !== 'string' || url === '') {
+      throw new TypeError('Cellar needs `url`, the server origin (such as https://cellar.example.com)');
+    }
+    if ((token === undefined) === (userId === undefined)) {
+      throw new TypeError('Cellar needs exactly one identity: `token` (a JWT) or `userId` (header mode)');
+    }
+    this.#base = url.replace(/\/+$/, '');
+    this.#token = token;
+    this.#identityHeaders =
+      token === undefined ? { 'x-user-id': userId } : { authorization: `Bearer ${token}` };
+    // Called through a wrapper: a browser's fetch refuses to run with another `this`.
+    this.#fetch = fetch ?? ((...args) => globalThis.fetch(...args));
+    this.#WebSocket = WebSocket;
+  }
+
+  /** Runs `statements` in ONE transaction, all or nothing: `POST /v1/query`. */
+  query(statements) {
+    return this.#call(
+      '/v1/query',
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ statements }) },
+      'json',
+    );
+  }
+
+  /** The database's version, size and last update: `GET /v1/db`. */
+  status() {
+    return this.#call('/v1/db', { method: 'GET' }, 'json');
+  }
+
+  /** A consistent snapshot of the SQLite file: `GET /v1/db/file` (`not_found` before the first write). */
+  file() {
+    return this.#call('/v1/db/file', { method: 'GET' }, 'arrayBuffer');
+  }
+
+  /**
+   * Relays the user's events (`{"type": "version", ...}`, `{"type": "conflict", ...}`) from
+   * `GET /v1/events` to `onEvent`, reconnecting after every close or failure with
+   * exponential backoff and jitter, until `close()`.
+   */
+  subscribe(onEvent, { onOpen, onClose } = {}) {
+    if (this.#token === undefined) {
+      throw new Error(
+        'subscribe needs a token: a browser WebSocket cannot send X-User-Id, so create the Cellar with `token` (auth.mode = "jwt")',
+      );
+    }
+    const WebSocketClass = this.#WebSocket ?? globalThis.WebSocket;
+    if (WebSocketClass === undefined) {
+      throw new Error('no WebSocket here: run Node 20 with --experimental-websocket, or pass `WebSocket` to Cellar');
+    }
+    const url = eventsUrl(this.#base, this.#token);
+    let socket;
+    let retryTimer;
+    let stopped = false;
+    let failures = 0;
+    const connect = () => {
+      const current = new WebSocketClass(url);
+      socket = current;
+      let openedAt;
+      let ended = false;
+      // A failed handshake fires `error`, then in browsers `close`; Node 20's WebSocket fires
+      // only `error`. Whichever comes first ends this connection, once.
+      const end = (code, reason) => {
+        if (ended) return;
+        ended = true;
+        onClose?.({ code, reason });
+        if (stopped) return;
+        if (openedAt !== undefined && Date.now() - openedAt >= HEALTHY_CONNECTION_MS) failures = 0;
+        retryTimer = setTimeout(connect, retryDelay(failures));
+        failures += 1;
+      };
+      current.addEventListener('open', () => {
+        openedAt = Date.now();
+        onOpen?.();
+      });
+      current.addEventListener('message', (message) => onEvent(JSON.parse(message.data)));
+      current.addEventListener('close', (closed) => end(closed.code, closed.reason));
+      current.addEventListener('error', () => {
+        if (ended) return; // Node's close() of a failed socket fires `error` again, at once
+        end(ABNORMAL_CLOSURE, 'the connection failed');
+        // Gone for sure: a socket given up on must not deliver events beside its successor.
+        current.close();
+      });
+    };
+    connect();
+    return {
+      close() {
+        stopped = true;
+        clearTimeout(retryTimer);
+        socket.close();
+      },
+    };
+  }
+
+  /** Sends one request as this user; answers that are not 2xx become a CellarError. */
+  async #call(path, init, readAs) {
+    const url = this.#base + path;
+    try {
+      const response = await this.#fetch(url, { ...init, headers: { ...this.#identityHeaders, ...init.headers } });
+      if (!response.ok) throw await errorOf(response);
+      return await response[readAs]();
+    } catch (err) {
+      if (err instanceof CellarError) throw err;
+      // Node's fetch says only "fetch failed"; the cause says why (ECONNREFUSED, ...).
+      const reason = err?.cause?.message ?? err?.message ?? String(err);
+      throw new CellarError(NETWORK, `${init.method} ${url} got no usable answer: ${reason}`, { cause: err });
+    }
+  }
+}
+
+/** The CellarError of an error answer. */
+async function errorOf(response) {
+  const body = await response.json().catch(() => null);
+  const error = body?.error;
+  const code = ERROR_CODES.includes(error?.code) ? error.code : (CODE_OF_STATUS[response.status] ?? 'internal');
+  const message = typeof error?.message === 'string' ? error.message : `HTTP ${response.status}`;
+  const version = response.headers.get('cellar-version');
+  return new CellarError(code, message, {
+    status: response.status,
+    version: version === null ? null : Number(version),
+  });
+}
+
+/** `ws(s)://.../v1/events?token=...`: the one place the server takes a token from the URL. */
+function eventsUrl(base, token) {
+  const url = new URL(`${base}/v1/events`);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  url.searchParams.set('token', token);
+  return url.href;
+}
+
+/** The wait before reconnect attempt `failures + 1`: between half and all of the doubled delay, so
+ * that clients dropped together by a restart do not all come back at the same instant. */
+function retryDelay(failures) {
+  const ceiling = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** failures);
+  return ceiling / 2 + (Math.random() * ceiling) / 2;
+}

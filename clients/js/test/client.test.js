@@ -1,0 +1,299 @@
+// The JavaScript client against a real `cellar serve` (the binary named by CELLAR_BIN), in JWT
+// mode on a folder store: queries and blobs, typed errors, the file snapshot, events, and a
+// subscription that comes back by itself when the server restarts.
+//
+// Run: CELLAR_BIN=target/debug/cellar node --experimental-websocket --test clients/js/test/
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHmac, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { Cellar, CellarError, decodeBlob, encodeBlob } from '../cellar.js';
+
+const CELLAR_BIN = process.env.CELLAR_BIN;
+if (!CELLAR_BIN) {
+  throw new Error('CELLAR_BIN is not set: name the cellar binary (cargo test sets it, crates/cli/tests/js_client.rs)');
+}
+
+/** The server's HS256 secret (it wants at least 32 bytes). */
+const SECRET = 'js-client-test-secret-0123456789abcdef';
+/** The bound on every wait: a broken server fails the test instead of hanging it. */
+const WAIT_MS = 10_000;
+
+/** Every `cellar serve` started and not yet exited, with the promise of its exit. */
+const running = new Map();
+/** Every temp dir made: removed at the end. */
+const tempDirs = [];
+
+/** Whatever happened, no server outlives the tests (also when this process dies of an error). */
+function killServers() {
+  for (const child of running.keys()) child.kill('SIGKILL');
+}
+process.on('exit', killServers);
+
+after(async () => {
+  const exits = [...running.values()];
+  killServers();
+  await within(Promise.all(exits), 'the servers to exit after SIGKILL');
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir() {
+  const dir = mkdtempSync(join(tmpdir(), 'cellar-js-'));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** `promise`, or a rejection naming `what` after `ms`. */
+async function within(promise, what, ms = WAIT_MS) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Starts `cellar serve` in JWT mode with its data dir and folder store under `dir`, and
+ * resolves once it has announced its address on the first line of stdout.
+ */
+async function startServer(dir, listen = '127.0.0.1:0') {
+  // Only the settings below: a CELLAR_* variable of the caller's must not change the server.
+  const inherited = Object.entries(process.env).filter(([name]) => !name.startsWith('CELLAR_'));
+  const child = spawn(CELLAR_BIN, ['serve', '--listen', listen, '--json'], {
+    cwd: dir,
+    env: {
+      ...Object.fromEntries(inherited),
+      RUST_LOG: 'warn',
+      CELLAR_AUTH_MODE: 'jwt',
+      CELLAR_AUTH_JWT_SECRET: SECRET,
+      CELLAR_DATA_DIR: join(dir, 'local'),
+      CELLAR_STORE_URL: `file://${join(dir, 'bucket')}`,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stderr.setEncoding('utf8').on('data', (text) => (log += text));
+  const exited = new Promise((resolve) =>
+    child.on('close', (code, signal) => {
+      running.delete(child);
+      resolve(code ?? signal);
+    }),
+  );
+  running.set(child, exited);
+  const firstLine = new Promise((resolve, reject) => {
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (text) => {
+      stdout += text;
+      if (stdout.includes('\n')) resolve(stdout.slice(0, stdout.indexOf('\n')));
+    });
+    child.on('error', (err) => reject(new Error(`cannot run CELLAR_BIN=${CELLAR_BIN}: ${err.message}`)));
+    exited.then((how) => reject(new Error(`cellar serve exited (${how}) before announcing its address:\n${log}`)));
+  });
+  let line;
+  try {
+    line = await within(firstLine, `cellar serve on ${listen} to announce its address`);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  const { listening } = JSON.parse(line);
+  return {
+    url: `http://${listening}`,
+    port: Number(listening.slice(listening.lastIndexOf(':') + 1)),
+    /** SIGTERM, then the exit code once it has stopped. */
+    async stop() {
+      child.kill('SIGTERM');
+      return within(exited, 'cellar serve to stop after SIGTERM');
+    },
+  };
+}
+
+/** A fresh HS256 token for `userId`, valid for ten minutes (each call gives a different one). */
+function tokenFor(userId, secret = SECRET) {
+  const part = (json) => Buffer.from(JSON.stringify(json)).toString('base64url');
+  const claims = { sub: userId, exp: Math.floor(Date.now() / 1000) + 600, jti: randomUUID() };
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
+}
+
+/** Collects what a callback receives, so that a test can wait (bounded) for an item. */
+function recorder() {
+  const items = [];
+  const waiters = new Set();
+  return {
+    items,
+    push(item) {
+      items.push(item);
+      for (const check of waiters) check();
+    },
+    waitFor(predicate, what) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = items.find(predicate);
+          if (found === undefined) return;
+          stop();
+          resolve(found);
+        };
+        const timer = setTimeout(() => {
+          stop();
+          reject(new Error(`timed out after ${WAIT_MS} ms waiting for ${what}; got ${JSON.stringify(items)}`));
+        }, WAIT_MS);
+        const stop = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/** Expects `promise` to reject with a CellarError whose fields include `expected`. */
+async function assertCellarError(promise, expected) {
+  await assert.rejects(promise, (err) => {
+    assert.ok(err instanceof CellarError, `expected a CellarError, got ${err}`);
+    for (const [field, value] of Object.entries(expected)) {
+      assert.equal(err[field], value, `${field} of the error "${err.code}: ${err.message}"`);
+    }
+    return true;
+  });
+}
+
+let server;
+before(async () => {
+  server = await startServer(tempDir());
+});
+
+/** A client of the shared server, with a token of its own for `userId`. */
+const clientOf = (userId) => new Cellar({ url: server.url, token: tokenFor(userId) });
+
+test('a write answers version 1 and wrote, and a read returns the rows', async () => {
+  const alice = clientOf('alice');
+  const written = await alice.query([
+    'CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT)',
+    { sql: 'INSERT INTO notes(body) VALUES (?), (?)', params: ['hello', 'world'] },
+  ]);
+  assert.equal(written.version, 1);
+  assert.equal(written.wrote, true);
+  assert.equal(written.durability, 'sync');
+  assert.equal(written.results[1].rows_affected, 2);
+
+  const read = await alice.query(['SELECT id, body FROM notes ORDER BY id']);
+  assert.equal(read.wrote, false);
+  assert.deepEqual(read.results[0].columns, ['id', 'body']);
+  assert.deepEqual(read.results[0].rows, [
+    [1, 'hello'],
+    [2, 'world'],
+  ]);
+
+  const status = await alice.status();
+  assert.equal(status.user_id, 'alice');
+  assert.equal(status.version, 1);
+  assert.ok(status.size_bytes > 0, JSON.stringify(status));
+});
+
+test('blobs round-trip through encodeBlob and decodeBlob', async () => {
+  const bob = clientOf('bob');
+  // Larger than one encoding chunk, and every byte value.
+  const bytes = Uint8Array.from({ length: 70_000 }, (_, index) => (index * 7) % 256);
+  const answer = await bob.query([
+    'CREATE TABLE files(data BLOB)',
+    { sql: 'INSERT INTO files VALUES (?)', params: [encodeBlob(bytes)] },
+    "SELECT data, length(data), x'00ff' FROM files",
+  ]);
+  const [data, length, literal] = answer.results[2].rows[0];
+  assert.equal(length, bytes.length);
+  assert.deepEqual(decodeBlob(data), bytes);
+  assert.deepEqual(decodeBlob(literal), Uint8Array.of(0x00, 0xff));
+});
+
+test('SQL errors, sandbox refusals and bad tokens reject with typed errors', async () => {
+  const carol = clientOf('carol');
+  await carol.query(['CREATE TABLE t(x)']);
+  await assertCellarError(carol.query(['SELEC 1']), {
+    code: 'sql_error',
+    status: 400,
+    version: 1,
+    retryable: false,
+  });
+  await assertCellarError(carol.query(["ATTACH DATABASE 'x' AS y"]), { code: 'forbidden', status: 403 });
+
+  const forged = new Cellar({ url: server.url, token: tokenFor('carol', 'not-the-secret-of-this-server-at-all') });
+  await assertCellarError(forged.query(['SELECT 1']), { code: 'unauthorized', status: 401, version: null });
+});
+
+test('file() is not_found before the first write, then a SQLite file', async () => {
+  const dave = clientOf('dave');
+  await assertCellarError(dave.file(), { code: 'not_found', status: 404 });
+  await dave.query(['CREATE TABLE t(x)', 'INSERT INTO t VALUES (1)']);
+  const file = await dave.file();
+  assert.ok(file instanceof ArrayBuffer);
+  assert.equal(Buffer.from(file.slice(0, 16)).toString('latin1'), 'SQLite format 3\0');
+});
+
+test('subscribe in header mode throws, pointing to a token', () => {
+  const headerClient = new Cellar({ url: 'http://127.0.0.1:9', userId: 'erin' });
+  assert.throws(() => headerClient.subscribe(() => {}), /needs a token/);
+});
+
+test('a subscription sees the version another client of the same user writes', async () => {
+  const events = recorder();
+  const opens = recorder();
+  const subscription = clientOf('frank').subscribe((event) => events.push(event), {
+    onOpen: () => opens.push(opens.items.length + 1),
+  });
+  try {
+    await opens.waitFor(() => true, 'the events WebSocket to open');
+    const answer = await clientOf('frank').query(['CREATE TABLE t(x)']);
+    const event = await events.waitFor(
+      (event) => event.type === 'version' && event.version === answer.version,
+      `the event of version ${answer.version}`,
+    );
+    assert.equal(event.user_id, 'frank');
+  } finally {
+    subscription.close();
+  }
+});
+
+test('a subscription reopens by itself when the server restarts on the same port', async () => {
+  const dir = tempDir();
+  let restartable = await startServer(dir);
+  const client = (token) => new Cellar({ url: restartable.url, token });
+  const writer = client(tokenFor('grace'));
+  const events = recorder();
+  const opens = recorder();
+  const closes = recorder();
+  const subscription = client(tokenFor('grace')).subscribe((event) => events.push(event), {
+    onOpen: () => opens.push(opens.items.length + 1),
+    onClose: (closed) => closes.push(closed),
+  });
+  try {
+    await opens.waitFor((count) => count === 1, 'the events WebSocket to open');
+    await writer.query(['CREATE TABLE t(x)']);
+    await events.waitFor((event) => event.version === 1, 'the event of version 1');
+
+    assert.equal(await restartable.stop(), 0, 'cellar serve exits cleanly on SIGTERM');
+    await closes.waitFor((closed) => closed.code === 1001, 'the server to close the subscription as going away');
+    await assertCellarError(writer.query(['SELECT 1']), { code: 'network', status: 0, retryable: true });
+    // Restarted only after a reconnection failed: the client goes on after failures too.
+    await closes.waitFor((closed) => closed.code === 1006, 'a reconnection to fail while the server is down');
+
+    restartable = await startServer(dir, `127.0.0.1:${restartable.port}`);
+    await opens.waitFor((count) => count === 2, 'the subscription to reopen on the new server');
+    const answer = await writer.query(['INSERT INTO t VALUES (1)']);
+    assert.equal(answer.version, 2);
+    await events.waitFor((event) => event.version === 2, 'the event of version 2 after the restart');
+  } finally {
+    subscription.close();
+  }
+});
