@@ -51,8 +51,16 @@ impl Layout {
         self.user_dir(user).join("sync-state.json")
     }
 
-    /// The database image of a write whose upload has not been confirmed.
-    pub fn pending_image_path(&self, user: &UserId) -> PathBuf {
+    /// The database image of a write at `version` whose upload has not been confirmed.
+    /// Each version has its own file: a newer image never overwrites the one the record
+    /// still names, so a crash while it is written leaves the record's image whole.
+    pub fn pending_image_path(&self, user: &UserId, version: Version) -> PathBuf {
+        self.user_dir(user)
+            .join(format!("pending-v{}.sqlite", version.get()))
+    }
+
+    /// Where releases before per-version pending images kept the one pending image.
+    pub fn legacy_pending_image_path(&self, user: &UserId) -> PathBuf {
         self.user_dir(user).join("pending.sqlite")
     }
 
