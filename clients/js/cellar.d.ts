@@ -166,3 +166,63 @@ export declare class Cellar {
   /** Relays the user's events until `close()`, reconnecting with backoff; needs a token. */
   subscribe(onEvent: (event: CellarEvent) => void, options?: SubscribeOptions): Subscription;
 }
+
+export interface CellarAdminOptions {
+  /** The server's origin, or "" for the page's own (the dashboard at /ui). */
+  url: string;
+  /** The server's auth.admin_token. */
+  token: string;
+  /** Defaults to the global fetch. */
+  fetch?: FetchFunction;
+  /** Defaults to the global WebSocket. */
+  WebSocket?: WebSocketClass;
+}
+
+/** A user as the admin API lists it. */
+export interface AdminUser {
+  user_id: string;
+  version: number | null;
+  size_bytes: number | null;
+  updated_at: string | null;
+  writer: string | null;
+  /** Conflicts this instance saw for the user since it started. */
+  conflicts: number;
+  /** Why the user's metadata could not be read, if it could not. */
+  problem: string | null;
+}
+
+export interface AdminUsersPage {
+  users: AdminUser[];
+  /** The `after` of the next page; null on the last one. */
+  next: string | null;
+  /** Users matching the search, in all pages. */
+  total: number;
+}
+
+/** An event as the admin API relays it: a user's event and when this instance saw it. */
+export type AdminEvent = CellarEvent & { at: string };
+
+export interface AdminUserDetail {
+  user: AdminUser;
+  /** This instance's recent events of the user, newest first. */
+  events: AdminEvent[];
+}
+
+/** The server's own samples of the last minutes (one a second). */
+export interface AdminStats {
+  interval_ms: number;
+  samples: Array<Record<string, number | string>>;
+}
+
+/** The operator's client of the admin API (served when auth.admin_token is set). */
+export declare class CellarAdmin {
+  constructor(options: CellarAdminOptions);
+  /** A page of users, searched by a part of their id: `GET /v1/admin/users`. */
+  users(query?: { q?: string; after?: string | null; limit?: number }): Promise<AdminUsersPage>;
+  /** One user's metadata and recent events: `GET /v1/admin/users/{user}`. */
+  user(userId: string): Promise<AdminUserDetail>;
+  /** `GET /v1/admin/stats`. */
+  stats(): Promise<AdminStats>;
+  /** Every user's events from `/v1/admin/events` until `close()`, reconnecting with backoff. */
+  subscribe(onEvent: (event: AdminEvent) => void, options?: SubscribeOptions): Subscription;
+}

@@ -135,74 +135,141 @@ export class Cellar {
    * `GET /v1/events` to `onEvent`, reconnecting after every close or failure with
    * exponential backoff and jitter, until `close()`.
    */
-  subscribe(onEvent, { onOpen, onClose } = {}) {
+  subscribe(onEvent, hooks = {}) {
     if (this.#token === undefined) {
       throw new Error(
         'subscribe needs a token: a browser WebSocket cannot send X-User-Id, so create the Cellar with `token` (auth.mode = "jwt")',
       );
     }
-    const WebSocketClass = this.#WebSocket ?? globalThis.WebSocket;
-    if (WebSocketClass === undefined) {
-      throw new Error('no WebSocket here: run Node 20 with --experimental-websocket, or pass `WebSocket` to Cellar');
-    }
-    const url = eventsUrl(this.#base, this.#token);
-    let socket;
-    let retryTimer;
-    let stopped = false;
-    let failures = 0;
-    const connect = () => {
-      const current = new WebSocketClass(url);
-      socket = current;
-      let openedAt;
-      let ended = false;
-      // A failed handshake fires `error`, then in browsers `close`; Node 20's WebSocket fires
-      // only `error`. Whichever comes first ends this connection, once.
-      const end = (code, reason) => {
-        if (ended) return;
-        ended = true;
-        onClose?.({ code, reason });
-        if (stopped) return;
-        if (openedAt !== undefined && Date.now() - openedAt >= HEALTHY_CONNECTION_MS) failures = 0;
-        retryTimer = setTimeout(connect, retryDelay(failures));
-        failures += 1;
-      };
-      current.addEventListener('open', () => {
-        openedAt = Date.now();
-        onOpen?.();
-      });
-      current.addEventListener('message', (message) => onEvent(JSON.parse(message.data)));
-      current.addEventListener('close', (closed) => end(closed.code, closed.reason));
-      current.addEventListener('error', () => {
-        if (ended) return; // Node's close() of a failed socket fires `error` again, at once
-        end(ABNORMAL_CLOSURE, 'the connection failed');
-        // Gone for sure: a socket given up on must not deliver events beside its successor.
-        current.close();
-      });
-    };
-    connect();
-    return {
-      close() {
-        stopped = true;
-        clearTimeout(retryTimer);
-        socket.close();
-      },
-    };
+    return follow(this.#WebSocket, eventsUrl(this.#base, '/v1/events', this.#token), onEvent, hooks);
   }
 
-  /** Sends one request as this user; answers that are not 2xx become a CellarError. */
-  async #call(path, init, readAs) {
-    const url = this.#base + path;
-    try {
-      const response = await this.#fetch(url, { ...init, headers: { ...this.#identityHeaders, ...init.headers } });
-      if (!response.ok) throw await errorOf(response);
-      return await response[readAs]();
-    } catch (err) {
-      if (err instanceof CellarError) throw err;
-      // Node's fetch says only "fetch failed"; the cause says why (ECONNREFUSED, ...).
-      const reason = err?.cause?.message ?? err?.message ?? String(err);
-      throw new CellarError(NETWORK, `${init.method} ${url} got no usable answer: ${reason}`, { cause: err });
-    }
+  #call(path, init, readAs) {
+    return request(this.#fetch, this.#base + path, this.#identityHeaders, init, readAs);
   }
+}
+
+/**
+ * The operator's client of the admin API (`/v1/admin/…`, served when the server has
+ * `auth.admin_token`): the users in the bucket, one user's recent events, the server's own
+ * samples, and every user's events. The dashboard at `/ui` is built on it. Like `Cellar`, it
+ * keeps nothing in web storage.
+ */
+export class CellarAdmin {
+  #base;
+  #token;
+  #fetch;
+  #WebSocket;
+
+  constructor({ url, token, fetch, WebSocket } = {}) {
+    if (typeof url !== 'string') {
+      throw new TypeError('CellarAdmin needs `url`, the server origin (or "" for the page\'s own)');
+    }
+    if (typeof token !== 'string' || token === '') {
+      throw new TypeError('CellarAdmin needs `token`: the server\'s auth.admin_token');
+    }
+    this.#base = url.replace(/\/+$/, '');
+    this.#token = token;
+    this.#fetch = fetch ?? ((...args) => globalThis.fetch(...args));
+    this.#WebSocket = WebSocket;
+  }
+
+  /** A page of users, searched by a part of their id: `GET /v1/admin/users`. */
+  users({ q, after, limit } = {}) {
+    const params = new URLSearchParams();
+    if (q) params.set('q', q);
+    if (after) params.set('after', after);
+    if (limit !== undefined) params.set('limit', String(limit));
+    const query = params.size > 0 ? `?${params}` : '';
+    return this.#get(`/v1/admin/users${query}`);
+  }
+
+  /** One user's metadata and recent events: `GET /v1/admin/users/{user}`. */
+  user(userId) {
+    return this.#get(`/v1/admin/users/${encodeURIComponent(userId)}`);
+  }
+
+  /** The server's samples of the last minutes: `GET /v1/admin/stats`. */
+  stats() {
+    return this.#get('/v1/admin/stats');
+  }
+
+  /** Every user's events from `/v1/admin/events`, reconnecting like `Cellar.subscribe`. */
+  subscribe(onEvent, hooks = {}) {
+    const origin = this.#base === '' ? globalThis.location.origin : this.#base;
+    return follow(this.#WebSocket, eventsUrl(origin, '/v1/admin/events', this.#token), onEvent, hooks);
+  }
+
+  #get(path) {
+    const headers = { authorization: `Bearer ${this.#token}` };
+    return request(this.#fetch, this.#base + path, headers, { method: 'GET' }, 'json');
+  }
+}
+
+/** Sends one request; answers that are not 2xx become a CellarError. */
+async function request(fetchFn, url, identityHeaders, init, readAs) {
+  try {
+    const response = await fetchFn(url, { ...init, headers: { ...identityHeaders, ...init.headers } });
+    if (!response.ok) throw await errorOf(response);
+    return await response[readAs]();
+  } catch (err) {
+    if (err instanceof CellarError) throw err;
+    // Node's fetch says only "fetch failed"; the cause says why (ECONNREFUSED, ...).
+    const reason = err?.cause?.message ?? err?.message ?? String(err);
+    throw new CellarError(NETWORK, `${init.method} ${url} got no usable answer: ${reason}`, { cause: err });
+  }
+}
+
+/**
+ * Relays the JSON messages of the WebSocket at `url` to `onEvent`, reconnecting after every
+ * close or failure with exponential backoff and jitter, until `close()`.
+ */
+function follow(WebSocketGiven, url, onEvent, { onOpen, onClose } = {}) {
+  const WebSocketClass = WebSocketGiven ?? globalThis.WebSocket;
+  if (WebSocketClass === undefined) {
+    throw new Error('no WebSocket here: run Node 20 with --experimental-websocket, or pass `WebSocket`');
+  }
+  let socket;
+  let retryTimer;
+  let stopped = false;
+  let failures = 0;
+  const connect = () => {
+    const current = new WebSocketClass(url);
+    socket = current;
+    let openedAt;
+    let ended = false;
+    // A failed handshake fires `error`, then in browsers `close`; Node 20's WebSocket fires
+    // only `error`. Whichever comes first ends this connection, once.
+    const end = (code, reason) => {
+      if (ended) return;
+      ended = true;
+      onClose?.({ code, reason });
+      if (stopped) return;
+      if (openedAt !== undefined && Date.now() - openedAt >= HEALTHY_CONNECTION_MS) failures = 0;
+      retryTimer = setTimeout(connect, retryDelay(failures));
+      failures += 1;
+    };
+    current.addEventListener('open', () => {
+      openedAt = Date.now();
+      onOpen?.();
+    });
+    current.addEventListener('message', (message) => onEvent(JSON.parse(message.data)));
+    current.addEventListener('close', (closed) => end(closed.code, closed.reason));
+    current.addEventListener('error', () => {
+      if (ended) return; // Node's close() of a failed socket fires `error` again, at once
+      end(ABNORMAL_CLOSURE, 'the connection failed');
+      // Gone for sure: a socket given up on must not deliver events beside its successor.
+      current.close();
+    });
+  };
+  connect();
+  return {
+    close() {
+      stopped = true;
+      clearTimeout(retryTimer);
+      socket.close();
+    },
+  };
 }
 
 /** The CellarError of an error answer. */
@@ -218,9 +285,9 @@ async function errorOf(response) {
   });
 }
 
-/** `ws(s)://.../v1/events?token=...`: the one place the server takes a token from the URL. */
-function eventsUrl(base, token) {
-  const url = new URL(`${base}/v1/events`);
+/** `ws(s)://...{path}?token=...`: the events sockets are the one place a token rides in a URL. */
+function eventsUrl(base, path, token) {
+  const url = new URL(`${base}${path}`);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   url.searchParams.set('token', token);
   return url.href;

@@ -5,117 +5,14 @@
 // Run: CELLAR_BIN=target/debug/cellar node --experimental-websocket --test clients/js/test/
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { Cellar, CellarError, decodeBlob, encodeBlob } from '../cellar.js';
+// The server processes are shared with the browser tests (no playwright needed for them).
+import { SECRET, WAIT_MS, closeServers, startServer, tempDir, within } from '../../../tests/browser/servers.js';
+import { Cellar, CellarAdmin, CellarError, decodeBlob, encodeBlob } from '../cellar.js';
 
-const CELLAR_BIN = process.env.CELLAR_BIN;
-if (!CELLAR_BIN) {
-  throw new Error('CELLAR_BIN is not set: name the cellar binary (cargo test sets it, crates/cli/tests/js_client.rs)');
-}
-
-/** The server's HS256 secret (it wants at least 32 bytes). */
-const SECRET = 'js-client-test-secret-0123456789abcdef';
-/** The bound on every wait: a broken server fails the test instead of hanging it. */
-const WAIT_MS = 10_000;
-
-/** Every `cellar serve` started and not yet exited, with the promise of its exit. */
-const running = new Map();
-/** Every temp dir made: removed at the end. */
-const tempDirs = [];
-
-/** Whatever happened, no server outlives the tests (also when this process dies of an error). */
-function killServers() {
-  for (const child of running.keys()) child.kill('SIGKILL');
-}
-process.on('exit', killServers);
-
-after(async () => {
-  const exits = [...running.values()];
-  killServers();
-  await within(Promise.all(exits), 'the servers to exit after SIGKILL');
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function tempDir() {
-  const dir = mkdtempSync(join(tmpdir(), 'cellar-js-'));
-  tempDirs.push(dir);
-  return dir;
-}
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function within(promise, what, ms = WAIT_MS) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * Starts `cellar serve` in JWT mode with its data dir and folder store under `dir`, and
- * resolves once it has announced its address on the first line of stdout.
- */
-async function startServer(dir, listen = '127.0.0.1:0') {
-  // Only the settings below: a CELLAR_* variable of the caller's must not change the server.
-  const inherited = Object.entries(process.env).filter(([name]) => !name.startsWith('CELLAR_'));
-  const child = spawn(CELLAR_BIN, ['serve', '--listen', listen, '--json'], {
-    cwd: dir,
-    env: {
-      ...Object.fromEntries(inherited),
-      RUST_LOG: 'warn',
-      CELLAR_AUTH_MODE: 'jwt',
-      CELLAR_AUTH_JWT_SECRET: SECRET,
-      CELLAR_DATA_DIR: join(dir, 'local'),
-      CELLAR_STORE_URL: `file://${join(dir, 'bucket')}`,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stderr.setEncoding('utf8').on('data', (text) => (log += text));
-  const exited = new Promise((resolve) =>
-    child.on('close', (code, signal) => {
-      running.delete(child);
-      resolve(code ?? signal);
-    }),
-  );
-  running.set(child, exited);
-  const firstLine = new Promise((resolve, reject) => {
-    let stdout = '';
-    child.stdout.setEncoding('utf8').on('data', (text) => {
-      stdout += text;
-      if (stdout.includes('\n')) resolve(stdout.slice(0, stdout.indexOf('\n')));
-    });
-    child.on('error', (err) => reject(new Error(`cannot run CELLAR_BIN=${CELLAR_BIN}: ${err.message}`)));
-    exited.then((how) => reject(new Error(`cellar serve exited (${how}) before announcing its address:\n${log}`)));
-  });
-  let line;
-  try {
-    line = await within(firstLine, `cellar serve on ${listen} to announce its address`);
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  }
-  const { listening } = JSON.parse(line);
-  return {
-    url: `http://${listening}`,
-    port: Number(listening.slice(listening.lastIndexOf(':') + 1)),
-    /** SIGTERM, then the exit code once it has stopped. */
-    async stop() {
-      child.kill('SIGTERM');
-      return within(exited, 'cellar serve to stop after SIGTERM');
-    },
-  };
-}
+after(closeServers);
 
 /** A fresh HS256 token for `userId`, valid for ten minutes (each call gives a different one). */
 function tokenFor(userId, secret = SECRET) {
@@ -171,7 +68,7 @@ async function assertCellarError(promise, expected) {
 
 let server;
 before(async () => {
-  server = await startServer(tempDir());
+  server = await startServer();
 });
 
 /** A client of the shared server, with a token of its own for `userId`. */
@@ -267,7 +164,7 @@ test('a subscription sees the version another client of the same user writes', a
 
 test('a subscription reopens by itself when the server restarts on the same port', async () => {
   const dir = tempDir();
-  let restartable = await startServer(dir);
+  let restartable = await startServer({ dir });
   const client = (token) => new Cellar({ url: restartable.url, token });
   const writer = client(tokenFor('grace'));
   const events = recorder();
@@ -288,12 +185,41 @@ test('a subscription reopens by itself when the server restarts on the same port
     // Restarted only after a reconnection failed: the client goes on after failures too.
     await closes.waitFor((closed) => closed.code === 1006, 'a reconnection to fail while the server is down');
 
-    restartable = await startServer(dir, `127.0.0.1:${restartable.port}`);
+    restartable = await startServer({ dir, listen: `127.0.0.1:${restartable.port}` });
     await opens.waitFor((count) => count === 2, 'the subscription to reopen on the new server');
     const answer = await writer.query(['INSERT INTO t VALUES (1)']);
     assert.equal(answer.version, 2);
     await events.waitFor((event) => event.version === 2, 'the event of version 2 after the restart');
   } finally {
     subscription.close();
+  }
+});
+
+test('the admin client lists users, reads one, relays every user\'s events and is refused a wrong token', async () => {
+  const adminToken = 'admin-token-for-the-js-client-test-0123';
+  const admin = await startServer({ env: { CELLAR_AUTH_ADMIN_TOKEN: adminToken } });
+  const operator = new CellarAdmin({ url: admin.url, token: adminToken });
+  const seen = recorder();
+  const opened = recorder();
+  const feed = operator.subscribe((event) => seen.push(event), { onOpen: () => opened.push(true) });
+  try {
+    await opened.waitFor(() => true, 'the admin events socket to open');
+    const user = `admin-${randomUUID()}`;
+    await new Cellar({ url: admin.url, token: tokenFor(user) }).query(['CREATE TABLE t(x)']);
+    await seen.waitFor((e) => e.user_id === user && e.type === 'version', 'the write in the admin feed');
+
+    const page = await operator.users({ q: user.slice(0, 12), limit: 10 });
+    const listed = page.users.find((u) => u.user_id === user);
+    assert.equal(listed?.version, 1, JSON.stringify(page));
+    const detail = await operator.user(user);
+    assert.equal(detail.user.user_id, user);
+    assert.ok(detail.events.some((e) => e.type === 'version' && e.version === 1), JSON.stringify(detail));
+    assert.ok(Array.isArray((await operator.stats()).samples));
+
+    const wrong = new CellarAdmin({ url: admin.url, token: 'not-the-admin-token-but-long-enough-00' });
+    await assert.rejects(wrong.stats(), (err) => err instanceof CellarError && err.code === 'unauthorized' && err.status === 401);
+  } finally {
+    feed.close();
+    await admin.stop();
   }
 });

@@ -32,6 +32,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The longest life `cellar token` gives a token: ten years keeps `exp` well inside the
+/// integers JavaScript reads exactly.
+const MAX_TOKEN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -46,6 +50,15 @@ pub enum Command {
     },
     /// Drive a running server's HTTP API and report throughput, latency and sync cost
     Bench(BenchArgs),
+    /// Print a token (an HS256 JWT) for USER, signed with auth.jwt_secret (auth.mode = "jwt")
+    Token {
+        /// The user id (the token's `sub`)
+        user: UserId,
+        /// How long the token is valid, in seconds (at most ten years)
+        #[arg(long, value_name = "N", default_value_t = 86_400,
+            value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
+        ttl_secs: u64,
+    },
     /// The operator's commands.
     #[command(flatten)]
     Bucket(BucketCommand),
@@ -166,7 +179,7 @@ impl Cli {
     pub fn flags(&self) -> Vec<Flag> {
         let (listen, data_dir) = match &self.command {
             Command::Serve { listen, data_dir } => (listen.as_ref(), data_dir.as_ref()),
-            Command::Bench(_) | Command::Bucket(_) => (None, None),
+            Command::Bench(_) | Command::Token { .. } | Command::Bucket(_) => (None, None),
         };
         [
             ("store.url", "--store-url", self.store_url.as_ref()),

@@ -224,6 +224,7 @@ fn help_lists_every_configuration_key_with_its_variable() {
         ),
         ("limits.query_timeout_ms", "CELLAR_LIMITS_QUERY_TIMEOUT_MS"),
         ("faults.seed", "CELLAR_FAULTS_SEED"),
+        ("server.demo", "CELLAR_SERVER_DEMO"),
     ] {
         let line = help
             .lines()
@@ -231,4 +232,78 @@ fn help_lists_every_configuration_key_with_its_variable() {
             .unwrap_or_else(|| panic!("{key} is not in --help:\n{help}"));
         assert!(line.contains(var), "{line}");
     }
+}
+
+/// The claims of `token`, checked against `secret` as the server checks them.
+fn verified_claims(token: &str, secret: &str) -> serde_json::Value {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    jsonwebtoken::decode(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &Validation::new(Algorithm::HS256),
+    )
+    .expect("a valid HS256 token")
+    .claims
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+#[test]
+fn token_signs_a_jwt_for_the_user_with_the_configured_secret() {
+    let cellar = Cellar::new();
+    let secret = "token-test-secret-0123456789abcdef";
+    let jwt = [
+        ("CELLAR_AUTH_MODE", "jwt"),
+        ("CELLAR_AUTH_JWT_SECRET", secret),
+    ];
+    let made = cellar.json(&["token", "alice", "--ttl-secs", "600"], &jwt, 0);
+    assert_eq!(made["user_id"], "alice");
+    let claims = verified_claims(made["token"].as_str().unwrap(), secret);
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["exp"], made["expires_at"]);
+    let ttl = claims["exp"].as_u64().unwrap() - unix_now();
+    assert!((590..=600).contains(&ttl), "expires in {ttl} s");
+
+    // As text: the token alone, valid for a day.
+    let output = cellar.run(&["token", "bob"], &jwt);
+    assert_exit(&output, 0);
+    let text = String::from_utf8(output.stdout).unwrap();
+    let claims = verified_claims(text.trim_end(), secret);
+    assert_eq!(claims["sub"], "bob");
+    let ttl = claims["exp"].as_u64().unwrap() - unix_now();
+    assert!((86_390..=86_400).contains(&ttl), "expires in {ttl} s");
+}
+
+#[test]
+fn token_refuses_header_mode_a_missing_secret_and_a_bad_user_in_words() {
+    let cellar = Cellar::new();
+    let header_mode = cellar.run(&["token", "alice"], &[]);
+    assert_exit(&header_mode, 2);
+    assert!(
+        stderr(&header_mode)
+            .contains("auth.mode (from the default): tokens are for auth.mode = \"jwt\""),
+        "{}",
+        stderr(&header_mode)
+    );
+    let no_secret = cellar.run(&["token", "alice"], &[("CELLAR_AUTH_MODE", "jwt")]);
+    assert_exit(&no_secret, 2);
+    assert!(
+        stderr(&no_secret).contains("auth.jwt_secret is not set"),
+        "{}",
+        stderr(&no_secret)
+    );
+    let jwt = [
+        ("CELLAR_AUTH_MODE", "jwt"),
+        (
+            "CELLAR_AUTH_JWT_SECRET",
+            "token-test-secret-0123456789abcdef",
+        ),
+    ];
+    assert_exit(&cellar.run(&["token", "../etc"], &jwt), 2);
+    assert_exit(&cellar.run(&["token", "alice", "--ttl-secs", "0"], &jwt), 2);
 }

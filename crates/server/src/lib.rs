@@ -30,22 +30,29 @@
 //!
 //! From the leaves up; a module uses only modules above it in this list.
 //!
-//! - [`options`](ServerOptions): [`AuthMode`], [`Limits`], [`ServerOptions`].
+//! - [`options`](ServerOptions): [`AuthMode`], [`Limits`], [`ServerOptions`], [`AdminToken`].
 //! - `error`: [`ApiError`] and [`ErrorCode`], the one place where failures become HTTP
 //!   statuses and the `{"error": {"code", "message"}}` body.
+//! - `assets`: static pages built into the binary, served as plain routes.
 //! - `state`: what the v1 API's handlers share (the engine, the limits, the request counts)
 //!   and the shutdown signal that WebSockets watch.
 //! - `auth`: the user-context layer, [`UserContextLayer`] (header or JWT identity; sets the
 //!   caller's [`cellar_engine::UserId`] as a request extension).
 //! - `metrics`: request counting and `GET /metrics` (Prometheus text).
+//! - `relay`: events relayed to a WebSocket client until it leaves or shutdown.
 //! - `sync`: the database-sync layer, [`DatabaseSyncLayer`], and the [`Db`] extractor, for
 //!   handlers of your own (seed rules `version-compare-on-start`, `write-batched`,
 //!   `sync-on-mutation` as seen from HTTP; rebase by running the handler again); also
 //!   [`CELLAR_VERSION`], the header that the routes set as well.
+//! - `admin`: with [`ServerOptions::admin_token`] only, the operator's dashboard (`/ui`)
+//!   and the admin API it uses (`/v1/admin/…`, behind the admin token): the bucket's
+//!   users listed into memory and paged there, recent events, samples of the server's
+//!   counters every second.
 //! - `routes`: the v1 API — `query` (`POST /v1/query` through
 //!   [`Engine::transact`](cellar_engine::Engine::transact), with `values` for JSON ↔
 //!   SQLite), `db` (`GET /v1/db`, `GET /v1/db/file`), `events` (`GET /v1/events`,
-//!   WebSocket); [`router`] builds it.
+//!   WebSocket), `demo` (the end-user app at `/demo`, with `server.demo`); [`router`]
+//!   builds it.
 //! - `serve`: [`serve()`], an HTTP/1.1 accept loop with at most `max_connections` open, a
 //!   deadline on request heads and graceful shutdown, and [`check_listen_address`].
 //!
@@ -75,10 +82,13 @@
 //!
 //! `examples/projects.rs` is a complete app built this way.
 
+mod admin;
+mod assets;
 mod auth;
 mod error;
 mod metrics;
 mod options;
+mod relay;
 mod routes;
 mod serve;
 mod state;
@@ -86,7 +96,7 @@ mod sync;
 
 pub use auth::{USER_ID_HEADER, UserContext, UserContextLayer};
 pub use error::{ApiError, ErrorCode};
-pub use options::{AuthMode, Limits, ServerOptions};
+pub use options::{AdminToken, AuthMode, InvalidAdminToken, Limits, ServerOptions};
 pub use serve::{check_listen_address, serve};
 pub use sync::{CELLAR_VERSION, DatabaseSync, DatabaseSyncLayer, Db};
 

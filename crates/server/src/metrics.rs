@@ -1,9 +1,10 @@
-//! `GET /metrics`: Prometheus text. HTTP requests by route and status are counted here;
-//! everything about syncing comes from [`cellar_engine::EngineMetrics`].
+//! `GET /metrics`: Prometheus text. HTTP requests by route and status, and their latency,
+//! are counted here; everything about syncing comes from [`cellar_engine::EngineMetrics`].
 
 use std::fmt::Display;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -28,7 +29,9 @@ pub(crate) async fn count(
         .get::<MatchedPath>()
         .map_or(UNMATCHED, MatchedPath::as_str)
         .to_owned();
+    let started = Instant::now();
     let response = next.run(request).await;
+    state.http.latency.observe(started.elapsed());
     state.http.record(&route, response.status());
     response
 }
@@ -63,6 +66,11 @@ fn exposition(http: &HttpMetrics, engine: &Engine) -> String {
             count,
         );
     }
+    out.histogram(
+        "cellar_http_request_seconds",
+        "Time from a request's arrival to its answer's head.",
+        &http.latency,
+    );
     let m = engine.metrics();
     let counters: [(&str, &str, &AtomicU64); 6] = [
         (

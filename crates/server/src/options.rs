@@ -81,6 +81,14 @@ pub struct ServerOptions {
     /// Most connections open at once, WebSockets included; one more is closed as soon as it
     /// is accepted, so the server never runs out of open files. Default 1 024.
     pub max_connections: usize,
+    /// Serve the end-user demo app at `/demo` (`server.demo`). Off by default: it is a
+    /// showcase, and with it off `/demo` is an unknown route like any other.
+    pub demo: bool,
+    /// The operator's token (`auth.admin_token`): with it, the dashboard at `/ui` and the
+    /// admin API under `/v1/admin/` are served; without it (the default) they are unknown
+    /// routes. With it, building the router starts the dashboard's background work (its
+    /// event feed, a sample every second), so it must be built inside a Tokio runtime.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for ServerOptions {
@@ -93,6 +101,53 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            demo: false,
+            admin_token: None,
         }
+    }
+}
+
+/// The operator's bearer token for the dashboard and the admin API: an identity apart from
+/// every user's, so that no user token, however it was issued, can read other users' data.
+/// `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+/// Why a text cannot be the admin token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAdminToken {
+    /// Short enough to be guessed.
+    #[error("an admin token needs at least {} bytes", AdminToken::MIN_BYTES)]
+    TooShort,
+    /// It could not travel in an `Authorization` header.
+    #[error("an admin token is visible ASCII only (no spaces or control characters)")]
+    NotVisibleAscii,
+}
+
+impl AdminToken {
+    /// Fewer bytes than a SHA-256 output would make the token the weakest secret around.
+    pub const MIN_BYTES: usize = 32;
+
+    /// Checks `token`: at least [`Self::MIN_BYTES`] of visible ASCII.
+    pub fn new(token: impl Into<String>) -> Result<Self, InvalidAdminToken> {
+        let token = token.into();
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InvalidAdminToken::NotVisibleAscii);
+        }
+        if token.len() < Self::MIN_BYTES {
+            return Err(InvalidAdminToken::TooShort);
+        }
+        Ok(Self(token))
+    }
+
+    /// The token's bytes, for the constant-time comparison.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
     }
 }

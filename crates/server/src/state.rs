@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
-use cellar_engine::Engine;
+use cellar_engine::{Engine, Histogram};
 use http::StatusCode;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -20,10 +20,12 @@ pub(crate) struct AppState {
     pub shutdown: Shutdown,
 }
 
-/// Requests answered, by route and status.
+/// Requests answered, by route and status, and how long they took.
 #[derive(Debug, Default)]
 pub(crate) struct HttpMetrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Time from a request's arrival to its answer's head (a WebSocket: to the handshake).
+    pub latency: Histogram,
 }
 
 impl HttpMetrics {

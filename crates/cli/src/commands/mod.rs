@@ -6,6 +6,7 @@ mod pull;
 mod push;
 mod serve;
 mod status;
+mod token;
 mod users;
 mod verify;
 
@@ -30,6 +31,9 @@ pub async fn run(
         // A client of a running server: the settings are the server's, not its own.
         Command::Bench(args) => return bench::run(args, output).await,
         Command::Serve { .. } => return serve::run(&settings()?, output).await,
+        Command::Token { user, ttl_secs } => {
+            return token::run(&settings()?, &user, ttl_secs, output);
+        }
         Command::Bucket(command) => command,
     };
     let settings = &settings()?;

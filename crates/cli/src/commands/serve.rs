@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use cellar_engine::Store;
 use cellar_engine::store::FaultyStore;
+use cellar_server::AuthMode;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -65,6 +66,9 @@ pub async fn run(settings: &Settings, output: Output) -> anyhow::Result<Exit> {
     output.report(&Listening {
         listening: address.to_string(),
     })?;
+    if options.demo {
+        announce_demo(address, &options.auth);
+    }
     cellar_server::serve(listener, engine, options, shutdown)
         .await
         .context("the server failed")?;
@@ -73,6 +77,20 @@ pub async fn run(settings: &Settings, output: Output) -> anyhow::Result<Exit> {
         warn!(target: "cellar::faults", injected, "fault injection: {injected} faults injected");
     }
     Ok(Exit::Success)
+}
+
+/// Says where the demo app is and how to open it: with a token, so only in JWT mode (a
+/// browser's WebSocket cannot send `X-User-Id`).
+fn announce_demo(address: std::net::SocketAddr, auth: &AuthMode) {
+    match auth {
+        AuthMode::Jwt { .. } => info!(
+            "the demo app is at http://{address}/demo#token=TOKEN (make a token with: cellar token USER)"
+        ),
+        AuthMode::Header { .. } => warn!(
+            "server.demo is on, but the demo app signs in with a token: set auth.mode = \"jwt\" \
+             and auth.jwt_secret to use it"
+        ),
+    }
 }
 
 /// Opens the engine on `store` with `data_dir` (see `super::open_engine_on`), keeping at

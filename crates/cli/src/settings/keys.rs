@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cellar_server::AdminToken;
+
 use super::{AuthKind, Secret, Settings};
 
 /// Every environment variable of a key starts with this.
@@ -135,6 +137,7 @@ pub const KEYS: &[Key] = &[
     Key::integer("server.max_connections", |s, v| {
         parse_positive(v).map(|n| s.max_connections = n)
     }),
+    Key::boolean("server.demo", |s, v| parse_bool(v).map(|b| s.demo = b)),
     Key::text("data_dir", |s, v| {
         non_empty(v).map(|dir| s.data_dir = PathBuf::from(dir))
     }),
@@ -183,6 +186,11 @@ pub const KEYS: &[Key] = &[
     }),
     Key::boolean("auth.trusted_proxy", |s, v| {
         parse_bool(v).map(|b| s.trusted_proxy = b)
+    }),
+    Key::text("auth.admin_token", |s, v| {
+        AdminToken::new(v)
+            .map(|token| s.admin_token = Some(token))
+            .map_err(|invalid| invalid.to_string())
     }),
     Key::integer("limits.max_body_bytes", |s, v| {
         parse_positive(v).map(|n| s.limits.max_body_bytes = n)

@@ -21,7 +21,7 @@ use cellar_engine::{
     ConflictPolicy, Durability, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store,
     SizeThresholds, Store,
 };
-use cellar_server::{AuthMode, Limits, ServerOptions};
+use cellar_server::{AdminToken, AuthMode, Limits, ServerOptions};
 
 pub use error::{ConfigError, Source};
 pub use keys::help as keys_help;
@@ -108,6 +108,8 @@ pub struct Settings {
     /// `server.max_connections`: most connections open at once, WebSockets included. At
     /// start-up `cellar serve` checks that they fit under the open-files limit.
     pub max_connections: usize,
+    /// `server.demo`: serve the end-user demo app at `/demo`.
+    pub demo: bool,
     /// `data_dir`: the local copies.
     pub data_dir: PathBuf,
     /// `store.url`: the bucket.
@@ -145,6 +147,8 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     /// `auth.trusted_proxy`: header mode may listen off loopback.
     pub trusted_proxy: bool,
+    /// `auth.admin_token`: the operator's token for `/ui` and `/v1/admin/…` (off without).
+    pub admin_token: Option<AdminToken>,
     /// `limits.*`: the server's request limits.
     pub limits: Limits,
     /// `faults.*`: store faults injected on purpose by `cellar serve` (off by default).
@@ -192,6 +196,7 @@ impl Settings {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             header_read_timeout: server_defaults.header_read_timeout,
             max_connections: server_defaults.max_connections,
+            demo: server_defaults.demo,
             data_dir: PathBuf::from("./cellar-data/local"),
             store_url: StoreUrl::Folder(PathBuf::from("./cellar-data/bucket")),
             store_endpoint: None,
@@ -208,6 +213,7 @@ impl Settings {
             auth_mode: AuthKind::Header,
             jwt_secret: None,
             trusted_proxy: false,
+            admin_token: None,
             limits: Limits::default(),
             faults: Faults::default(),
             sources: BTreeMap::new(),
@@ -362,7 +368,22 @@ impl Settings {
             limits: self.limits.clone(),
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
+            demo: self.demo,
+            admin_token: self.admin_token.clone(),
         })
+    }
+
+    /// The secret `cellar token` signs with: there are tokens only in `auth.mode = "jwt"`.
+    pub fn token_secret(&self) -> Result<&str, ConfigError> {
+        if self.auth_mode != AuthKind::Jwt {
+            return Err(self.invalid(
+                "auth.mode",
+                "tokens are for auth.mode = \"jwt\"; in header mode the server takes X-User-Id \
+                 and no token (set auth.mode = \"jwt\" and auth.jwt_secret, or CELLAR_AUTH_MODE \
+                 and CELLAR_AUTH_JWT_SECRET)",
+            ));
+        }
+        self.jwt_secret()
     }
 
     /// The JWT secret, required and long enough.

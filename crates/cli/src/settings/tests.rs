@@ -445,6 +445,33 @@ fn jwt_mode_needs_a_long_secret_to_serve() {
 }
 
 #[test]
+fn the_admin_token_is_off_by_default_long_and_never_printed() {
+    let default = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
+    assert_eq!(default.server_options().unwrap().admin_token, None);
+
+    let short = env(&[("CELLAR_AUTH_ADMIN_TOKEN", "short-token")]);
+    let err = load_err(&ConfigFile::Default, &short, &[]);
+    assert!(
+        err.contains("auth.admin_token") && err.contains("at least 32 bytes"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("short-token"),
+        "the token must not be printed: {err}"
+    );
+    let spaced = env(&[("CELLAR_AUTH_ADMIN_TOKEN", &format!("{} x", "t".repeat(32)))]);
+    let err = load_err(&ConfigFile::Default, &spaced, &[]);
+    assert!(err.contains("visible ASCII"), "{err}");
+
+    let token = "t".repeat(40);
+    let (_dir, config) = file(&format!("[auth]\nadmin_token = \"{token}\"\n"));
+    let settings = Settings::load(&config, &env(&[]), &[]).unwrap();
+    assert!(!format!("{settings:?}").contains(&token), "{settings:?}");
+    let options = settings.server_options().unwrap();
+    assert_eq!(options.admin_token, Some(AdminToken::new(token).unwrap()));
+}
+
+#[test]
 fn durability_is_sync_by_default_and_async_on_request() {
     let default = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
     assert_eq!(default.durability, cellar_engine::Durability::Sync);

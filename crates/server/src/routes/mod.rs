@@ -3,12 +3,16 @@
 //! ```text
 //! trace ─► count requests ─► catch panics ─► route
 //!   /healthz, /metrics, /v1/openapi.json      (no identity)
+//!   /demo, /demo/*                            (no identity; only with server.demo)
+//!   /ui, /ui/*                                (no identity; only with auth.admin_token)
+//!   /v1/admin/*                               admin token ─► handler (only with auth.admin_token)
 //!   /v1/db, /v1/db/file, /v1/events           user context ─► handler
 //!   /v1/query                                 user context ─► parse ─► handler (Engine::transact:
 //!                                             version check, group commit, one upload)
 //! ```
 
 mod db;
+mod demo;
 mod events;
 mod openapi;
 mod query;
@@ -31,6 +35,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::admin;
 use crate::auth::UserContextLayer;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics;
@@ -56,12 +61,23 @@ pub(crate) fn build(engine: Engine, options: ServerOptions, shutdown: Shutdown) 
         .routes(routes!(events::subscribe))
         .merge(query)
         .route_layer(UserContextLayer::new(&options.auth));
-    let (router, document) = OpenApiRouter::with_openapi(openapi::base(&options.auth))
+    let api = OpenApiRouter::with_openapi(openapi::base(&options.auth))
         .routes(routes!(healthz))
         .routes(routes!(metrics::render))
         .routes(routes!(openapi::describe))
-        .merge(per_user)
-        .split_for_parts();
+        .merge(per_user);
+    // Without the operator's token, the dashboard and the admin API are unknown routes.
+    let api = match options.admin_token {
+        Some(token) => api.merge(admin::routes(token, &state)),
+        None => api,
+    };
+    let (router, document) = api.split_for_parts();
+    // Static pages: served as plain routes, outside the API's description.
+    let router = if options.demo {
+        router.merge(demo::routes())
+    } else {
+        router
+    };
     router
         .layer(Extension(openapi::Described::new(&document)))
         .fallback(not_found)
