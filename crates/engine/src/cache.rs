@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use lru::LruCache;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::committed::Committed;
 use crate::error::{Error, Result};
@@ -60,8 +61,8 @@ pub(crate) struct SlotState {
 /// waiting to be committed together (group commit).
 #[derive(Debug, Default)]
 pub(crate) struct UserSlot {
-    /// Held for the whole of a request (or a group of them).
-    pub state: Arc<tokio::sync::Mutex<SlotState>>,
+    /// Held for the whole of a request (or a group of them); taken only by [`UserSlot::lock`].
+    state: Arc<tokio::sync::Mutex<SlotState>>,
     /// Work submitted through [`crate::Engine::transact`] and not yet taken by a leader.
     pub queue: Mutex<Vec<Arc<dyn QueuedWork>>>,
     /// The version last seen for this user on this instance, plus one (0: none yet); read
@@ -72,6 +73,12 @@ pub(crate) struct UserSlot {
 }
 
 impl UserSlot {
+    /// Takes the user's lock: the one way in to the warm state. Requests, group leaders and
+    /// the runtime's background tasks all wait here, so one user's work never overlaps.
+    pub async fn lock(&self) -> OwnedMutexGuard<SlotState> {
+        Arc::clone(&self.state).lock_owned().await
+    }
+
     /// Adds work to the queue.
     pub fn enqueue(&self, work: Arc<dyn QueuedWork>) {
         self.queue

@@ -118,7 +118,7 @@ pub(crate) async fn lead(shared: Arc<Context>, user: &UserId) {
     let mut group = Vec::new();
     loop {
         tries += 1;
-        let guard = Arc::clone(&slot.state).lock_owned().await;
+        let guard = slot.lock().await;
         group.extend(slot.drain());
         if group.is_empty() {
             return; // an earlier leader took this caller's work

@@ -37,7 +37,7 @@ pub(crate) fn schedule_upload(shared: Arc<Context>, user: UserId) {
             // From here on, a new write schedules a new upload rather than relying on
             // this one, which may already have read the pending record.
             slot.upload_scheduled.store(false, Ordering::SeqCst);
-            let mut guard = slot.state.lock().await;
+            let mut guard = slot.lock().await;
             match pending::finish_pending(&shared, &user, &mut guard).await {
                 Ok(()) => return,
                 Err(Error::EarlierWritePending { .. }) => {
@@ -68,7 +68,7 @@ pub(crate) fn install_soon(shared: Arc<Context>, user: UserId) {
         async move {
             let slot = shared.slots.get(&user);
             loop {
-                let mut guard = slot.state.lock().await;
+                let mut guard = slot.lock().await;
                 let settling = match &guard.staged {
                     None => return,
                     Some(staged) if staged.settled() => {
@@ -97,7 +97,7 @@ pub(crate) async fn finish_pending_uploads(shared: &Arc<Context>) {
         .filter(|user| shared.layout.pending_record_path(user).exists());
     for user in users {
         let slot = shared.slots.get(&user);
-        let mut guard = slot.state.lock().await;
+        let mut guard = slot.lock().await;
         match pending::finish_pending(shared, &user, &mut guard).await {
             Ok(()) => info!(user = %user, "finished a pending upload left by an earlier run"),
             Err(err) => {

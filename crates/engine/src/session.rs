@@ -71,7 +71,7 @@ impl Session {
     /// Takes the lock, runs `version-compare-on-start`, opens the transaction.
     pub(crate) async fn begin(shared: Arc<Context>, user: UserId) -> Result<Self> {
         let slot = shared.slots.get(&user);
-        let guard = Arc::clone(&slot.state).lock_owned().await;
+        let guard = slot.lock().await;
         Self::start(shared, user, guard).await
     }
 
