@@ -9,6 +9,7 @@ export declare const ERROR_CODES: readonly [
   'not_found',
   'method_not_allowed',
   'query_timeout',
+  'request_timeout',
   'conflict',
   'payload_too_large',
   'internal',

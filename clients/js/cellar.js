@@ -22,6 +22,7 @@ export const ERROR_CODES = Object.freeze([
   'not_found',
   'method_not_allowed',
   'query_timeout',
+  'request_timeout',
   'conflict',
   'payload_too_large',
   'internal',

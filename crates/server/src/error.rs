@@ -28,6 +28,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 408: the request's SQL ran past its time limit and was interrupted.
     QueryTimeout,
+    /// 408: the request body did not arrive whole in time.
+    RequestTimeout,
     /// 409: another writer uploaded first; this request changed nothing.
     Conflict,
     /// 413: the request is larger than a limit allows.
@@ -53,6 +55,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::QueryTimeout => "query_timeout",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Internal => "internal",
@@ -70,7 +73,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::QueryTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::QueryTimeout | ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -342,6 +345,7 @@ mod tests {
             NotFound,
             MethodNotAllowed,
             QueryTimeout,
+            RequestTimeout,
             Conflict,
             PayloadTooLarge,
             Internal,

@@ -52,6 +52,10 @@ pub struct Limits {
     /// How long a request's SQL may run before it is interrupted (408 `query_timeout`).
     /// Default 5 s.
     pub query_timeout: Duration,
+    /// How long a request body may take to arrive whole once its head is in (408
+    /// `request_timeout`): a client that trickles its body must not hold a connection and
+    /// a buffer for ever. Default 30 s.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +67,7 @@ impl Default for Limits {
             max_result_rows: 10_000,
             max_response_bytes: 32 * 1024 * 1024,
             query_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -81,6 +86,10 @@ pub struct ServerOptions {
     /// Most connections open at once, WebSockets included; one more is closed as soon as it
     /// is accepted, so the server never runs out of open files. Default 1 024.
     pub max_connections: usize,
+    /// How long a write to a client may stay blocked (the client reads nothing while an
+    /// answer waits to be sent); then the connection is closed, so a client that never
+    /// reads cannot hold its slot, its answer and the file behind it. Default 30 s.
+    pub write_stall_timeout: Duration,
     /// Serve the end-user demo app at `/demo` (`server.demo`). Off by default: it is a
     /// showcase, and with it off `/demo` is an unknown route like any other.
     pub demo: bool,
@@ -101,6 +110,7 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
+            write_stall_timeout: Duration::from_secs(30),
             demo: false,
             admin_token: None,
         }

@@ -1,5 +1,5 @@
 //! Running the server: the listen-address check, the accept loop (a bounded number of
-//! connections, a deadline on request heads), graceful shutdown.
+//! connections, a deadline on request heads and on blocked writes), graceful shutdown.
 
 use std::future::Future;
 use std::io;
@@ -17,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
@@ -72,6 +73,7 @@ pub async fn serve(
         )),
         max_connections: options.max_connections,
         header_read_timeout: options.header_read_timeout,
+        write_stall_timeout: options.write_stall_timeout,
         connections: TaskTracker::new(),
         shutdown: signals.clone(),
     };
@@ -96,6 +98,7 @@ struct Accept {
     slots: Arc<Semaphore>,
     max_connections: usize,
     header_read_timeout: Duration,
+    write_stall_timeout: Duration,
     /// The connections being served, waited for at shutdown.
     connections: TaskTracker,
     shutdown: Shutdown,
@@ -141,10 +144,7 @@ impl Accept {
                 refusals.count(self.max_connections);
                 continue;
             };
-            let socket = Admitted {
-                stream,
-                _slot: slot,
-            };
+            let socket = Admitted::new(stream, slot, self.write_stall_timeout);
             self.connections.spawn(serve_connection(
                 socket,
                 peer,
@@ -228,9 +228,54 @@ impl Refusals {
 /// An accepted socket holding its slot among the `max_connections`. The slot is given back
 /// when the socket is closed, which after an upgrade is when the WebSocket ends, not when
 /// hyper lets go of the connection.
+///
+/// A write that stays blocked for [`ServerOptions::write_stall_timeout`] (the client reads
+/// nothing while an answer waits) fails, which closes the connection: a client that never
+/// reads cannot keep its slot, its answer and the file behind it. Reads have no such bound
+/// here: hyper's header deadline covers idle connections, and an idle WebSocket is fine.
 struct Admitted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    write_stall_timeout: Duration,
+    /// Armed while a write is blocked; disarmed by any progress.
+    stalled_since: Option<Pin<Box<Sleep>>>,
+}
+
+impl Admitted {
+    fn new(stream: TcpStream, slot: OwnedSemaphorePermit, write_stall_timeout: Duration) -> Self {
+        Self {
+            stream,
+            _slot: slot,
+            write_stall_timeout,
+            stalled_since: None,
+        }
+    }
+
+    /// Passes a write's outcome on; a write still blocked past the deadline fails.
+    fn bound<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled_since = None;
+            return polled;
+        }
+        let timeout = self.write_stall_timeout;
+        let stalled = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client read nothing for {} s while an answer waited",
+                    timeout.as_secs_f64()
+                ),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Admitted {
@@ -249,7 +294,9 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.bound(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -257,7 +304,9 @@ impl AsyncWrite for Admitted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.bound(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -265,7 +314,9 @@ impl AsyncWrite for Admitted {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.bound(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -137,6 +137,9 @@ pub const KEYS: &[Key] = &[
     Key::integer("server.max_connections", |s, v| {
         parse_positive(v).map(|n| s.max_connections = n)
     }),
+    Key::integer("server.write_stall_timeout_secs", |s, v| {
+        parse_positive(v).map(|secs| s.write_stall_timeout = Duration::from_secs(secs as u64))
+    }),
     Key::boolean("server.demo", |s, v| parse_bool(v).map(|b| s.demo = b)),
     Key::text("data_dir", |s, v| {
         non_empty(v).map(|dir| s.data_dir = PathBuf::from(dir))
@@ -209,6 +212,9 @@ pub const KEYS: &[Key] = &[
     }),
     Key::integer("limits.query_timeout_ms", |s, v| {
         parse_positive(v).map(|ms| s.limits.query_timeout = Duration::from_millis(ms as u64))
+    }),
+    Key::integer("limits.body_read_timeout_secs", |s, v| {
+        parse_positive(v).map(|secs| s.limits.body_read_timeout = Duration::from_secs(secs as u64))
     }),
     Key::number("faults.error_rate", |s, v| {
         parse_rate(v).map(|rate| s.faults.rates.error_rate = rate)

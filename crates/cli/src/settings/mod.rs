@@ -108,6 +108,9 @@ pub struct Settings {
     /// `server.max_connections`: most connections open at once, WebSockets included. At
     /// start-up `cellar serve` checks that they fit under the open-files limit.
     pub max_connections: usize,
+    /// `server.write_stall_timeout_secs`: how long a write to a client may stay blocked
+    /// before the connection is closed.
+    pub write_stall_timeout: Duration,
     /// `server.demo`: serve the end-user demo app at `/demo`.
     pub demo: bool,
     /// `data_dir`: the local copies.
@@ -196,6 +199,7 @@ impl Settings {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             header_read_timeout: server_defaults.header_read_timeout,
             max_connections: server_defaults.max_connections,
+            write_stall_timeout: server_defaults.write_stall_timeout,
             demo: server_defaults.demo,
             data_dir: PathBuf::from("./cellar-data/local"),
             store_url: StoreUrl::Folder(PathBuf::from("./cellar-data/bucket")),
@@ -368,6 +372,7 @@ impl Settings {
             limits: self.limits.clone(),
             header_read_timeout: self.header_read_timeout,
             max_connections: self.max_connections,
+            write_stall_timeout: self.write_stall_timeout,
             demo: self.demo,
             admin_token: self.admin_token.clone(),
         })

@@ -32,7 +32,7 @@ use super::values;
 use crate::error::{ApiError, SqlErrors, UserErrors};
 use crate::options::Limits;
 use crate::state::AppState;
-use crate::sync::{body_error, set_version};
+use crate::sync::{read_body, set_version};
 
 /// The request body: the statements of ONE transaction, run in order.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -182,11 +182,8 @@ pub(crate) async fn parse(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let limit = state.limits.max_body_bytes;
     let parsed = async {
-        let bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|err| body_error(err, limit))?;
+        let bytes = read_body(body, &state.limits).await?;
         let request: QueryRequest = serde_json::from_slice(&bytes)
             .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
         request.prepare(&state.limits)

@@ -91,7 +91,7 @@ impl Db {
         T: Send + 'static,
     {
         let mut session = self.take_open()?;
-        let outcome = run_bounded(&mut session, self.inner.sync.query_timeout, work).await;
+        let outcome = run_bounded(&mut session, self.inner.sync.limits.query_timeout, work).await;
         *self.stage() = Stage::Open(session);
         outcome.map_err(ApiError::from)
     }

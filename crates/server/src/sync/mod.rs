@@ -29,7 +29,6 @@ mod db;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -42,7 +41,7 @@ use tower::{Layer, Service, ServiceExt};
 
 pub use db::Db;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::options::Limits;
 
 /// The header carrying the version of the caller's database a response reflects.
@@ -67,19 +66,17 @@ pub struct DatabaseSyncLayer {
 /// What every request through one layer shares.
 pub(crate) struct SyncShared {
     engine: Engine,
-    query_timeout: Duration,
-    max_body_bytes: usize,
+    limits: Limits,
 }
 
 impl DatabaseSyncLayer {
-    /// Syncs through `engine`; `limits` gives the SQL run time and the largest body buffered
-    /// for a rebase.
+    /// Syncs through `engine`; `limits` gives the SQL run time, and the largest body kept
+    /// to run a request again and the time it may take to arrive.
     pub fn new(engine: Engine, limits: &Limits) -> Self {
         Self {
             shared: Arc::new(SyncShared {
                 engine,
-                query_timeout: limits.query_timeout,
-                max_body_bytes: limits.max_body_bytes,
+                limits: limits.clone(),
             }),
         }
     }
@@ -135,7 +132,7 @@ impl SyncShared {
                 .into_response();
         };
         let rebases = self.engine.config().conflict == ConflictPolicy::Rebase;
-        let mut replays = match Replays::new(request, rebases, self.max_body_bytes).await {
+        let mut replays = match Replays::new(request, rebases, &self.limits).await {
             Ok(replays) => replays,
             Err(err) => return err.into_response(),
         };
@@ -192,18 +189,16 @@ enum Replays {
 }
 
 impl Replays {
-    /// Keeps the body when `rebases` (refusing one past `limit`) or when its length is
-    /// known and within `limit`.
-    async fn new(request: Request, rebases: bool, limit: usize) -> Result<Self, ApiError> {
+    /// Keeps the body when `rebases` (refusing one past `max_body_bytes`) or when its
+    /// length is known and within that bound.
+    async fn new(request: Request, rebases: bool, limits: &Limits) -> Result<Self, ApiError> {
         let known = axum::body::HttpBody::size_hint(request.body()).exact();
-        let fits = known.is_some_and(|len| len <= limit as u64);
+        let fits = known.is_some_and(|len| len <= limits.max_body_bytes as u64);
         if !rebases && !fits {
             return Ok(Self::Once(Some(request)));
         }
         let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|err| body_error(err, limit))?;
+        let body = read_body(body, limits).await?;
         Ok(Self::Buffered { parts, body })
     }
 
@@ -222,13 +217,29 @@ impl Replays {
     }
 }
 
-/// A body that could not be read: too large (413) or cut off by the client (400).
-pub(crate) fn body_error(err: axum::Error, limit: usize) -> ApiError {
-    let too_large = std::error::Error::source(&err)
-        .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-    if too_large {
-        ApiError::payload_too_large(format!("the request body is larger than {limit} bytes"))
-    } else {
-        ApiError::bad_request(format!("could not read the request body: {err}"))
-    }
+/// Reads a whole request body, at most `limits.max_body_bytes` (413 beyond) within
+/// `limits.body_read_timeout` (408 `request_timeout` after); a body cut off by the client
+/// answers 400.
+pub(crate) async fn read_body(body: Body, limits: &Limits) -> Result<Bytes, ApiError> {
+    let limit = limits.max_body_bytes;
+    let deadline = limits.body_read_timeout;
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return Err(ApiError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive whole within {} s",
+                deadline.as_secs_f64()
+            ),
+        ));
+    };
+    read.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::payload_too_large(format!("the request body is larger than {limit} bytes"))
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {err}"))
+        }
+    })
 }

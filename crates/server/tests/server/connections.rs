@@ -171,3 +171,85 @@ async fn a_websocket_keeps_its_slot_and_outlives_the_header_deadline() {
     socket.close(None).await.expect("close");
     healthz_answers(&server).await;
 }
+
+/// Reads from `stream` until what arrived contains `marker`, the server closes it, or
+/// `within` passes; what arrived, as text.
+async fn read_until(stream: &mut TcpStream, marker: &str, within: Duration) -> String {
+    let mut response = Vec::new();
+    let read = async {
+        let mut buf = [0; 4096];
+        while !String::from_utf8_lossy(&response).contains(marker) {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_answered_408_and_the_slot_is_freed() {
+    let mut options = options(1, LONG_DEADLINE);
+    options.limits.body_read_timeout = DEADLINE;
+    let (server, _engine, _dirs) = local_server(options).await;
+    let mut trickle = open(&server).await;
+    let since = Instant::now();
+    trickle
+        .write_all(
+            b"POST /v1/query HTTP/1.1\r\nHost: cellar\r\nX-User-Id: slow\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"statements\"",
+        )
+        .await
+        .expect("a head and part of a body");
+    let answer = read_until(&mut trickle, "request_timeout", CLOSED_BY).await;
+    let took = since.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(
+        took >= DEADLINE - Duration::from_millis(100) && took < CLOSED_BY,
+        "answered after {took:?}"
+    );
+    drop(trickle);
+    healthz_answers(&server).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_loses_the_connection_and_its_slot() {
+    let mut options = options(1, LONG_DEADLINE);
+    options.write_stall_timeout = DEADLINE;
+    let (server, engine, _dirs) = local_server(options).await;
+    // A database far larger than the socket buffers between two loopback sockets, made
+    // through the engine: an HTTP client would keep the only slot for its keep-alive.
+    let reader = cellar_engine::UserId::new("reader").expect("a user id");
+    engine
+        .transact(&reader, |conn| {
+            conn.execute_batch(
+                "CREATE TABLE big(b BLOB); INSERT INTO big WITH RECURSIVE c(n) AS (SELECT 1 \
+                 UNION ALL SELECT n + 1 FROM c WHERE n < 48) SELECT randomblob(1000000) FROM c",
+            )
+        })
+        .await
+        .expect("48 MB written");
+    let mut stalled = open(&server).await;
+    stalled
+        .write_all(b"GET /v1/db/file HTTP/1.1\r\nHost: cellar\r\nX-User-Id: reader\r\n\r\n")
+        .await
+        .expect("a request");
+    let since = Instant::now();
+    // It reads nothing; its slot is the only one, so /healthz can only answer once the
+    // server has closed the stalled connection.
+    let answered = healthz_answers(&server).await;
+    assert!(
+        since.elapsed() >= DEADLINE - Duration::from_millis(100),
+        "/healthz answered after {answered:?}, before the stalled write's deadline"
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(CLOSED_BY, stalled.read_to_end(&mut rest)).await;
+    let total = rest.len();
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))) && total < 48_000_000,
+        "the stalled connection was cut before its 48 MB answer ({total} bytes arrived)"
+    );
+}
