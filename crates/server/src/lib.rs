@@ -102,5 +102,10 @@ pub use sync::{CELLAR_VERSION, DatabaseSync, DatabaseSyncLayer, Db};
 
 /// The v1 API as an axum router, for serving it yourself (see [`serve()`] for the usual way).
 pub fn router(engine: cellar_engine::Engine, options: ServerOptions) -> axum::Router {
-    routes::build(engine, options, state::Shutdown::never())
+    routes::build(
+        engine,
+        options,
+        Default::default(),
+        state::Shutdown::never(),
+    )
 }

@@ -71,6 +71,16 @@ fn exposition(http: &HttpMetrics, engine: &Engine) -> String {
         "Time from a request's arrival to its answer's head.",
         &http.latency,
     );
+    out.family(
+        "cellar_http_connections_refused_total",
+        "counter",
+        "Connections closed at once because every slot was taken (server.max_connections).",
+    );
+    out.sample(
+        "cellar_http_connections_refused_total",
+        "",
+        http.refused_connections.load(Ordering::Relaxed),
+    );
     let m = engine.metrics();
     let counters: [(&str, &str, &AtomicU64); 6] = [
         (

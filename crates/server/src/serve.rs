@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::options::{AuthMode, ServerOptions};
 use crate::routes;
-use crate::state::Shutdown;
+use crate::state::{HttpMetrics, Shutdown};
 
 /// The first pause after a failed `accept` (out of open files, say); it doubles up to
 /// [`MAX_ACCEPT_PAUSE`], so that the loop neither spins nor floods the log.
@@ -74,10 +75,11 @@ pub async fn serve(
         max_connections: options.max_connections,
         header_read_timeout: options.header_read_timeout,
         write_stall_timeout: options.write_stall_timeout,
+        http: Arc::default(),
         connections: TaskTracker::new(),
         shutdown: signals.clone(),
     };
-    let app = routes::build(engine.clone(), options, signals);
+    let app = routes::build(engine.clone(), options, Arc::clone(&accept.http), signals);
     info!(%addr, max_connections = accept.max_connections,
         header_read_timeout_secs = accept.header_read_timeout.as_secs_f64(), "cellar is serving");
     accept.run(listener, &app, shutdown).await;
@@ -99,6 +101,8 @@ struct Accept {
     max_connections: usize,
     header_read_timeout: Duration,
     write_stall_timeout: Duration,
+    /// Where refused connections are counted for `/metrics`.
+    http: Arc<HttpMetrics>,
     /// The connections being served, waited for at shutdown.
     connections: TaskTracker,
     shutdown: Shutdown,
@@ -141,6 +145,9 @@ impl Accept {
             // Full: close at once rather than stop accepting, so the kernel's queue holds
             // no idle clients ahead of a health check, and a client learns it now.
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
+                self.http
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
                 refusals.count(self.max_connections);
                 continue;
             };

@@ -3,7 +3,8 @@
 //! long-lived work watches. A leaf: it uses no other module of the server but `options`.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use cellar_engine::{Engine, Histogram};
 use http::StatusCode;
@@ -16,7 +17,8 @@ use crate::options::Limits;
 pub(crate) struct AppState {
     pub engine: Engine,
     pub limits: Limits,
-    pub http: HttpMetrics,
+    /// Shared with the accept loop, which counts the connections it refuses.
+    pub http: Arc<HttpMetrics>,
     pub shutdown: Shutdown,
 }
 
@@ -26,6 +28,9 @@ pub(crate) struct HttpMetrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// Time from a request's arrival to its answer's head (a WebSocket: to the handshake).
     pub latency: Histogram,
+    /// Connections closed as soon as they were accepted: every slot was taken
+    /// (`server.max_connections`).
+    pub refused_connections: AtomicU64,
 }
 
 impl HttpMetrics {

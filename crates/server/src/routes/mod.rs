@@ -43,11 +43,16 @@ use crate::options::ServerOptions;
 use crate::state::{AppState, HttpMetrics, Shutdown};
 
 /// The whole application.
-pub(crate) fn build(engine: Engine, options: ServerOptions, shutdown: Shutdown) -> Router {
+pub(crate) fn build(
+    engine: Engine,
+    options: ServerOptions,
+    http: Arc<HttpMetrics>,
+    shutdown: Shutdown,
+) -> Router {
     let state = Arc::new(AppState {
         engine,
         limits: options.limits,
-        http: HttpMetrics::default(),
+        http,
         shutdown,
     });
     // /v1/query syncs through `Engine::transact` (group commit, rebase) rather than the

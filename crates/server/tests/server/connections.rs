@@ -141,6 +141,24 @@ async fn connections_beyond_the_maximum_are_closed_at_once_and_healthz_answers_a
             "an idle connection outlived the deadline"
         );
     }
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("cellar_http_connections_refused_total "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no refused-connections counter in:\n{metrics}"));
+    assert!(
+        refused >= 20,
+        "{refused} connections counted as refused, 20 were"
+    );
 }
 
 #[tokio::test]
