@@ -133,8 +133,11 @@ export type WebSocketClass = new (url: string) => WebSocketLike;
 export interface CellarOptions {
   /** The server's origin, such as https://cellar.example.com. */
   url: string;
-  /** A JWT (auth.mode = "jwt"). Give this or `userId`. */
-  token?: string;
+  /**
+   * A JWT (auth.mode = "jwt"), or a function giving one, asked before every request and every
+   * reconnect of `subscribe` (so an app can renew tokens that expire). Give this or `userId`.
+   */
+  token?: string | (() => string | Promise<string>);
   /** The user id (auth.mode = "header"); `subscribe` is not available with it. */
   userId?: string;
   /** Defaults to the global fetch. */

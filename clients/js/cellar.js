@@ -91,8 +91,9 @@ export function decodeBlob(value) {
 /** A client for one user of one Cellar server. */
 export class Cellar {
   #base;
+  /** A JWT, or a function giving one (asked before every request and every reconnect). */
   #token;
-  #identityHeaders;
+  #userId;
   #fetch;
   #WebSocket;
 
@@ -105,8 +106,7 @@ export class Cellar {
     }
     this.#base = url.replace(/\/+$/, '');
     this.#token = token;
-    this.#identityHeaders =
-      token === undefined ? { 'x-user-id': userId } : { authorization: `Bearer ${token}` };
+    this.#userId = userId;
     // Called through a wrapper: a browser's fetch refuses to run with another `this`.
     this.#fetch = fetch ?? ((...args) => globalThis.fetch(...args));
     this.#WebSocket = WebSocket;
@@ -142,11 +142,21 @@ export class Cellar {
         'subscribe needs a token: a browser WebSocket cannot send X-User-Id, so create the Cellar with `token` (auth.mode = "jwt")',
       );
     }
-    return follow(this.#WebSocket, eventsUrl(this.#base, '/v1/events', this.#token), onEvent, hooks);
+    const urlFor = async () => eventsUrl(this.#base, '/v1/events', await this.#currentToken());
+    return follow(this.#WebSocket, urlFor, onEvent, hooks);
   }
 
-  #call(path, init, readAs) {
-    return request(this.#fetch, this.#base + path, this.#identityHeaders, init, readAs);
+  async #call(path, init, readAs) {
+    const identity =
+      this.#token === undefined
+        ? { 'x-user-id': this.#userId }
+        : { authorization: `Bearer ${await this.#currentToken()}` };
+    return request(this.#fetch, this.#base + path, identity, init, readAs);
+  }
+
+  /** The token to send now: tokens expire, so a function is asked each time. */
+  async #currentToken() {
+    return typeof this.#token === 'function' ? await this.#token() : this.#token;
   }
 }
 
@@ -198,7 +208,8 @@ export class CellarAdmin {
   /** Every user's events from `/v1/admin/events`, reconnecting like `Cellar.subscribe`. */
   subscribe(onEvent, hooks = {}) {
     const origin = this.#base === '' ? globalThis.location.origin : this.#base;
-    return follow(this.#WebSocket, eventsUrl(origin, '/v1/admin/events', this.#token), onEvent, hooks);
+    const url = eventsUrl(origin, '/v1/admin/events', this.#token);
+    return follow(this.#WebSocket, async () => url, onEvent, hooks);
   }
 
   #get(path) {
@@ -222,10 +233,11 @@ async function request(fetchFn, url, identityHeaders, init, readAs) {
 }
 
 /**
- * Relays the JSON messages of the WebSocket at `url` to `onEvent`, reconnecting after every
- * close or failure with exponential backoff and jitter, until `close()`.
+ * Relays the JSON messages of the WebSocket at `urlFor()` (asked before every connection: its
+ * token may have been renewed) to `onEvent`, reconnecting after every close or failure with
+ * exponential backoff and jitter, until `close()`.
  */
-function follow(WebSocketGiven, url, onEvent, { onOpen, onClose } = {}) {
+function follow(WebSocketGiven, urlFor, onEvent, { onOpen, onClose } = {}) {
   const WebSocketClass = WebSocketGiven ?? globalThis.WebSocket;
   if (WebSocketClass === undefined) {
     throw new Error('no WebSocket here: run Node 20 with --experimental-websocket, or pass `WebSocket`');
@@ -234,8 +246,21 @@ function follow(WebSocketGiven, url, onEvent, { onOpen, onClose } = {}) {
   let retryTimer;
   let stopped = false;
   let failures = 0;
-  const connect = () => {
-    const current = new WebSocketClass(url);
+  const retry = () => {
+    retryTimer = setTimeout(connect, retryDelay(failures));
+    failures += 1;
+  };
+  const connect = async () => {
+    let current;
+    try {
+      const url = await urlFor();
+      if (stopped) return;
+      current = new WebSocketClass(url);
+    } catch (err) {
+      onClose?.({ code: ABNORMAL_CLOSURE, reason: `could not connect: ${err?.message ?? err}` });
+      if (!stopped) retry();
+      return;
+    }
     socket = current;
     let openedAt;
     let ended = false;
@@ -247,8 +272,7 @@ function follow(WebSocketGiven, url, onEvent, { onOpen, onClose } = {}) {
       onClose?.({ code, reason });
       if (stopped) return;
       if (openedAt !== undefined && Date.now() - openedAt >= HEALTHY_CONNECTION_MS) failures = 0;
-      retryTimer = setTimeout(connect, retryDelay(failures));
-      failures += 1;
+      retry();
     };
     current.addEventListener('open', () => {
       openedAt = Date.now();
@@ -268,7 +292,7 @@ function follow(WebSocketGiven, url, onEvent, { onOpen, onClose } = {}) {
     close() {
       stopped = true;
       clearTimeout(retryTimer);
-      socket.close();
+      socket?.close();
     },
   };
 }

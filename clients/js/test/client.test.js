@@ -223,3 +223,28 @@ test('the admin client lists users, reads one, relays every user\'s events and i
     await admin.stop();
   }
 });
+
+test('a token given as a function is asked for each request and each connection', async () => {
+  const given = [];
+  const renewing = new Cellar({
+    url: server.url,
+    token: async () => {
+      const token = tokenFor('renewed');
+      given.push(token);
+      return token;
+    },
+  });
+  const seen = recorder();
+  const opened = recorder();
+  const feed = renewing.subscribe((event) => seen.push(event), { onOpen: () => opened.push(true) });
+  try {
+    await opened.waitFor(() => true, 'the subscription to open');
+    await renewing.query(['CREATE TABLE IF NOT EXISTS t(x)', 'INSERT INTO t VALUES (1)']);
+    await renewing.query(['INSERT INTO t VALUES (2)']);
+    await seen.waitFor((event) => event.type === 'version' && event.version === 2, 'the second write');
+    assert.ok(given.length >= 3, `tokens asked for: ${given.length}`);
+    assert.equal(new Set(given).size, given.length, 'each one fresh');
+  } finally {
+    feed.close();
+  }
+});
