@@ -18,7 +18,7 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
@@ -26,7 +26,7 @@ use std::time::Instant;
 use cellar_testkit::{S3Kind, S3Server};
 use serde_json::json;
 use support::api::{Api, Reply};
-use support::checks::{self, Ledger, Remote, SharedLedger, duplicates, missing};
+use support::checks::{self, Ledger, Remote, SharedLedger};
 use support::load::{Limit, Load};
 use support::server::Server;
 use support::{Cellar, full_run, run_seed};
@@ -129,7 +129,8 @@ async fn faults_run(name: &str, cellar: Cellar, requests: usize) -> FaultsRun {
         still_pending.is_empty(),
         "{name}: pending uploads of {still_pending:?} were not finished at start-up"
     );
-    let bucket = check_recovered(name, &cellar, &server, &ledger).await;
+    let bucket =
+        checks::check_recovered(name, &cellar, &Api::new(&server.address), &ledger, &USERS).await;
     let verified = checks::verify_all(&cellar);
     let dropped = ledger.dropped_pending_writes(|user| bucket[user].values.clone());
     assert!(
@@ -204,65 +205,6 @@ fn check_answers(name: &str, ledger: &Ledger) {
     );
     let stale = ledger.stale_answers();
     assert!(stale.is_empty(), "{name}: {stale:#?}");
-}
-
-/// After the restart: the bucket and the server hold every acknowledged write, no value
-/// twice, and none of the appends answered `store_unavailable`. Returns the bucket's
-/// databases.
-async fn check_recovered(
-    name: &str,
-    cellar: &Cellar,
-    server: &Server,
-    ledger: &Ledger,
-) -> HashMap<String, Remote> {
-    let api = Api::new(&server.address);
-    let unavailable: HashSet<i64> = ledger
-        .appends_refused_with("store_unavailable")
-        .into_iter()
-        .map(|(_, value)| value)
-        .collect();
-    let mut bucket = HashMap::new();
-    for user in USERS {
-        let acked = ledger.acked_values(user);
-        let remote = checks::bucket(cellar, user)
-            .unwrap_or_else(|| panic!("{name}: {user} is not in the bucket"));
-        let lost = missing(&acked, &remote.values);
-        assert!(
-            lost.is_empty(),
-            "{name}: acknowledged writes {lost:?} of {user} are missing from the bucket"
-        );
-        assert!(
-            duplicates(&remote.values).is_empty(),
-            "{name}: {user} has values twice: {:?}",
-            duplicates(&remote.values)
-        );
-        let changed: Vec<i64> = remote
-            .values
-            .iter()
-            .copied()
-            .filter(|value| unavailable.contains(value))
-            .collect();
-        assert!(
-            changed.is_empty(),
-            "{name}: appends {changed:?} answered store_unavailable (nothing changed) are in the bucket"
-        );
-        assert!(
-            remote.version >= ledger.highest_acked_version(user),
-            "{name}: {user} went back"
-        );
-        match api.values(user).await {
-            Reply::Ok { version, value } => {
-                assert_eq!(
-                    (version, &value),
-                    (remote.version, &remote.values),
-                    "{name}: the server serves the bucket's {user}"
-                );
-            }
-            other => panic!("{name}: reading {user} after the faults stopped failed: {other:?}"),
-        }
-        bucket.insert(user.to_owned(), remote);
-    }
-    bucket
 }
 
 /// The count in the server's last words, "fault injection: N faults injected".

@@ -77,6 +77,16 @@ fn check_with_schemathesis(cellar: &Cellar, server: &mut Server, auth: &str, exc
     );
 }
 
+/// The routes a description names.
+fn paths(document: &Value) -> BTreeSet<&str> {
+    document["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
 async fn description(server: &Server) -> Value {
     let response = reqwest::get(server.url("/v1/openapi.json"))
         .await
@@ -97,12 +107,7 @@ async fn the_description_covers_every_route_and_the_server_keeps_to_it() {
         "{}",
         document["openapi"]
     );
-    let paths: BTreeSet<&str> = document["paths"]
-        .as_object()
-        .expect("paths")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let paths = paths(&document);
     assert_eq!(paths, BTreeSet::from(ROUTES));
     let codes: BTreeSet<&str> = document["components"]["schemas"]["ErrorCode"]["enum"]
         .as_array()
@@ -166,12 +171,7 @@ async fn with_jwt_identity_and_an_admin_token_the_description_names_both_and_hol
         document["components"]["securitySchemes"]["admin"]["scheme"],
         "bearer"
     );
-    let paths: BTreeSet<&str> = document["paths"]
-        .as_object()
-        .expect("paths")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let paths = paths(&document);
     assert_eq!(
         paths,
         BTreeSet::from_iter(ROUTES.into_iter().chain(ADMIN_ROUTES))

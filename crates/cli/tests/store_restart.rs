@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use cellar_testkit::{S3Kind, S3Server};
 use serde_json::json;
 use support::api::{Api, Reply};
-use support::checks::{self, Ledger, SharedLedger, duplicates, missing};
+use support::checks::{self, Ledger, SharedLedger};
 use support::load::{Limit, Load};
 use support::server::Server;
 use support::{Cellar, full_run, run_seed};
@@ -137,7 +137,12 @@ async fn a_store_killed_and_restarted_under_load_loses_no_acknowledged_write() {
     );
     let ledger = ledger.into_inner();
     check_answers(&ledger);
-    let bucket = check_bucket(&cellar, &api, &ledger).await;
+    let bucket: HashMap<String, Vec<i64>> =
+        checks::check_recovered("store_restart", &cellar, &api, &ledger, &USERS)
+            .await
+            .into_iter()
+            .map(|(user, remote)| (user, remote.values))
+            .collect();
     let dropped = ledger.dropped_pending_writes(|user| bucket[user].clone());
     assert!(
         dropped.is_empty(),
@@ -258,57 +263,6 @@ fn check_answers(ledger: &Ledger) {
     }
     let stale = ledger.stale_answers();
     assert!(stale.is_empty(), "{stale:#?}");
-}
-
-/// The bucket (`cellar pull`) has every acknowledged append once, none answered
-/// `store_unavailable`, at a version at least every acknowledged one; the server serves
-/// exactly that. Returns each user's list in the bucket.
-async fn check_bucket(cellar: &Cellar, api: &Api, ledger: &Ledger) -> HashMap<String, Vec<i64>> {
-    let unavailable: HashSet<i64> = ledger
-        .appends_refused_with("store_unavailable")
-        .into_iter()
-        .map(|(_, value)| value)
-        .collect();
-    let mut bucket = HashMap::new();
-    for user in USERS {
-        let acked = ledger.acked_values(user);
-        let remote =
-            checks::bucket(cellar, user).unwrap_or_else(|| panic!("{user} is not in the bucket"));
-        let lost = missing(&acked, &remote.values);
-        assert!(
-            lost.is_empty(),
-            "acknowledged writes {lost:?} of {user} are missing from the bucket"
-        );
-        assert!(
-            duplicates(&remote.values).is_empty(),
-            "{user} has values twice: {:?}",
-            duplicates(&remote.values)
-        );
-        let changed: Vec<i64> = remote
-            .values
-            .iter()
-            .copied()
-            .filter(|value| unavailable.contains(value))
-            .collect();
-        assert!(
-            changed.is_empty(),
-            "appends {changed:?} of {user} answered store_unavailable (nothing changed) are in the bucket"
-        );
-        assert!(
-            remote.version >= ledger.highest_acked_version(user),
-            "{user} went back"
-        );
-        match api.values(user).await {
-            Reply::Ok { version, value } => assert_eq!(
-                (version, &value),
-                (remote.version, &remote.values),
-                "the server serves the bucket's {user}"
-            ),
-            other => panic!("reading {user} at the end failed: {other:?}"),
-        }
-        bucket.insert(user.to_owned(), remote.values);
-    }
-    bucket
 }
 
 fn tail<T: Clone>(items: &[T], count: usize) -> Vec<T> {

@@ -155,8 +155,9 @@ async fn let_them_queue() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn work_queued_behind_a_session_rides_on_its_one_upload() {
+/// An engine where alice has version 1 (`[0]`) and a session of hers holds her lock,
+/// having inserted `value`.
+async fn holding_alice(value: i64) -> (tempfile::TempDir, Engine, cellar_engine::Session) {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(
         slow_store(Duration::from_millis(5)),
@@ -169,9 +170,16 @@ async fn work_queued_behind_a_session_rides_on_its_one_upload() {
     append(&engine, &alice, 0).await.unwrap();
     let mut session = engine.begin(&alice).await.unwrap();
     session
-        .run(|conn| conn.execute("INSERT INTO t VALUES (100)", []))
+        .run(move |conn| conn.execute("INSERT INTO t VALUES (?1)", [value]))
         .await
         .unwrap();
+    (dir, engine, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_queued_behind_a_session_rides_on_its_one_upload() {
+    let (_dir, engine, session) = holding_alice(100).await;
+    let alice = user("alice");
     let queued = [queued_append(&engine, 101), queued_append(&engine, 102)];
     let_them_queue().await;
     let before = engine.metrics().uploads.load(Ordering::Relaxed);
@@ -194,21 +202,8 @@ async fn work_queued_behind_a_session_rides_on_its_one_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queued_work_that_breaks_the_transaction_fails_alone_and_the_session_runs_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine(
-        slow_store(Duration::from_millis(5)),
-        dir.path(),
-        ConflictPolicy::Strict,
-        "a",
-    )
-    .await;
+    let (_dir, engine, session) = holding_alice(200).await;
     let alice = user("alice");
-    append(&engine, &alice, 0).await.unwrap();
-    let mut session = engine.begin(&alice).await.unwrap();
-    session
-        .run(|conn| conn.execute("INSERT INTO t VALUES (200)", []))
-        .await
-        .unwrap();
     let good = queued_append(&engine, 201);
     let breaker = {
         let engine = engine.clone();

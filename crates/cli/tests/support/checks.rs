@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cellar_engine::rusqlite::{Connection, OpenFlags};
 
 use super::Cellar;
-use super::api::{Reply, is_stale_read_message};
+use super::api::{Api, Reply, is_stale_read_message};
 
 /// An append answered 200.
 #[derive(Clone, Debug)]
@@ -446,4 +446,64 @@ pub fn duplicates(found: &[i64]) -> Vec<i64> {
         .copied()
         .filter(|value| !seen.insert(*value))
         .collect()
+}
+
+/// After a fault ended: the bucket (`cellar pull`) and the server hold every acknowledged
+/// write, no value twice, at a version at least every acknowledged one, and none of the
+/// appends answered `store_unavailable` (they changed nothing). Returns the bucket's
+/// databases.
+pub async fn check_recovered(
+    name: &str,
+    cellar: &Cellar,
+    api: &Api,
+    ledger: &Ledger,
+    users: &[&str],
+) -> HashMap<String, Remote> {
+    let unavailable: HashSet<i64> = ledger
+        .appends_refused_with("store_unavailable")
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    let mut held = HashMap::new();
+    for &user in users {
+        let acked = ledger.acked_values(user);
+        let remote =
+            bucket(cellar, user).unwrap_or_else(|| panic!("{name}: {user} is not in the bucket"));
+        let lost = missing(&acked, &remote.values);
+        assert!(
+            lost.is_empty(),
+            "{name}: acknowledged writes {lost:?} of {user} are missing from the bucket"
+        );
+        assert!(
+            duplicates(&remote.values).is_empty(),
+            "{name}: {user} has values twice: {:?}",
+            duplicates(&remote.values)
+        );
+        let changed: Vec<i64> = remote
+            .values
+            .iter()
+            .copied()
+            .filter(|value| unavailable.contains(value))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{name}: appends {changed:?} answered store_unavailable (nothing changed) are in the bucket"
+        );
+        assert!(
+            remote.version >= ledger.highest_acked_version(user),
+            "{name}: {user} went back"
+        );
+        match api.values(user).await {
+            Reply::Ok { version, value } => {
+                assert_eq!(
+                    (version, &value),
+                    (remote.version, &remote.values),
+                    "{name}: the server serves the bucket's {user}"
+                );
+            }
+            other => panic!("{name}: reading {user} at the end failed: {other:?}"),
+        }
+        held.insert(user.to_owned(), remote);
+    }
+    held
 }
