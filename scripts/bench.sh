@@ -6,6 +6,7 @@
 #   scripts/bench.sh sync-check     reads with sync.version_check on vs off, folder and SeaweedFS
 #   scripts/bench.sh upload-bytes   bytes uploaded per 1-row update at 1, 16 and 64 MiB
 #   scripts/bench.sh cold-start     first request for a 256 MiB database vs a plain GET of it
+#   scripts/bench.sh cold-chain     first request for 64 MiB, log after the snapshot empty vs 63 changes
 #   scripts/bench.sh cold-small     first requests of 1 000 users of 128 KiB on a fresh server
 #   scripts/bench.sh memory         server VmRSS after 10 000 distinct users were served
 #   scripts/bench.sh all            every scenario above, in that order
@@ -15,7 +16,8 @@
 # summary line per result (the JSON reports go to $BENCH_RESULTS, default
 # target/bench-results), and kills everything it started. SeaweedFS comes from the venv
 # that scripts/test.sh installs (or $CELLAR_VENV), started through the testkit.
-# STORE=folder runs cold-start on the folder store instead of SeaweedFS;
+# STORE=folder runs cold-start and cold-small on the folder store instead of SeaweedFS;
+# cold-chain runs on the folder store unless STORE=seaweedfs;
 # SYNC_CHECK_STORES=folder runs sync-check on the folder store only.
 # LINK_MIB_PER_S=N emulates a per-connection throughput limit like R2's: each connection to
 # SeaweedFS goes through a proxy that paces it to N MiB/s; curl's plain GET goes through it too.
@@ -218,6 +220,84 @@ cold_start() {
         "$work/pairs"
 }
 
+# store_status USER: `cellar status USER --json` on the current store (snapshot_version,
+# changes: the log after the snapshot).
+store_status() {
+    env "${store_env[@]}" "$cellar" status "$1" --json
+}
+
+# wait_for_changes USER N: until the log after USER's snapshot holds N changes (compaction
+# runs in the background after a write; 2 min at most).
+wait_for_changes() {
+    for _ in $(seq 600); do
+        [[ $(store_status "$1" | jq .changes) == "$2" ]] && return 0
+        sleep 0.2
+    done
+    say "  $1: the log after the snapshot does not hold $2 changes: $(store_status "$1" | jq -c .)"
+    exit 1
+}
+
+cold_chain() {
+    local store=${STORE:-folder} runs=7 writes=63
+    use_store "$store"
+    # Two users holding the same 64 MiB database: flat-0, a snapshot with an empty log after
+    # it, and chain-0, the same snapshot and 63 one-row updates in the log. The database is
+    # a preloaded user's (seed-0), pulled and pushed to each: a user's first version is a
+    # snapshot, so neither depends on compaction. The writer of the 63 folds only past 1000
+    # changes, so they stay in the log.
+    start_server chain-seed
+    bench cold-chain-seed --users 1 --user-prefix seed --preload-bytes 64MiB --requests 0
+    stop_server
+    # (Their logs, such as the size warning, go to $work/push.log, shown if one fails.)
+    env "${store_env[@]}" "$cellar" pull seed-0 --output "$work/seed.sqlite" --json >/dev/null 2>>"$work/push.log" ||
+        { cat "$work/push.log" >&2; exit 1; }
+    for variant in flat chain; do
+        env "${store_env[@]}" "$cellar" push "$variant-0" "$work/seed.sqlite" --json >/dev/null 2>>"$work/push.log" ||
+            { cat "$work/push.log" >&2; exit 1; }
+    done
+    rm -f "$work/seed.sqlite"
+    start_server chain-writer CELLAR_SYNC_COMPACT_AFTER_VERSIONS=1000
+    bench cold-chain-writes --users 1 --user-prefix chain --preload-bytes 64MiB --preload-writes "$writes" --requests 0
+    stop_server
+    wait_for_changes flat-0 0
+    wait_for_changes chain-0 "$writes"
+    say "  flat-0: $(store_status flat-0 | jq -c '{version, snapshot_version, changes, size_bytes}')"
+    say "  chain-0: $(store_status chain-0 | jq -c '{version, snapshot_version, changes, size_bytes}')"
+    : >"$work/chain-runs"
+    for run in $(seq $runs); do
+        # Alternating order: the first of a pair may be slower, whichever it is.
+        local order=(flat chain)
+        ((run % 2 == 0)) && order=(chain flat)
+        for variant in "${order[@]}"; do
+            start_server "chain-reader-$variant-$run" # a fresh data folder: the first request downloads
+            sync
+            # Reads only: the readers must not add to the log.
+            bench "cold-chain-$variant-$run" --users 1 --user-prefix "$variant" --preload-bytes 64MiB --requests 1 --write-ratio 0
+            local downloads download_bytes
+            downloads=$(curl -sf "$url/metrics" | awk '$1 == "cellar_downloads_total" {print $2}')
+            download_bytes=$(curl -sf "$url/metrics" | awk '$1 == "cellar_download_bytes_total" {print $2}')
+            stop_server
+            jq -c --arg variant "$variant" --argjson run "$run" \
+                --argjson downloads "${downloads:-null}" --argjson download_bytes "${download_bytes:-null}" \
+                '{variant: $variant, run: $run, first: (.setup.first_request_ms.max / 1000), second: (.latency_ms.max / 1000), downloads: $downloads, download_bytes: $download_bytes}' \
+                "$results/cold-chain-$variant-$run.json" >>"$work/chain-runs"
+            rm -rf "$work/chain-reader-$variant-$run"
+            sync
+        done
+    done
+    # The readers must have left the log as it was.
+    wait_for_changes chain-0 "$writes"
+    say "  runs (seconds, first request): flat $(jq -sc 'map(select(.variant == "flat") | .first)' "$work/chain-runs"), chain $(jq -sc 'map(select(.variant == "chain") | .first)' "$work/chain-runs")"
+    say "  downloads per first request (count, bytes): flat $(jq -sc 'map(select(.variant == "flat") | [.downloads, .download_bytes]) | unique' "$work/chain-runs"), chain $(jq -sc 'map(select(.variant == "chain") | [.downloads, .download_bytes]) | unique' "$work/chain-runs")"
+    jq -rs --arg store "$store" --argjson writes "$writes" '
+        def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+        (map(select(.variant == "flat")) | sort_by(.run)) as $a | (map(select(.variant == "chain")) | sort_by(.run)) as $b
+        | ($a | map(.first) | median) as $ma | ($b | map(.first) | median) as $mb
+        | ([range(0; $a | length) | $b[.].first / $a[.].first] | median) as $paired
+        | "cold-chain \($store), 64 MiB: first request with an empty log \($ma) s, with \($writes) changes in the log \($mb) s, ratio b/a \(($mb / $ma * 1000 | round) / 1000) (median of \($a | length) runs each; median of the per-round ratios \(($paired * 1000 | round) / 1000); target <= 1.1); second request \($a | map(.second) | median) s / \($b | map(.second) | median) s"' \
+        "$work/chain-runs"
+}
+
 cold_small() {
     local store=${STORE:-seaweedfs}
     use_store "$store"
@@ -243,9 +323,9 @@ memory() {
 
 scenario=${1:-}
 case $scenario in
-read-heavy | write-heavy | sync-check | upload-bytes | cold-start | cold-small | memory | all) ;;
+read-heavy | write-heavy | sync-check | upload-bytes | cold-start | cold-chain | cold-small | memory | all) ;;
 *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,12p' "$0" >&2
     exit 2
     ;;
 esac
@@ -253,7 +333,7 @@ cargo build --release -q -p cellar-cli
 mkdir -p "$results"
 say "cellar bench on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -h | awk '/^Mem/ {print $2}') memory"
 if [[ $scenario == all ]]; then
-    for each in read_heavy write_heavy sync_check upload_bytes cold_start cold_small memory; do $each; done
+    for each in read_heavy write_heavy sync_check upload_bytes cold_start cold_chain cold_small memory; do $each; done
 else
     "${scenario//-/_}"
 fi

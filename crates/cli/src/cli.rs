@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// Grow each user's database to at least this size first: bytes, or with KiB, MiB, GiB
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = byte_size)]
     pub preload_bytes: u64,
+    /// Then N one-row UPDATEs per user, one request each, before measuring (so that the
+    /// log after the snapshot holds N changes)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preload_writes: u64,
     /// Prefix of the user ids: a new prefix gives fresh users, the same one reuses them
     #[arg(long, value_name = "PREFIX", default_value = "bench")]
     pub user_prefix: String,
@@ -238,6 +242,8 @@ mod tests {
         );
         assert!(parse(&["--users", "0"]).is_err());
         assert!(parse(&["--requests", "0", "--preload-bytes", "64MiB"]).is_ok());
+        assert!(parse(&["--preload-bytes", "64MiB", "--preload-writes", "63"]).is_ok());
+        assert!(parse(&["--preload-writes", "-1"]).is_err());
     }
 
     #[test]

@@ -8,27 +8,39 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use chrono::{DateTime, Utc};
+
 use crate::checksum::check_body;
+use crate::delta::{self, Delta};
 use crate::context::blocking;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::metadata::SnapshotMetadata;
-use crate::remote::Remote;
+use crate::remote::{Change, Remote};
 use crate::snapshot::looks_like_sqlite;
+use crate::sync::delta_error;
 use crate::store::{ETag, Store};
 use crate::user::UserId;
 use crate::version::Version;
 
-/// A user's object in the bucket.
+/// A user's database in the bucket: the snapshot and the log after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteDatabase {
     /// Whose database.
     pub user: UserId,
-    /// Its ETag.
+    /// The snapshot's ETag.
     pub etag: ETag,
-    /// What it says about itself.
-    pub metadata: SnapshotMetadata,
+    /// What the snapshot says about itself.
+    pub snapshot: SnapshotMetadata,
+    /// The newest version: the snapshot's, or that of the last change after it.
+    pub version: Version,
+    /// Who wrote the newest version.
+    pub writer: String,
+    /// When the newest version was written.
+    pub updated_at: DateTime<Utc>,
+    /// How many changes the log holds after the snapshot.
+    pub changes: u64,
 }
 
 /// What [`BucketReader::verify`] found about one user's object.
@@ -74,21 +86,33 @@ impl BucketReader {
         self.remote.users().await
     }
 
-    /// The bucket's view of `user`, or `None` if the user has no object.
+    /// The bucket's view of `user`, or `None` if the user has no object: the snapshot's
+    /// metadata, then the log after it, by the `HEAD`s of its changes.
     pub async fn remote_status(&self, user: &UserId) -> Result<Option<RemoteDatabase>> {
-        Ok(self
-            .remote
-            .describe(user)
-            .await?
-            .map(|(etag, _, metadata)| RemoteDatabase {
-                user: user.clone(),
-                etag,
-                metadata,
-            }))
+        let Some((etag, _, snapshot)) = self.remote.describe(user).await? else {
+            return Ok(None);
+        };
+        let mut status = RemoteDatabase {
+            user: user.clone(),
+            etag,
+            version: snapshot.version,
+            writer: snapshot.writer.clone(),
+            updated_at: snapshot.updated_at,
+            snapshot,
+            changes: 0,
+        };
+        while let Some(change) = self.remote.change_head(user, status.version).await? {
+            status.version = change.version;
+            status.writer = change.writer;
+            status.updated_at = change.updated_at;
+            status.changes += 1;
+        }
+        Ok(Some(status))
     }
 
-    /// Downloads `user`'s object, checked against its checksum.
-    pub async fn download(&self, user: &UserId) -> Result<Option<(SnapshotMetadata, Bytes)>> {
+    /// Downloads `user`'s newest database: the snapshot, checked against its checksum,
+    /// with every change of the log after it applied. Answers its version and bytes.
+    pub async fn download(&self, user: &UserId) -> Result<Option<(Version, Bytes)>> {
         let Some((_, metadata, body)) = self.remote.read(user).await? else {
             return Ok(None);
         };
@@ -98,34 +122,87 @@ impl BucketReader {
                 detail: mismatch.to_string(),
             });
         }
-        Ok(Some((metadata, body)))
+        let mut version = metadata.version;
+        let mut changes = Vec::new();
+        while let Some(change) = self.remote.next_change(user, version).await? {
+            version = change.metadata.version;
+            changes.push(change);
+        }
+        if changes.is_empty() {
+            return Ok(Some((version, body)));
+        }
+        let owned = user.clone();
+        let image = blocking(move || apply_changes(&owned, &metadata, &body, &changes)).await?;
+        Ok(Some((version, Bytes::from(image))))
     }
 
-    /// Checks `user`'s object: checksum against metadata, and `PRAGMA integrity_check`.
+    /// Checks `user`'s newest database: the snapshot's and every change's checksums, and
+    /// `PRAGMA integrity_check` of the result.
     pub async fn verify(&self, user: &UserId) -> Result<Option<Verification>> {
-        let Some((size_bytes, metadata, body)) = self.remote.read(user).await? else {
-            return Ok(None);
+        let downloaded = match self.download(user).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(downloaded)) => Ok(downloaded),
+            Err(Error::Inconsistent { detail, .. }) => Err(detail),
+            Err(err) => return Err(err),
         };
-        let mut problems = Vec::new();
-        let checksum = check_body(&metadata, &body);
-        let checksum_ok = checksum.is_ok();
-        if let Err(mismatch) = checksum {
-            problems.push(format!("checksum mismatch: {mismatch}"));
-        }
+        let (version, body) = match downloaded {
+            Ok(downloaded) => downloaded,
+            Err(mismatch) => {
+                let version = self.remote_status(user).await?.map_or(Version::ZERO, |s| s.version);
+                return Ok(Some(Verification {
+                    user_id: user.to_string(),
+                    version,
+                    size_bytes: 0,
+                    checksum_ok: false,
+                    integrity_ok: false,
+                    problems: vec![format!("checksum mismatch: {mismatch}")],
+                }));
+            }
+        };
+        let size_bytes = body.len() as u64;
         let verdict = blocking(move || integrity_check(&body)).await?;
         let integrity_ok = verdict == "ok";
-        if !integrity_ok {
-            problems.push(format!("integrity_check: {verdict}"));
-        }
+        let problems = match integrity_ok {
+            true => Vec::new(),
+            false => vec![format!("integrity_check: {verdict}")],
+        };
         Ok(Some(Verification {
             user_id: user.to_string(),
-            version: metadata.version,
+            version,
             size_bytes,
-            checksum_ok,
+            checksum_ok: true,
             integrity_ok,
             problems,
         }))
     }
+}
+
+/// The snapshot `body` with `changes` applied in order, each checked against the rolling
+/// checksum, in a temp file.
+fn apply_changes(
+    user: &UserId,
+    snapshot: &SnapshotMetadata,
+    body: &[u8],
+    changes: &[Change],
+) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
+    let path = dir.path().join("database.sqlite");
+    std::fs::write(&path, body).map_err(Error::io(&path))?;
+    let conn = rusqlite::Connection::open(&path)?;
+    let mut checksum = match snapshot.checksum {
+        Some(checksum) => checksum,
+        None => delta::database_checksum(&conn)?,
+    };
+    for change in changes {
+        let delta = Delta::decode(&change.bytes).map_err(|err| delta_error(user, &path, err))?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        checksum =
+            delta::apply(&conn, &delta, checksum).map_err(|err| delta_error(user, &path, err))?;
+        conn.execute_batch("COMMIT")?;
+        delta::forget_cached_pages(&conn)?;
+    }
+    drop(conn);
+    std::fs::read(&path).map_err(Error::io(&path))
 }
 
 impl Engine {

@@ -55,6 +55,17 @@ pub(crate) struct SlotState {
     /// An object whose download failed its SHA-256 check after it was staged: downloaded
     /// again, it is checked in full before it answers anything.
     pub distrusted: Option<ETag>,
+    /// When this instance last read the user's snapshot: past half the log's grace the
+    /// version check reads it again, so a change folded and deleted meanwhile is never
+    /// mistaken for the newest (`docs/delta-sync.md`, the ABA hazard).
+    pub snapshot_read_at: Option<std::time::Instant>,
+    /// The version the bucket's snapshot holds, as last seen here; `None` until read.
+    pub snapshot_version: Option<crate::version::Version>,
+    /// Bytes of changes this instance saw committed since that snapshot.
+    pub log_bytes: u64,
+    /// When this instance last folded the user's log (compaction is paced, see
+    /// `sync::compact`).
+    pub last_compaction: Option<std::time::Instant>,
 }
 
 /// A user's slot: the per-user request lock over the warm state, and the queue of work
@@ -70,6 +81,8 @@ pub(crate) struct UserSlot {
     seen_version: AtomicU64,
     /// A background upload task is scheduled for this user (`async` durability).
     pub upload_scheduled: AtomicBool,
+    /// A compaction of this user's log is scheduled or running.
+    pub compaction_scheduled: AtomicBool,
 }
 
 impl UserSlot {

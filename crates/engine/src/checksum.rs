@@ -210,6 +210,8 @@ mod tests {
             size: body.len() as u64,
             writer: "test".into(),
             updated_at: Utc::now(),
+            checksum: None,
+            log_floor: None,
         }
     }
 

@@ -132,6 +132,14 @@ pub struct EngineConfig {
     pub download_parallelism: usize,
     /// The size of one part of a download.
     pub download_part_bytes: u64,
+    /// A change of the log is deleted only when it is older than this and folded into a
+    /// snapshot; an instance reads the snapshot again after half of it (the ETag ABA
+    /// hazard, `docs/delta-sync.md`).
+    pub log_grace: std::time::Duration,
+    /// Fold the log into a new snapshot once it holds this many changes since the snapshot…
+    pub compact_after_versions: u64,
+    /// …or this many bytes of changes (`None`: a quarter of the database, at least 1 MiB).
+    pub compact_after_bytes: Option<u64>,
 }
 
 impl EngineConfig {
@@ -153,6 +161,9 @@ impl EngineConfig {
             version_check: true,
             download_parallelism: 8,
             download_part_bytes: 8 << 20,
+            log_grace: std::time::Duration::from_secs(3600),
+            compact_after_versions: 64,
+            compact_after_bytes: None,
         }
     }
 }

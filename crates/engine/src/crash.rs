@@ -13,6 +13,9 @@ pub const CRASH_POINTS: &[&str] = &[
     "pending-image-written",
     "install-old-file-retired",
     "install-before-state",
+    "after-apply-before-state",
+    "compaction-deleted-before-snapshot",
+    "compaction-after-snapshot",
 ];
 
 /// Aborts the process if `CELLAR_CRASH_AT` is `name` (feature `crash-points` only).

@@ -222,6 +222,15 @@ impl Engine {
         }
     }
 
+    /// Folds `user`'s log of changes into a new snapshot now, as compaction does in the
+    /// background (`docs/delta-sync.md`): a cold start then reads one object. Answers the
+    /// snapshot's version in the bucket afterwards; `None` when there is nothing here to
+    /// fold (the user was never synced here, a write is pending, a download is staged) or
+    /// another instance folded first.
+    pub async fn compact(&self, user: &UserId) -> Result<Option<Version>> {
+        crate::runtime::compact_now(&self.shared, user).await
+    }
+
     /// Waits for the work that outlives requests: group commits (and their uploads) whose
     /// callers went away, and the install of downloads that answered before they were
     /// installed. Call it before the process exits, or an upload may be cut off (it is

@@ -64,6 +64,13 @@ impl Layout {
         self.user_dir(user).join("pending.sqlite")
     }
 
+    /// The change of a write whose upload has not been confirmed: exactly the bytes of the
+    /// log object it tried to create (retried as they are, so a landed try is recognised).
+    pub fn pending_change_path(&self, user: &UserId, version: Version) -> PathBuf {
+        self.user_dir(user)
+            .join(format!("pending-v{}.delta", version.get()))
+    }
+
     /// The record describing the pending image (written after it, removed before it).
     pub fn pending_record_path(&self, user: &UserId) -> PathBuf {
         self.user_dir(user).join("pending.json")
@@ -72,6 +79,11 @@ impl Layout {
     /// A copy of the database made for `GET /v1/db/file`; unlinked once opened.
     pub fn export_temp_path(&self, user: &UserId) -> PathBuf {
         self.user_dir(user).join("database.sqlite.export")
+    }
+
+    /// A copy of the database made to be uploaded as the new snapshot (compaction).
+    pub fn compaction_temp_path(&self, user: &UserId) -> PathBuf {
+        self.user_dir(user).join("database.sqlite.compact")
     }
 
     /// Where a download is written before it is renamed into place.
@@ -115,6 +127,13 @@ impl Layout {
     /// `{prefix}/{user_id}/database.sqlite`: the user's snapshot in the bucket.
     pub fn database_key(&self, user: &UserId) -> String {
         self.key(&format!("{user}/{DATABASE_FILE}"))
+    }
+
+    /// `{prefix}/{user_id}/log/{N:020}`: the change that takes the user's database from
+    /// version `after` to the next one (version N = `after` + 1 or later; see
+    /// `docs/delta-sync.md`). Created once, never overwritten: creating it commits.
+    pub fn change_key(&self, user: &UserId, after: Version) -> String {
+        self.key(&format!("{user}/log/{:020}", after.get() + 1))
     }
 
     /// The prefix under which all users' objects live (ends with `/` unless empty).
@@ -163,6 +182,10 @@ mod tests {
             "cellar-users/alice/database.sqlite"
         );
         assert_eq!(
+            layout.change_key(&alice(), Version::new(41)),
+            "cellar-users/alice/log/00000000000000000042"
+        );
+        assert_eq!(
             layout.companion_paths(&alice())[0],
             Path::new("/data/alice/database.sqlite-journal")
         );
@@ -175,6 +198,8 @@ mod tests {
             let key = layout.database_key(&alice());
             assert_eq!(layout.user_of_key(&key), Some(alice()));
             assert_eq!(layout.user_of_key(&layout.probe_key("x")), None);
+            let change = layout.change_key(&alice(), Version::new(1));
+            assert_eq!(layout.user_of_key(&change), None);
             assert_eq!(layout.user_of_key("elsewhere/alice/database.sqlite"), None);
         }
     }

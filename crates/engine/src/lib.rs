@@ -11,7 +11,9 @@
 //! - Formats: [`layout`] (the one module that knows local paths and object keys),
 //!   [`snapshot`] (the uploaded image, its stamp, `integrity_verdict`), [`TrackedConnection`]
 //!   (seed rules `write-tracked-connection`, `write-detect-operations`; what a request may
-//!   return, [`OutputBudget`]), the SQL [`sandbox`], [`Event`].
+//!   return, [`OutputBudget`]), the SQL [`sandbox`], [`Event`], `delta` (the pages one
+//!   transaction changed: captured from the rollback journal, applied through
+//!   `sqlite_dbpage`, chained by a rolling checksum; `docs/delta-sync.md`).
 //! - Adapters: [`store`], one narrow [`Store`] trait ([`S3Store`] over `object_store`,
 //!   [`LocalStore`] the embedded default, [`MemoryStore`] for unit tests, wrappers that
 //!   put a deadline on every call or inject faults, the start-up
@@ -41,6 +43,7 @@ mod committed;
 mod config;
 mod context;
 pub mod crash;
+mod delta;
 mod engine;
 mod error;
 mod events;

@@ -15,6 +15,14 @@ const CRC64NVME: &str = "cellar-crc64nvme";
 const SIZE: &str = "cellar-size";
 const WRITER: &str = "cellar-writer";
 const UPDATED_AT: &str = "cellar-updated-at";
+const CHECKSUM: &str = "cellar-checksum";
+const FORMAT: &str = "cellar-format";
+const BASE_VERSION: &str = "cellar-base-version";
+const LOG_FLOOR: &str = "cellar-log-floor";
+
+/// The format this release writes: a snapshot plus a log of changes (`docs/delta-sync.md`).
+/// Format 1, the snapshot alone, is read as a snapshot with an empty log.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Raw user metadata as the store carries it.
 pub type RawMetadata = BTreeMap<String, String>;
@@ -35,6 +43,12 @@ pub struct SnapshotMetadata {
     pub writer: String,
     /// When the upload was made.
     pub updated_at: DateTime<Utc>,
+    /// The rolling checksum of the database's pages (`cellar-checksum`), against which the
+    /// log's first change is checked; `None` on snapshots of format 1.
+    pub checksum: Option<u64>,
+    /// Changes after this version may still be in the log (`cellar-log-floor`); those at
+    /// or below it were deleted by compaction. `None`: none was ever deleted.
+    pub log_floor: Option<Version>,
 }
 
 impl SnapshotMetadata {
@@ -53,6 +67,13 @@ impl SnapshotMetadata {
         if let Some(crc) = &self.crc64nvme {
             raw.insert(CRC64NVME.to_owned(), crc.clone());
         }
+        if let Some(checksum) = self.checksum {
+            raw.insert(CHECKSUM.to_owned(), format!("{checksum:016x}"));
+            raw.insert(FORMAT.to_owned(), FORMAT_VERSION.to_string());
+        }
+        if let Some(floor) = self.log_floor {
+            raw.insert(LOG_FLOOR.to_owned(), floor.to_string());
+        }
         raw
     }
 
@@ -65,10 +86,28 @@ impl SnapshotMetadata {
         };
         let bad =
             |name: &str, value: &str| format!("metadata key {name} has a bad value {value:?}");
+        if let Some(format) = raw.get(FORMAT)
+            && format.parse::<u32>().map_or(true, |format| format > FORMAT_VERSION)
+        {
+            return Err(format!(
+                "the object is in format {format}, newer than this release reads \
+                 ({FORMAT_VERSION}); upgrade Cellar"
+            ));
+        }
         let version = field(VERSION)?;
         let size = field(SIZE)?;
         let updated_at = field(UPDATED_AT)?;
+        let log_floor = raw
+            .get(LOG_FLOOR)
+            .map(|floor| {
+                floor
+                    .parse()
+                    .map_err(|_| format!("metadata key {LOG_FLOOR} has a bad value {floor:?}"))
+            })
+            .transpose()?;
         Ok(Self {
+            checksum: optional_checksum(raw)?,
+            log_floor,
             version: version.parse().map_err(|_| bad(VERSION, version))?,
             sha256: field(SHA256)?.to_owned(),
             crc64nvme: raw.get(CRC64NVME).cloned(),
@@ -79,6 +118,74 @@ impl SnapshotMetadata {
                 .with_timezone(&Utc),
         })
     }
+}
+
+/// What a change in the log says about itself (`docs/delta-sync.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeMetadata {
+    /// The version the database is at once the change is applied.
+    pub version: Version,
+    /// The version it applies to.
+    pub base_version: Version,
+    /// Hex SHA-256 of the stored bytes: how a writer whose `PUT` failed recognises its own.
+    pub sha256: String,
+    /// Size of the stored (compressed) bytes.
+    pub size: u64,
+    /// Instance id of the writer.
+    pub writer: String,
+    /// When it was written.
+    pub updated_at: DateTime<Utc>,
+    /// The rolling checksum of the database after the change.
+    pub checksum: u64,
+}
+
+impl ChangeMetadata {
+    /// The key/value form sent to the store.
+    pub fn to_raw(&self) -> RawMetadata {
+        BTreeMap::from([
+            (VERSION.to_owned(), self.version.to_string()),
+            (BASE_VERSION.to_owned(), self.base_version.to_string()),
+            (SHA256.to_owned(), self.sha256.clone()),
+            (SIZE.to_owned(), self.size.to_string()),
+            (WRITER.to_owned(), self.writer.clone()),
+            (
+                UPDATED_AT.to_owned(),
+                self.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ),
+            (CHECKSUM.to_owned(), format!("{:016x}", self.checksum)),
+            (FORMAT.to_owned(), FORMAT_VERSION.to_string()),
+        ])
+    }
+
+    /// Parses what the store returned; the error names the missing or malformed key.
+    pub fn from_raw(raw: &RawMetadata) -> Result<Self, String> {
+        let snapshot_like = SnapshotMetadata::from_raw(raw)?;
+        let base = raw
+            .get(BASE_VERSION)
+            .ok_or_else(|| format!("metadata key {BASE_VERSION} is missing"))?;
+        Ok(Self {
+            version: snapshot_like.version,
+            base_version: base
+                .parse()
+                .map_err(|_| format!("metadata key {BASE_VERSION} has a bad value {base:?}"))?,
+            sha256: snapshot_like.sha256,
+            size: snapshot_like.size,
+            writer: snapshot_like.writer,
+            updated_at: snapshot_like.updated_at,
+            checksum: snapshot_like
+                .checksum
+                .ok_or_else(|| format!("metadata key {CHECKSUM} is missing"))?,
+        })
+    }
+}
+
+fn optional_checksum(raw: &RawMetadata) -> Result<Option<u64>, String> {
+    raw.get(CHECKSUM)
+        .map(|hex| {
+            u64::from_str_radix(hex, 16)
+                .map_err(|_| format!("metadata key {CHECKSUM} has a bad value {hex:?}"))
+        })
+        .transpose()
 }
 
 #[cfg(test)]
@@ -95,7 +202,27 @@ mod tests {
             updated_at: DateTime::parse_from_rfc3339("2026-11-24T10:00:00.123Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            checksum: Some(0x0123_4567_89ab_cdef),
+            log_floor: Some(Version::new(3)),
         }
+    }
+
+    #[test]
+    fn changes_round_trip_and_newer_formats_are_refused() {
+        let change = ChangeMetadata {
+            version: Version::new(8),
+            base_version: Version::new(7),
+            sha256: "cd".repeat(32),
+            size: 73,
+            writer: "cellar-test".into(),
+            updated_at: sample().updated_at,
+            checksum: 42,
+        };
+        let mut raw = change.to_raw();
+        assert_eq!(raw["cellar-base-version"], "7");
+        assert_eq!(ChangeMetadata::from_raw(&raw).unwrap(), change);
+        raw.insert("cellar-format".into(), "3".into());
+        assert!(ChangeMetadata::from_raw(&raw).unwrap_err().contains("upgrade"));
     }
 
     #[test]

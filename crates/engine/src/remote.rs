@@ -1,8 +1,10 @@
 //! [`Remote`]: the bucket as the engine sees it, in domain terms. The only module that
 //! names a user's objects in requests, encodes and decodes their metadata, and calls the
-//! [`Store`]. It also owns the commit point: a version is in the bucket once the object at
-//! the user's `database.sqlite` key has been replaced under its precondition
-//! ([`Remote::put`], [`commit_condition`]). Delta sync moves that point, here alone.
+//! [`Store`]. It also owns the commit point (`docs/delta-sync.md`): a user's first version
+//! is in the bucket once `database.sqlite` was created ([`Remote::put`] under
+//! [`commit_condition`]); every later one once the log object of the change after its
+//! base was created ([`Remote::create_change`]). Nothing is ever overwritten but the
+//! snapshot, by compaction, under `If-Match`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -11,7 +13,8 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result, StoreError};
 use crate::layout::Layout;
-use crate::metadata::SnapshotMetadata;
+use crate::checksum::sha256_hex;
+use crate::metadata::{ChangeMetadata, SnapshotMetadata};
 use crate::snapshot::Snapshot;
 use crate::store::{ByteStream, ETag, Fetched, Listed, PutCondition, Store};
 use crate::user::UserId;
@@ -62,6 +65,15 @@ pub(crate) enum Fetch {
     Missing,
     /// The object, current.
     Found(Incoming),
+}
+
+/// A change read from the log, its bytes checked against its `cellar-sha256`.
+#[derive(Clone, Debug)]
+pub(crate) struct Change {
+    /// What it says about itself.
+    pub metadata: ChangeMetadata,
+    /// The encoded change (a zstd frame, see `delta`).
+    pub bytes: Bytes,
 }
 
 /// The precondition of a commit on top of the object with `base` (none: the first).
@@ -176,6 +188,87 @@ impl Remote {
         self.store
             .put(&key, image.body(), metadata.to_raw(), condition)
             .await
+    }
+
+    /// The change after version `after` of `user`'s database, if one was committed: the
+    /// version check's one round trip (`None`: `after` is the newest version).
+    pub async fn next_change(&self, user: &UserId, after: Version) -> Result<Option<Change>> {
+        let key = self.layout.change_key(user, after);
+        let Fetched::Found { info, body } = self.store.get(&key, None).await? else {
+            return Ok(None);
+        };
+        let metadata = ChangeMetadata::from_raw(&info.metadata).map_err(|detail| {
+            Error::Inconsistent {
+                user: user.clone(),
+                detail: format!("the change after version {after}: its metadata: {detail}"),
+            }
+        })?;
+        if sha256_hex(&body) != metadata.sha256 || metadata.base_version != after {
+            return Err(Error::Inconsistent {
+                user: user.clone(),
+                detail: format!(
+                    "the change after version {after} does not match its metadata \
+                     (checksum or base version)"
+                ),
+            });
+        }
+        Ok(Some(Change {
+            metadata,
+            bytes: body,
+        }))
+    }
+
+    /// What the change after `after` says about itself, without its bytes, if one was
+    /// committed: how a writer whose `PUT` failed tells its own landed try from another's,
+    /// and how a last-write-wins overwrite finds the end of the log.
+    pub async fn change_head(&self, user: &UserId, after: Version) -> Result<Option<ChangeMetadata>> {
+        let key = self.layout.change_key(user, after);
+        let Some(info) = self.store.head(&key).await? else {
+            return Ok(None);
+        };
+        ChangeMetadata::from_raw(&info.metadata)
+            .map(Some)
+            .map_err(|detail| Error::Inconsistent {
+                user: user.clone(),
+                detail: format!("the change after version {after}: its metadata: {detail}"),
+            })
+    }
+
+    /// Creates the change after `metadata.base_version`: the commit point of every version
+    /// after the first. [`StoreError::PreconditionFailed`]: another writer's came first.
+    pub async fn create_change(
+        &self,
+        user: &UserId,
+        bytes: Bytes,
+        metadata: &ChangeMetadata,
+    ) -> std::result::Result<(), StoreError> {
+        let key = self.layout.change_key(user, metadata.base_version);
+        self.store
+            .put(&key, bytes, metadata.to_raw(), PutCondition::Create)
+            .await
+            .map(drop)
+    }
+
+    /// Replaces `user`'s snapshot with `image` (compaction), only while it still has
+    /// `etag`: [`StoreError::PreconditionFailed`] when another instance replaced it first.
+    pub async fn replace_snapshot(
+        &self,
+        user: &UserId,
+        image: &Snapshot,
+        metadata: &SnapshotMetadata,
+        etag: ETag,
+    ) -> std::result::Result<ETag, StoreError> {
+        self.put(user, image, metadata, PutCondition::Match(etag)).await
+    }
+
+    /// Deletes the change after `after` (folded into a snapshot, past the grace); deleting
+    /// one that is gone is not an error.
+    pub async fn delete_change(
+        &self,
+        user: &UserId,
+        after: Version,
+    ) -> std::result::Result<(), StoreError> {
+        self.store.delete(&self.layout.change_key(user, after)).await
     }
 
     /// Every user with a database in the bucket, with its object's size.

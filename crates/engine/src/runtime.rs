@@ -12,8 +12,9 @@ use tracing::{info, warn};
 
 use crate::config::Durability;
 use crate::context::Context;
-use crate::error::Error;
-use crate::sync::{install, pending};
+use crate::error::{Error, Result};
+use crate::version::Version;
+use crate::sync::{compact, install, pending};
 use crate::user::UserId;
 
 /// How often a failing background upload is tried before waiting for the next write.
@@ -83,6 +84,50 @@ pub(crate) fn install_soon(shared: Arc<Context>, user: UserId) {
         },
         &runtime,
     );
+}
+
+/// Folds `user`'s log into a new snapshot in the background (`sync::compact`): the copy is
+/// made under the user's lock, the upload and the deletes run without it.
+pub(crate) fn compact_soon(shared: Arc<Context>, user: UserId) {
+    let slot = shared.slots.get(&user);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if slot.compaction_scheduled.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let tasks = shared.tasks.clone();
+    tasks.spawn_on(
+        async move {
+            if let Err(err) = compact_now(&shared, &user).await {
+                warn!(user = %user, error = %err, "compaction failed; the next write tries again");
+            }
+            slot.compaction_scheduled.store(false, Ordering::SeqCst);
+        },
+        &runtime,
+    );
+}
+
+/// Folds `user`'s log into a new snapshot now; the snapshot's version in the bucket
+/// afterwards (`None`: nothing to fold here, or another instance folded first).
+pub(crate) async fn compact_now(shared: &Context, user: &UserId) -> Result<Option<Version>> {
+    let slot = shared.slots.get(user);
+    let copied = {
+        let mut guard = slot.lock().await;
+        guard.last_compaction = Some(std::time::Instant::now());
+        let (state, staged) = (guard.sync.clone(), guard.staged.is_some());
+        compact::copy_committed(shared, user, state, staged).await?
+    };
+    let Some((copy, state)) = copied else {
+        return Ok(None);
+    };
+    let folded = compact::fold(shared, user, copy, state).await?;
+    if let Some(version) = folded {
+        let mut guard = slot.lock().await;
+        guard.snapshot_version = Some(version);
+        guard.log_bytes = 0;
+    }
+    Ok(folded)
 }
 
 /// Finishes every pending upload found on disk (start-up). Failures are logged; the

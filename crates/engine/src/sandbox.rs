@@ -230,6 +230,66 @@ mod tests {
     }
 
     #[test]
+    fn raw_page_access_is_refused_in_every_spelling() {
+        for sql in [
+            "SELECT count(*) FROM sqlite_dbpage",
+            "SELECT data FROM sqlite_dbpage WHERE pgno = 1",
+            "SELECT * FROM sqlite_dbpage('main')",
+            "SELECT * FROM main.sqlite_dbpage",
+            "SELECT * FROM \"SQLITE_DBPAGE\"",
+            "SELECT * FROM SQLite_DbPage",
+            "SELECT (SELECT count(*) FROM sqlite_dbpage)",
+            "WITH p AS (SELECT pgno FROM sqlite_dbpage) SELECT count(*) FROM p",
+            "INSERT INTO sqlite_dbpage(pgno, data) VALUES (2, zeroblob(512))",
+            "INSERT INTO sqlite_dbpage(pgno, data) VALUES (2, NULL)",
+            "UPDATE sqlite_dbpage SET data = zeroblob(512) WHERE pgno = 1",
+            "DELETE FROM sqlite_dbpage",
+            "CREATE VIRTUAL TABLE pages USING sqlite_dbpage",
+            "CREATE VIRTUAL TABLE pages USING SQLITE_DBPAGE",
+        ] {
+            assert_eq!(
+                refused(sql),
+                "sqlite_dbpage (raw page access) is not allowed",
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_engine_reads_raw_pages_and_requests_still_may_not() {
+        let conn = sandboxed();
+        let count = |conn: &rusqlite::Connection| {
+            conn.query_row("SELECT count(*) FROM sqlite_dbpage", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        };
+        assert_eq!(conn.engine(count).unwrap(), 2);
+        let request = conn.run(
+            "SELECT count(*) FROM sqlite_dbpage",
+            &[],
+            &mut OutputBudget::rows(10),
+        );
+        assert!(
+            matches!(request, Err(Error::Forbidden { .. })),
+            "{request:?}"
+        );
+        // The engine's permission ends with its work, even when the work panics.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            conn.engine(|_| panic!("the engine's work failed"))
+        }));
+        assert!(panicked.is_err());
+        let request = conn.run(
+            "SELECT * FROM sqlite_dbpage",
+            &[],
+            &mut OutputBudget::rows(10),
+        );
+        assert!(
+            matches!(request, Err(Error::Forbidden { .. })),
+            "{request:?}"
+        );
+    }
+
+    #[test]
     fn oversized_values_and_statements_are_refused() {
         let conn = sandboxed();
         let too_big = conn

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use rusqlite::InterruptHandle;
 use tokio::sync::OwnedMutexGuard;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cache::{QueuedWork, SlotState, complete_all};
 use crate::committed::Committed;
-use crate::config::Durability;
+use crate::config::{ConflictPolicy, Durability};
 use crate::context::{Context, blocking};
 use crate::crash::crash_point;
+use crate::delta::{self, DeltaError};
 use crate::error::{Error, Result};
 use crate::events::Resolution;
 use crate::local::{PendingUpload, SyncState};
@@ -19,8 +20,8 @@ use crate::metrics::EngineMetrics;
 use crate::remote::RemoteHead;
 use crate::runtime;
 use crate::snapshot::Snapshot;
-use crate::sync::upload::{self, UploadFailure, UploadPlan};
-use crate::sync::{aside, install, pull};
+use crate::sync::upload::{self, Outgoing, UploadFailure, UploadPlan};
+use crate::sync::{aside, compact, delta_error, install, pull};
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
 use crate::version::Version;
@@ -263,10 +264,11 @@ impl Session {
         if let Some(slot) = self.upload_slot() {
             tokio::time::sleep_until(slot).await;
         }
-        let mut image = Snapshot::from_bytes(image);
+        let image = Snapshot::from_bytes(image);
         let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
+        let outgoing = Outgoing::image(image.clone(), &plan)?;
         let uploaded =
-            match upload::sync_on_mutation(&self.shared, &self.user, &mut image, plan).await {
+            match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {
                 Ok(uploaded) => uploaded,
                 Err(UploadFailure::Refused { remote }) => {
                     return Err(Error::Conflict {
@@ -278,17 +280,12 @@ impl Session {
                 Err(UploadFailure::Unavailable { source, .. }) => return Err(Error::Store(source)),
                 Err(UploadFailure::Failed(err)) => return Err(err),
             };
-        let state = SyncState {
-            version: uploaded.version,
-            etag: Some(uploaded.etag),
-            updated_at: Some(uploaded.updated_at),
-        };
         install::install(
             &self.shared,
             &self.user,
             &mut self.guard,
             image.body(),
-            state,
+            uploaded.state(),
         )
         .await?;
         self.guard.last_upload = Some(std::time::Instant::now());
@@ -342,36 +339,112 @@ impl Session {
                 return Err(self.abandon(conn, err));
             }
         }
-        let (conn, image) = blocking(move || {
-            let image = Snapshot::take(conn.raw());
-            Ok((conn, image))
-        })
-        .await?;
-        let mut image = match image {
-            Ok(image) => image,
-            Err(err) => return Err(self.abandon(conn, err.into())),
-        };
         if self.shared.config.durability == Durability::Async {
-            return self.commit_locally_then_upload(conn, image).await;
+            let (conn, image) = take_image(conn).await?;
+            return match image {
+                Ok(image) => self.commit_locally_then_upload(conn, image).await,
+                Err(err) => Err(self.abandon(conn, err)),
+            };
         }
         let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
+        let (conn, outgoing) = self.outgoing(conn, &plan).await?;
+        let outgoing = match outgoing {
+            Ok(outgoing) => outgoing,
+            Err(err) => return Err(self.abandon(conn, err)),
+        };
         crash_point("before-upload");
-        match upload::sync_on_mutation(&self.shared, &self.user, &mut image, plan).await {
-            Ok(uploaded) => self.commit_locally(conn, uploaded).await,
+        let outcome = match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {
             Err(UploadFailure::Refused { remote }) => {
-                let version = self.base.version.next();
-                self.guard.conn = Some(conn);
-                self.rollback();
-                Ok(Finished::Refused {
+                let (conn, image) = take_image(conn).await?;
+                let image = match image {
+                    Ok(image) => image,
+                    Err(err) => return Err(self.abandon(conn, err)),
+                };
+                if self.shared.config.conflict != ConflictPolicy::LastWriteWins {
+                    return Ok(self.lost(conn, remote, image));
+                }
+                let overwritten = upload::overwrite(
+                    &self.shared,
+                    &self.user,
+                    &image,
+                    self.base.version,
                     remote,
-                    image,
-                    version,
-                })
+                    self.base.etag.clone(),
+                )
+                .await;
+                if let Err(UploadFailure::Refused { remote }) = overwritten {
+                    return Ok(self.lost(conn, remote, image));
+                }
+                (conn, overwritten)
             }
-            Err(UploadFailure::Unavailable { source, attempted }) => {
-                Err(self.keep_pending(conn, image, attempted, source).await)
+            outcome => (conn, outcome),
+        };
+        match outcome {
+            (conn, Ok(uploaded)) => self.commit_locally(conn, uploaded).await,
+            (conn, Err(UploadFailure::Unavailable { source, attempted, sent })) => {
+                Err(self.keep_pending(conn, sent, attempted, source).await)
             }
-            Err(UploadFailure::Failed(err)) => Err(self.abandon(conn, err)),
+            (conn, Err(UploadFailure::Failed(err))) => Err(self.abandon(conn, err)),
+            (conn, Err(UploadFailure::Refused { .. })) => {
+                Err(self.abandon(conn, Error::internal("a refused upload was not resolved")))
+            }
+        }
+    }
+
+    /// What the request's writes send: the whole database for a user's first version, else
+    /// the pages the transaction changed (from its rollback journal, see `delta`).
+    async fn outgoing(
+        &mut self,
+        conn: TrackedConnection,
+        plan: &UploadPlan,
+    ) -> Result<(TrackedConnection, Result<Outgoing>)> {
+        if plan.base_version == Version::ZERO {
+            let (conn, image) = take_image(conn).await?;
+            let outgoing = image.and_then(|image| Outgoing::image(image, plan));
+            return Ok((conn, outgoing));
+        }
+        let journal = self.journal_path();
+        let Some(before) = self.base.checksum else {
+            // The version check computes it before the transaction opens.
+            return Ok((conn, Err(Error::internal("the base's checksum is unknown"))));
+        };
+        let plan = plan.clone();
+        let user = self.user.clone();
+        blocking(move || {
+            let outgoing = match conn.engine(|raw| delta::capture(raw, &journal, before)) {
+                Ok(delta) => Outgoing::change(delta, &plan),
+                // What cannot be told page by page is sent whole.
+                Err(DeltaError::Unsupported(why)) => {
+                    debug!(user = %user, why, "the change is sent as the whole database");
+                    Snapshot::take(conn.raw())
+                        .map_err(Error::from)
+                        .and_then(|image| Outgoing::image(image, &plan))
+                }
+                Err(err) => Err(delta_error(&user, &journal, err)),
+            };
+            Ok((conn, outgoing))
+        })
+        .await
+    }
+
+    /// SQLite's rollback journal of the file the request runs on.
+    fn journal_path(&self) -> std::path::PathBuf {
+        match self.guard.staged {
+            Some(_) => self.shared.layout.download_journal_path(&self.user),
+            None => self.shared.layout.companion_paths(&self.user)[0].clone(),
+        }
+    }
+
+    /// A write that lost to `remote` and is not to overwrite it: rolled back, its database
+    /// kept for [`Session::refuse`].
+    fn lost(&mut self, conn: TrackedConnection, remote: RemoteHead, image: Snapshot) -> Finished {
+        let version = self.base.version.next();
+        self.guard.conn = Some(conn);
+        self.rollback();
+        Finished::Refused {
+            remote,
+            image,
+            version,
         }
     }
 
@@ -402,11 +475,7 @@ impl Session {
         conn: TrackedConnection,
         uploaded: upload::Uploaded,
     ) -> Result<Finished> {
-        let state = SyncState {
-            version: uploaded.version,
-            etag: Some(uploaded.etag),
-            updated_at: Some(uploaded.updated_at),
-        };
+        let state = uploaded.state();
         let layout = self.shared.layout.clone();
         let user = self.user.clone();
         let saved = state.clone();
@@ -435,6 +504,7 @@ impl Session {
                     .slots
                     .get(&self.user)
                     .remember_version(uploaded.version);
+                self.count_log(&uploaded);
             }
             Err(err) => {
                 warn!(user = %self.user, version = uploaded.version.get(), error = %err,
@@ -449,6 +519,20 @@ impl Session {
             wrote: true,
             in_bucket: true,
         }))
+    }
+
+    /// Keeps count of the log since the snapshot, and folds it in the background once it
+    /// passed its bound.
+    fn count_log(&mut self, uploaded: &upload::Uploaded) {
+        if uploaded.snapshot {
+            self.guard.snapshot_version = Some(uploaded.version);
+            self.guard.log_bytes = 0;
+            return;
+        }
+        self.guard.log_bytes += uploaded.bytes;
+        if compact::due(&self.shared, &self.user, &self.guard) {
+            runtime::compact_soon(Arc::clone(&self.shared), self.user.clone());
+        }
     }
 
     /// `durability = async`: record the image as the pending upload, commit locally,
@@ -470,12 +554,13 @@ impl Session {
             base_etag: bucket.etag,
             base_version: bucket.version,
             sha256: image.sha256(),
+            change_checksum: None,
         };
         let layout = self.shared.layout.clone();
         let user = self.user.clone();
         let (conn, outcome) = blocking(move || {
             let outcome = record
-                .save(&layout, &user, &image)
+                .save(&layout, &user, image.bytes())
                 .and_then(|()| conn.commit());
             Ok((conn, outcome))
         })
@@ -494,27 +579,31 @@ impl Session {
         }))
     }
 
-    /// The upload failed and may or may not have landed: keep the image as a pending
-    /// upload, roll back locally, and say so (`sync_pending`).
+    /// The upload failed and may or may not have landed: keep exactly what was sent as the
+    /// pending upload, roll back locally, and say so (`sync_pending`).
     async fn keep_pending(
         &mut self,
         conn: TrackedConnection,
-        image: Snapshot,
+        sent: Outgoing,
         attempted: UploadPlan,
         source: crate::store::StoreError,
     ) -> Error {
+        let (change_checksum, body) = match &sent {
+            Outgoing::First(image) => (None, image.body()),
+            Outgoing::Change {
+                bytes, checksum, ..
+            } => (Some(*checksum), bytes.clone()),
+        };
         let record = PendingUpload {
             version: attempted.version,
-            base_etag: match attempted.condition {
-                crate::store::PutCondition::Match(etag) => Some(etag),
-                crate::store::PutCondition::Create => None,
-            },
+            base_etag: attempted.base_etag.clone(),
             base_version: attempted.base_version,
-            sha256: image.sha256(),
+            sha256: sent.sha256(),
+            change_checksum,
         };
         let layout = self.shared.layout.clone();
         let user = self.user.clone();
-        let saved = blocking(move || record.save(&layout, &user, &image)).await;
+        let saved = blocking(move || record.save(&layout, &user, &body)).await;
         self.guard.conn = Some(conn);
         self.rollback();
         EngineMetrics::add(&self.shared.metrics.pending_uploads, 1);
@@ -612,4 +701,13 @@ impl std::fmt::Debug for Session {
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
+}
+
+/// The database `conn` sees, whole, uncommitted writes included (off the async threads).
+async fn take_image(conn: TrackedConnection) -> Result<(TrackedConnection, Result<Snapshot>)> {
+    blocking(move || {
+        let image = Snapshot::take(conn.raw()).map_err(Error::from);
+        Ok((conn, image))
+    })
+    .await
 }

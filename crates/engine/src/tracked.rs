@@ -12,7 +12,10 @@
 //! never commit locally what the bucket has not got. Savepoints remain available, except
 //! the one the engine wraps each piece of a group commit in ([`ENGINE_SAVEPOINT`]): a
 //! request that could name it could release or roll back the engine's own savepoint and
-//! have a failed request's writes committed with the next one.
+//! have a failed request's writes committed with the next one. Nor may request SQL touch
+//! `sqlite_dbpage`, SQLite's page virtual table, in any spelling: it reads and rewrites any
+//! page, and only the engine's own statements ([`TrackedConnection::engine`]) use it, to
+//! capture and apply deltas.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +35,10 @@ const PROGRESS_STEPS: i32 = 10_000;
 /// The savepoint each piece of work in a group commit runs in; request SQL may not name
 /// it (SQLite compares savepoint names without regard to ASCII case).
 const ENGINE_SAVEPOINT: &str = "cellar_group";
+
+/// SQLite's page virtual table: it reads and rewrites any page, so only the engine's own
+/// statements may name it (they capture and apply deltas through it).
+const PAGE_TABLE: &str = "sqlite_dbpage";
 
 /// An extra authorization policy for request SQL: answers why an action is refused, or
 /// `None` to allow it. The sandbox ([`crate::sandbox::sandbox_policy`]) is one.
@@ -133,6 +140,7 @@ pub struct TrackedConnection {
     wrote: Cell<bool>,
     /// The engine opened a transaction and has not ended it: request SQL must run in it.
     in_transaction: Cell<bool>,
+    /// Set while the engine runs its own SQL: the authorizer then allows everything.
     engine_control: Arc<AtomicBool>,
     refused: Arc<Mutex<Option<String>>>,
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -147,23 +155,10 @@ impl TrackedConnection {
         let flag = Arc::clone(&engine_control);
         let last_refusal = Arc::clone(&refused);
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            let refusal = match ctx.action {
-                AuthAction::Transaction { .. } if !flag.load(Ordering::Relaxed) => Some(
-                    "transaction control (BEGIN, COMMIT, ROLLBACK): a request is already one \
-                     transaction; use SAVEPOINT instead"
-                        .to_owned(),
-                ),
-                AuthAction::Transaction { .. } => None,
-                AuthAction::Savepoint { savepoint_name, .. }
-                    if !flag.load(Ordering::Relaxed)
-                        && savepoint_name.eq_ignore_ascii_case(ENGINE_SAVEPOINT) =>
-                {
-                    Some(format!(
-                        "the savepoint name {ENGINE_SAVEPOINT} is reserved for the engine; \
-                         use another name"
-                    ))
-                }
-                _ => policy.as_ref().and_then(|policy| policy(&ctx)),
+            let refusal = if flag.load(Ordering::Relaxed) {
+                None
+            } else {
+                request_refusal(&ctx).or_else(|| policy.as_ref().and_then(|policy| policy(&ctx)))
             };
             match refusal {
                 None => Authorization::Allow,
@@ -364,10 +359,14 @@ impl TrackedConnection {
 
     /// Runs engine-owned SQL (transaction control), bypassing tracking and the policy.
     pub(crate) fn control(&self, sql: &str) -> rusqlite::Result<()> {
-        self.engine_control.store(true, Ordering::Relaxed);
-        let outcome = self.conn.execute_batch(sql);
-        self.engine_control.store(false, Ordering::Relaxed);
-        outcome
+        self.engine(|conn| conn.execute_batch(sql))
+    }
+
+    /// Runs the engine's own work on the raw connection, the authorizer allowing everything
+    /// (`sqlite_dbpage`, pragmas, transaction control) until `work` returns or unwinds.
+    pub(crate) fn engine<T>(&self, work: impl FnOnce(&Connection) -> T) -> T {
+        let _engine = EngineControl::on(&self.engine_control);
+        work(&self.conn)
     }
 
     /// Opens the savepoint one piece of a group commit runs in.
@@ -421,6 +420,22 @@ impl TrackedConnection {
     }
 }
 
+/// Marks the connection as running engine SQL while it lives.
+struct EngineControl<'a>(&'a AtomicBool);
+
+impl<'a> EngineControl<'a> {
+    fn on(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        Self(flag)
+    }
+}
+
+impl Drop for EngineControl<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 impl std::fmt::Debug for TrackedConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrackedConnection")
@@ -440,6 +455,40 @@ pub(crate) fn transaction_lost_error() -> Error {
                 .into(),
         ),
     ))
+}
+
+/// What request SQL may never do, whatever the policy: control the transaction, name the
+/// engine's savepoint, touch raw pages.
+fn request_refusal(ctx: &AuthContext<'_>) -> Option<String> {
+    match ctx.action {
+        AuthAction::Transaction { .. } => Some(
+            "transaction control (BEGIN, COMMIT, ROLLBACK): a request is already one \
+             transaction; use SAVEPOINT instead"
+                .to_owned(),
+        ),
+        AuthAction::Savepoint { savepoint_name, .. }
+            if savepoint_name.eq_ignore_ascii_case(ENGINE_SAVEPOINT) =>
+        {
+            Some(format!(
+                "the savepoint name {ENGINE_SAVEPOINT} is reserved for the engine; \
+                 use another name"
+            ))
+        }
+        AuthAction::Read { table_name, .. }
+        | AuthAction::Insert { table_name }
+        | AuthAction::Update { table_name, .. }
+        | AuthAction::Delete { table_name }
+            if table_name.eq_ignore_ascii_case(PAGE_TABLE) =>
+        {
+            Some(format!("{PAGE_TABLE} (raw page access) is not allowed"))
+        }
+        AuthAction::CreateVtable { module_name, .. }
+            if module_name.eq_ignore_ascii_case(PAGE_TABLE) =>
+        {
+            Some(format!("{PAGE_TABLE} (raw page access) is not allowed"))
+        }
+        _ => None,
+    }
 }
 
 /// Asks SQLite whether `stmt` may write: not read-only and not an `EXPLAIN`.

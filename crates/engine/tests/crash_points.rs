@@ -1,8 +1,9 @@
 //! Crash at every named point of the write path, in a child process, then recover.
 //!
 //! The child (this test binary, re-run with `CELLAR_CRASH_CHILD`) writes through one engine
-//! while a second engine moves the bucket on, so the child also downloads, and its last
-//! upload fails so it also records a pending upload. It prints `ACK value version` for every
+//! while a second engine moves the bucket on, so the child also downloads and applies
+//! changes of the log, folds the log (compaction, with deletes), and its last upload fails
+//! so it also records a pending upload. It prints `ACK value version` for every
 //! acknowledged write and aborts at the point named by `CELLAR_CRASH_AT`. The parent then
 //! restarts an engine on the same folders and checks: the database is intact, every
 //! acknowledged write is there, and the bucket's version never went below an acknowledged one.
@@ -29,14 +30,24 @@ async fn crash_child() {
     let root = Path::new(&root);
     let store = Arc::new(FaultyStore::new(LocalStore::new(root.join("bucket"))));
     let alice = user("alice");
-    let a = engine(store.clone(), &root.join("a"), ConflictPolicy::Strict, "a").await;
-    let b = engine(store.clone(), &root.join("b"), ConflictPolicy::Strict, "b").await;
+    // The log is folded every two changes, and folded changes are deleted at once.
+    let open = async |dir: &str| {
+        let mut config = config(&root.join(dir), ConflictPolicy::Strict, dir);
+        config.compact_after_versions = 2;
+        config.log_grace = std::time::Duration::ZERO;
+        cellar_engine::Engine::open(config, store.clone()).await.unwrap()
+    };
+    let a = open("a").await;
+    let b = open("b").await;
     let ack = |value: i64, version| println!("ACK {value} {version}");
-    for value in [1, 2] {
+    for value in [1, 2, 5, 6] {
         ack(value, append(&a, &alice, value).await.unwrap().version);
+        a.settle().await; // compactions
     }
-    ack(100, append(&b, &alice, 100).await.unwrap().version);
-    ack(3, append(&a, &alice, 3).await.unwrap().version); // downloads 100 first
+    ack(100, append(&b, &alice, 100).await.unwrap().version); // downloads, applies the log
+    b.settle().await; // installs its download
+    ack(3, append(&a, &alice, 3).await.unwrap().version); // applies 100 first
+    a.settle().await;
     store.inject(Operation::Put, Fault::Error);
     append(&a, &alice, 4).await.unwrap_err(); // pending
     println!("FINISHED");
@@ -92,6 +103,11 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
             cellar_engine::is_intact(&root.path().join("a/alice/database.sqlite")),
             "{point}: torn database"
         );
+        // A cold start reads the same from the bucket (the snapshot and the log after it).
+        let fresh = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::new(root.path().join("bucket")));
+        let cold = engine(store, fresh.path(), ConflictPolicy::Strict, "cold").await;
+        assert_eq!(values(&cold, &alice).await, values(&a, &alice).await, "{point}");
         eprintln!(
             "{point}: {} acknowledged, recovered at version {remote} with {found:?}",
             acked.len()

@@ -36,6 +36,9 @@ async fn written_by_a() -> (Pair, UserId) {
     let alice = user("alice");
     append(&pair.a, &alice, 1).await.unwrap();
     append(&pair.a, &alice, 2).await.unwrap();
+    // The snapshot at version 2: what a first request downloads, with nothing after it.
+    let folded = pair.a.compact(&alice).await.unwrap();
+    assert_eq!(folded, Some(cellar_engine::Version::new(2)));
     (pair, alice)
 }
 
@@ -68,7 +71,7 @@ async fn the_first_request_runs_on_the_download_which_is_installed_after_it() {
 /// waits for them before its upload, and everything is installed once they are done.
 #[tokio::test]
 async fn requests_run_on_the_download_while_its_checks_run_and_a_write_waits_for_them() {
-    let (Pair { a, b, .. }, alice) = written_by_a().await;
+    let (Pair { a, b, dirs: _dirs, .. }, alice) = written_by_a().await;
     let layout = b.layout().clone();
     let held = cellar_engine::crash::checks::hold(&layout.download_temp_path(&alice));
     assert_eq!(values(&b, &alice).await, [1, 2]);
@@ -107,7 +110,8 @@ async fn requests_run_on_the_download_while_its_checks_run_and_a_write_waits_for
 
 #[tokio::test]
 async fn a_write_on_the_download_is_installed_with_its_version() {
-    let (Pair { a, b, .. }, alice) = written_by_a().await;
+    // `dirs` kept: `a` reads its own folder again at the end.
+    let (Pair { a, b, dirs: _dirs, .. }, alice) = written_by_a().await;
     let mut session = b.begin(&alice).await.unwrap();
     assert_eq!(session.file_path(), b.layout().download_temp_path(&alice));
     session
@@ -224,3 +228,4 @@ async fn a_large_database_streams_from_seaweedfs() {
     assert_eq!(count_rows(&b.layout().database_path(&alice)), 400);
     assert!(cellar_engine::is_intact(&b.layout().database_path(&alice)));
 }
+

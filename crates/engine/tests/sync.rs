@@ -78,7 +78,7 @@ async fn many_writes_in_one_request_make_one_upload_with_version_plus_one() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(remote.metadata.writer, "a");
+    assert_eq!(remote.writer, "a");
 }
 
 #[tokio::test]
@@ -203,8 +203,9 @@ async fn a_foreign_empty_object_is_refused_by_name_on_the_folder_store() {
     .await;
 }
 
-/// Issue 5, item 7: a read asks the store one thing, the version check, and a write one
-/// more, its upload; nothing else (no `HEAD`, no listing) on the request path.
+/// Issue 5, item 7 and issue 11: a read asks the store one thing, the version check (the
+/// change after the local version), and a write one more, its upload; nothing else (no
+/// `HEAD`, no listing) on the request path. A new instance reads the snapshot first.
 #[tokio::test]
 async fn a_read_asks_the_store_once_and_a_write_once_more() {
     use common::watched::Watched;
@@ -218,14 +219,24 @@ async fn a_read_asks_the_store_once_and_a_write_once_more() {
     append(&a, &alice, 1).await.unwrap();
 
     assert_eq!(values(&b, &alice).await, [1], "a download");
+    let cold = BTreeMap::from([("get_range", 1), ("get", 1)]);
+    assert_eq!(watched.calls(), cold, "the snapshot, then the log's end");
+    watched.forget();
     for _ in 0..10 {
         assert_eq!(values(&b, &alice).await, [1]);
     }
-    let reads = BTreeMap::from([("get_range", 11)]);
-    assert_eq!(watched.calls(), reads, "one conditional GET per read");
+    let reads = BTreeMap::from([("get", 10)]);
+    assert_eq!(watched.calls(), reads, "one GET per read");
 
+    for value in 2..5 {
+        watched.forget();
+        append(&b, &alice, value).await.unwrap();
+        let write = BTreeMap::from([("get", 1), ("put", 1)]);
+        assert_eq!(watched.calls(), write, "the version check and one upload");
+    }
     watched.forget();
-    append(&b, &alice, 2).await.unwrap();
-    let write = BTreeMap::from([("get_range", 1), ("put", 1)]);
-    assert_eq!(watched.calls(), write, "the version check and one upload");
+    append(&a, &alice, 5).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1, 2, 3, 4, 5]);
+    let behind = BTreeMap::from([("get", 2)]);
+    assert_eq!(watched.calls(), behind, "the change it lacked, then the log's end");
 }

@@ -1,6 +1,7 @@
 //! `cellar bench`: a load generator for a running server's HTTP API (docs/benchmarks.md).
 //!
-//! Three phases: set every user up (its tables, its database grown to `--preload-bytes`);
+//! Three phases: set every user up (its tables, its database grown to `--preload-bytes`,
+//! then `--preload-writes` one-row updates);
 //! read the server's `/metrics`; run the measured requests from `--concurrency` workers;
 //! read `/metrics` again. The report gives throughput, the latency of successful requests,
 //! errors by code, and what syncing cost in between (uploads, bytes moved, conflicts).
@@ -58,7 +59,11 @@ async fn set_up(
 ) -> anyhow::Result<Setup> {
     let started = Instant::now();
     let first_requests = stream::iter(users)
-        .map(|user| workload::prepare(api, user, args.preload_bytes))
+        .map(|user| async move {
+            let first = workload::prepare(api, user, args.preload_bytes).await?;
+            workload::preload_writes(api, user, args.preload_writes).await?;
+            anyhow::Ok(first)
+        })
         .buffer_unordered(in_flight(args))
         .try_collect::<Vec<_>>()
         .await?;

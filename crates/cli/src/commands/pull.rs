@@ -51,15 +51,15 @@ pub async fn run(
     let spinner = output.spinner(format!("downloading {user}"));
     let downloaded = reader.download(user).await;
     spinner.finish_and_clear();
-    let (metadata, bytes) = downloaded
+    let (version, bytes) = downloaded
         .with_context(|| format!("cannot download the database of user {user}"))?
         .ok_or_else(|| bucket.missing(user))?;
     write_atomically(path, &bytes, force)
         .with_context(|| format!("cannot write {}", path.display()))?;
     output.report(&Pulled {
         user_id: user.to_string(),
-        version: metadata.version,
-        size_bytes: metadata.size,
+        version,
+        size_bytes: bytes.len() as u64,
         path: path.to_owned(),
     })?;
     Ok(Exit::Success)

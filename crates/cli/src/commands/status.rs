@@ -1,4 +1,5 @@
-//! `cellar status USER`: a user's database as the store has it (one metadata read).
+//! `cellar status USER`: a user's database as the store has it: the snapshot's metadata
+//! and the log after it (one metadata read each).
 
 use anyhow::Context;
 use cellar_engine::{UserId, Version};
@@ -19,14 +20,20 @@ struct Status {
     writer: String,
     sha256: String,
     etag: String,
+    /// The version the snapshot holds; the log holds the rest.
+    snapshot_version: Version,
+    /// Changes in the log after the snapshot.
+    changes: u64,
 }
 
 impl Report for Status {
     fn to_text(&self) -> String {
         format!(
-            "user       {}\nversion    {}\nsize       {}\nupdated at {}\nwriter     {}\nsha256     {}",
+            "user       {}\nversion    {}\nsnapshot   version {} + {} change(s) in the log\nsize       {} (snapshot)\nupdated at {}\nwriter     {}\nsha256     {} (snapshot)",
             self.user_id,
             self.version,
+            self.snapshot_version,
+            self.changes,
             HumanBytes(self.size_bytes),
             self.updated_at,
             self.writer,
@@ -43,15 +50,16 @@ pub async fn run(bucket: &Bucket<'_>, user: &UserId, output: Output) -> anyhow::
         .await
         .with_context(|| format!("cannot read the status of user {user}"))?
         .ok_or_else(|| bucket.missing(user))?;
-    let metadata = remote.metadata;
     output.report(&Status {
         user_id: user.to_string(),
-        version: metadata.version,
-        size_bytes: metadata.size,
-        updated_at: metadata.updated_at.to_rfc3339(),
-        writer: metadata.writer,
-        sha256: metadata.sha256,
+        version: remote.version,
+        size_bytes: remote.snapshot.size,
+        updated_at: remote.updated_at.to_rfc3339(),
+        writer: remote.writer,
+        sha256: remote.snapshot.sha256,
         etag: remote.etag.to_string(),
+        snapshot_version: remote.snapshot.version,
+        changes: remote.changes,
     })?;
     Ok(Exit::Success)
 }

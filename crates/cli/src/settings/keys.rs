@@ -178,6 +178,15 @@ pub const KEYS: &[Key] = &[
     Key::integer("sync.download_part_bytes", |s, v| {
         parse_positive(v).map(|n| s.download_part_bytes = n as u64)
     }),
+    Key::integer("sync.compact_after_versions", |s, v| {
+        parse_positive(v).map(|n| s.compact_after_versions = n as u64)
+    }),
+    Key::integer("sync.compact_after_bytes", |s, v| {
+        parse_positive(v).map(|n| s.compact_after_bytes = Some(n as u64))
+    }),
+    Key::integer("sync.log_grace_secs", |s, v| {
+        parse_positive(v).map(|secs| s.log_grace = Duration::from_secs(secs as u64))
+    }),
     Key::text("sync.durability", |s, v| {
         v.parse().map(|durability| s.durability = durability)
     }),

@@ -141,6 +141,15 @@ pub struct Settings {
     pub download_parallelism: usize,
     /// `sync.download_part_bytes`: the size of one part of a download.
     pub download_part_bytes: u64,
+    /// `sync.compact_after_versions`: fold the log into a new snapshot once it holds this
+    /// many changes since the snapshot…
+    pub compact_after_versions: u64,
+    /// `sync.compact_after_bytes`: …or this many bytes of changes (unset: a quarter of the
+    /// database, at least 1 MiB).
+    pub compact_after_bytes: Option<u64>,
+    /// `sync.log_grace_secs`: a change of the log is deleted only when older than this
+    /// (and folded into a snapshot).
+    pub log_grace: Duration,
     /// `sync.durability`: acknowledge writes after the upload (`sync`) or after the local
     /// commit, uploading in the background (`async`).
     pub durability: Durability,
@@ -213,6 +222,9 @@ impl Settings {
             version_check: true,
             download_parallelism: engine_defaults.download_parallelism,
             download_part_bytes: engine_defaults.download_part_bytes,
+            compact_after_versions: engine_defaults.compact_after_versions,
+            compact_after_bytes: engine_defaults.compact_after_bytes,
+            log_grace: engine_defaults.log_grace,
             durability: Durability::default(),
             auth_mode: AuthKind::Header,
             jwt_secret: None,
@@ -327,6 +339,9 @@ impl Settings {
         config.version_check = self.version_check;
         config.download_parallelism = self.download_parallelism;
         config.download_part_bytes = self.download_part_bytes;
+        config.compact_after_versions = self.compact_after_versions;
+        config.compact_after_bytes = self.compact_after_bytes;
+        config.log_grace = self.log_grace;
         config.durability = self.durability;
         config
     }

@@ -520,6 +520,68 @@ fn download_parts_reach_the_engine_and_refuse_zero() {
 }
 
 #[test]
+fn compaction_bounds_and_the_log_grace_reach_the_engine_and_refuse_zero() {
+    let compaction = |engine: EngineConfig| {
+        (
+            engine.compact_after_versions,
+            engine.compact_after_bytes,
+            engine.log_grace,
+        )
+    };
+    let defaults = Settings::load(&ConfigFile::Default, &env(&[]), &[])
+        .unwrap()
+        .engine_config();
+    assert_eq!(
+        compaction(defaults),
+        (64, None, Duration::from_secs(3600)),
+        "64 changes, a quarter of the database (at least 1 MiB), an hour"
+    );
+    let (_dir, config) = file(
+        "[sync]\ncompact_after_versions = 1000\ncompact_after_bytes = 4194304\nlog_grace_secs = 60\n",
+    );
+    let chosen = |vars: &[(&str, &str)]| {
+        compaction(
+            Settings::load(&config, &env(vars), &[])
+                .unwrap()
+                .engine_config(),
+        )
+    };
+    assert_eq!(chosen(&[]), (1000, Some(4 << 20), Duration::from_secs(60)));
+    assert_eq!(
+        chosen(&[
+            ("CELLAR_SYNC_COMPACT_AFTER_VERSIONS", "8"),
+            ("CELLAR_SYNC_LOG_GRACE_SECS", "7200"),
+        ]),
+        (8, Some(4 << 20), Duration::from_secs(7200))
+    );
+    for (var, key) in [
+        (
+            "CELLAR_SYNC_COMPACT_AFTER_VERSIONS",
+            "sync.compact_after_versions",
+        ),
+        (
+            "CELLAR_SYNC_COMPACT_AFTER_BYTES",
+            "sync.compact_after_bytes",
+        ),
+        ("CELLAR_SYNC_LOG_GRACE_SECS", "sync.log_grace_secs"),
+    ] {
+        let err = load_err(&ConfigFile::Default, &env(&[(var, "0")]), &[]);
+        assert!(err.contains(key) && err.contains("at least 1"), "{err}");
+        let err = load_err(&ConfigFile::Default, &env(&[(var, "1h")]), &[]);
+        assert!(
+            err.contains(key) && err.contains("positive whole number"),
+            "{err}"
+        );
+    }
+    let (_dir, config) = file("[sync]\ncompact_after_versions = \"64\"\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(
+        err.contains("sync.compact_after_versions") && err.contains("expected an integer"),
+        "{err}"
+    );
+}
+
+#[test]
 fn connection_keys_reach_the_server_and_must_be_positive() {
     let defaults = Settings::load(&ConfigFile::Default, &env(&[]), &[]).unwrap();
     let options = defaults.server_options().unwrap();

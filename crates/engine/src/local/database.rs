@@ -34,7 +34,14 @@ fn open_file(path: &Path) -> Result<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    // `secure_delete`: a page freed by a transaction is written (zeroed) at its commit, so
+    // the file holds exactly the pages a change of the log carries; no `cache_spill`: the
+    // journal then holds the old content of every page a transaction changed until its
+    // commit (see `delta::capture`).
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; \
+         PRAGMA cache_spill = OFF;",
+    )?;
     Ok(conn)
 }
 

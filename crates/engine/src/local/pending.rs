@@ -1,8 +1,11 @@
-//! A write whose upload failed: its image and what it was to carry, kept until uploaded.
+//! A write whose upload failed: what it was to send and on what it was based, kept until
+//! uploaded. The body is either a change of the log, exactly the bytes tried
+//! (`pending-v{N}.delta`, a `sync` write whose `PUT` failed), or a whole image
+//! (`pending-v{N}.sqlite`: an `async` write, a user's first version).
 //!
-//! Written image first, record second (the record is the commit point); removed record
-//! first, image second. A record without its image cannot exist. Each version's image is
-//! a file of its own (`pending-v{N}.sqlite`): under `async` durability a newer write is
+//! Written body first, record second (the record is the commit point); removed record
+//! first, body second. A record without its body cannot exist. Each version's body is
+//! a file of its own: under `async` durability a newer write is
 //! recorded while an older one is still pending, and writing its image over the older one
 //! in place would leave, after a crash mid-write, a record naming a torn image (a run of
 //! the async SIGKILL test uploaded an empty database that way). The image is checked
@@ -15,14 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
+use crate::checksum::sha256_hex;
 use crate::fsutil;
 use crate::layout::Layout;
-use crate::snapshot::Snapshot;
 use crate::store::ETag;
 use crate::user::UserId;
 use crate::version::Version;
 
-/// The record of a pending upload (`pending.json`; the image is `pending.sqlite`).
+/// The record of a pending upload (`pending.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingUpload {
     /// The version the upload carries.
@@ -31,29 +34,30 @@ pub struct PendingUpload {
     pub base_etag: Option<ETag>,
     /// The version it was based on.
     pub base_version: Version,
-    /// Hex SHA-256 of the stamped image.
+    /// Hex SHA-256 of the body.
     pub sha256: String,
+    /// Set when the body is a change of the log: the rolling checksum of the database it
+    /// makes. Absent: the body is a whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_checksum: Option<u64>,
 }
 
 impl PendingUpload {
-    /// Durably records `image` as pending, then removes the images of earlier records.
-    pub fn save(&self, layout: &Layout, user: &UserId, image: &Snapshot) -> Result<()> {
-        fsutil::write_synced(
-            &layout.pending_image_path(user, self.version),
-            image.bytes(),
-        )?;
+    /// Durably records `body` as pending, then removes the bodies of earlier records.
+    pub fn save(&self, layout: &Layout, user: &UserId, body: &[u8]) -> Result<()> {
+        fsutil::write_synced(&self.body_path(layout, user), body)?;
         crash_point("pending-image-written");
         let record = serde_json::to_vec_pretty(self).map_err(|err| Error::Io {
             path: layout.pending_record_path(user),
             source: std::sync::Arc::new(io::Error::other(err)),
         })?;
         fsutil::replace_atomically(&layout.pending_record_path(user), &record)?;
-        remove_images_except(layout, user, Some(self.version))
+        remove_bodies_except(layout, user, Some(self.body_path(layout, user)))
     }
 
-    /// The pending upload of `user` and its image, if there is one. An image that does not
+    /// The pending upload of `user` and its body, if there is one. A body that does not
     /// match its record is refused ([`Error::Inconsistent`]): it is never uploaded.
-    pub fn load(layout: &Layout, user: &UserId) -> Result<Option<(Self, Snapshot)>> {
+    pub fn load(layout: &Layout, user: &UserId) -> Result<Option<(Self, Vec<u8>)>> {
         let path = layout.pending_record_path(user);
         let record: Self = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| Error::Io {
@@ -63,35 +67,46 @@ impl PendingUpload {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(Error::io(&path)(err)),
         };
-        let mut image_path = layout.pending_image_path(user, record.version);
-        if !image_path.exists() && layout.legacy_pending_image_path(user).exists() {
-            image_path = layout.legacy_pending_image_path(user);
+        let mut body_path = record.body_path(layout, user);
+        if !body_path.exists() && layout.legacy_pending_image_path(user).exists() {
+            body_path = layout.legacy_pending_image_path(user);
         }
-        let image = Snapshot::from_bytes(fs::read(&image_path).map_err(Error::io(&image_path))?);
-        if image.sha256() != record.sha256 {
+        let body = fs::read(&body_path).map_err(Error::io(&body_path))?;
+        if sha256_hex(&body) != record.sha256 {
             return Err(Error::Inconsistent {
                 user: user.clone(),
                 detail: format!(
-                    "the image of the write pending as version {} does not match its record",
+                    "what the write pending as version {} was to send does not match its record",
                     record.version
                 ),
             });
         }
-        Ok(Some((record, image)))
+        Ok(Some((record, body)))
+    }
+
+    fn body_path(&self, layout: &Layout, user: &UserId) -> std::path::PathBuf {
+        match self.change_checksum {
+            Some(_) => layout.pending_change_path(user, self.version),
+            None => layout.pending_image_path(user, self.version),
+        }
     }
 
     /// Forgets the pending upload (after it landed or was kept aside).
     pub fn clear(layout: &Layout, user: &UserId) -> Result<()> {
         fsutil::remove_if_exists(&layout.pending_record_path(user))?;
-        remove_images_except(layout, user, None)
+        remove_bodies_except(layout, user, None)
     }
 }
 
-/// Removes `user`'s pending images other than `keep`'s (and the legacy one).
-fn remove_images_except(layout: &Layout, user: &UserId, keep: Option<Version>) -> Result<()> {
+/// Removes `user`'s pending bodies other than `keep` (and the legacy image).
+fn remove_bodies_except(
+    layout: &Layout,
+    user: &UserId,
+    keep: Option<std::path::PathBuf>,
+) -> Result<()> {
     fsutil::remove_if_exists(&layout.legacy_pending_image_path(user))?;
     let dir = layout.user_dir(user);
-    let kept = keep.map(|version| layout.pending_image_path(user, version));
+    let kept = keep;
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -99,11 +114,14 @@ fn remove_images_except(layout: &Layout, user: &UserId, keep: Option<Version>) -
     };
     for entry in entries {
         let path = entry.map_err(Error::io(&dir))?.path();
-        let is_image = path
+        let is_body = path
             .file_name()
             .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with("pending-v") && name.ends_with(".sqlite"));
-        if is_image && Some(&path) != kept.as_ref() {
+            .is_some_and(|name| {
+                name.starts_with("pending-v")
+                    && (name.ends_with(".sqlite") || name.ends_with(".delta"))
+            });
+        if is_body && Some(&path) != kept.as_ref() {
             fsutil::remove_if_exists(&path)?;
         }
     }
@@ -113,6 +131,7 @@ fn remove_images_except(layout: &Layout, user: &UserId, keep: Option<Version>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::Snapshot;
 
     fn record(version: u64, image: &Snapshot) -> PendingUpload {
         PendingUpload {
@@ -120,6 +139,7 @@ mod tests {
             base_etag: None,
             base_version: Version::new(version - 1),
             sha256: image.sha256(),
+            change_checksum: None,
         }
     }
 
@@ -129,18 +149,18 @@ mod tests {
         let layout = Layout::new(dir.path(), "users");
         let user = UserId::new("alice").unwrap();
         let first = Snapshot::from_bytes(vec![1; 8192]);
-        record(5, &first).save(&layout, &user, &first).unwrap();
+        record(5, &first).save(&layout, &user, first.bytes()).unwrap();
         // The next write's image, cut off before its record was written.
         fs::write(layout.pending_image_path(&user, Version::new(6)), [2; 100]).unwrap();
         let (loaded, image) = PendingUpload::load(&layout, &user).unwrap().unwrap();
         assert_eq!(loaded.version, Version::new(5));
-        assert_eq!(image.bytes(), first.bytes());
+        assert_eq!(image, first.bytes());
 
         let second = Snapshot::from_bytes(vec![3; 8192]);
-        record(6, &second).save(&layout, &user, &second).unwrap();
+        record(6, &second).save(&layout, &user, second.bytes()).unwrap();
         let (loaded, image) = PendingUpload::load(&layout, &user).unwrap().unwrap();
         assert_eq!(
-            (loaded.version, image.bytes()),
+            (loaded.version, &image[..]),
             (Version::new(6), second.bytes())
         );
         assert!(!layout.pending_image_path(&user, Version::new(5)).exists());
@@ -156,7 +176,7 @@ mod tests {
         let layout = Layout::new(dir.path(), "users");
         let user = UserId::new("alice").unwrap();
         let image = Snapshot::from_bytes(vec![1; 8192]);
-        record(5, &image).save(&layout, &user, &image).unwrap();
+        record(5, &image).save(&layout, &user, image.bytes()).unwrap();
         // A release before per-version images rewrote `pending.sqlite` in place.
         fs::rename(
             layout.pending_image_path(&user, Version::new(5)),

@@ -25,6 +25,11 @@ pub struct SyncState {
     /// When that version was uploaded.
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
+    /// The rolling checksum of the local file's pages at `version` (see `delta`); `None`
+    /// until known (state written by releases before the log, a format-1 snapshot): then
+    /// it is computed from the file when first needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u64>,
 }
 
 impl SyncState {

@@ -1,15 +1,15 @@
 //! Seed rule `version-compare-on-start`: before a request touches a user's database,
 //! compare the local version with the bucket's and download when the bucket is newer.
 //!
-//! One round trip: a `GET` with `If-None-Match: <etag of the local copy>` answers
-//! "not modified" or brings the newer object. Cellar then checks what it got instead of
-//! trusting it: the version must not be older than one already seen here (some stores
-//! were seen serving a stale object), and the body must match its checksums. A newer
-//! object is staged as it arrives and answers the request at once ([`super::staged`]).
+//! One round trip when the copy is current: a `GET` of the change after the local version
+//! (`docs/delta-sync.md`); 404 means current, a body is applied and the next one asked
+//! for ([`super::log`]). A new user, or one whose snapshot is due to be read again, starts
+//! from the snapshot: a newer one is staged as it arrives and answers the request at once
+//! ([`super::staged`]); its body must match its checksums, and each change its own.
 
 use std::time::Instant;
 
-use tracing::{error, warn};
+use tracing::warn;
 
 use crate::cache::SlotState;
 use crate::config::Durability;
@@ -17,11 +17,11 @@ use crate::context::{Context, blocking};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::local::{self, SyncState};
-use crate::metadata::SnapshotMetadata;
 use crate::metrics::EngineMetrics;
 use crate::remote::Fetch;
 use crate::store::StoreError;
 use crate::sync::install;
+use crate::sync::log::{self, Followed};
 use crate::sync::pending;
 use crate::sync::staged::{self, Download};
 use crate::user::UserId;
@@ -44,13 +44,27 @@ pub(crate) async fn version_compare_on_start(
         return Ok((
             SyncState {
                 version: local,
+                checksum: None,
                 ..state
             },
             false,
         ));
     }
     pending::finish_pending(shared, user, slot).await?;
-    compare(shared, user, slot).await.map(|state| (state, true))
+    let mut state = compare(shared, user, slot).await?;
+    if state.version != Version::ZERO && state.checksum.is_none() {
+        // A write's change is checked against it: computed once from the file.
+        let checksum = log::known_checksum(shared, user, slot, &mut state).await?;
+        match &mut slot.staged {
+            Some(staged) => staged.state.checksum = Some(checksum),
+            None => {
+                if let Some(sync) = &mut slot.sync {
+                    sync.checksum = Some(checksum);
+                }
+            }
+        }
+    }
+    Ok((state, true))
 }
 
 /// The version check proper: one conditional `GET`, and a download if the bucket is newer.
@@ -81,7 +95,11 @@ enum Parts {
     Whole,
 }
 
-/// One conditional `GET`: the whole object, or its first part when parts come side by side.
+/// The version check proper. The snapshot is read when nothing is here yet, and again
+/// when this instance has not read it for half the log's grace (a `HEAD`, then the
+/// download only if it is newer than the local copy); then the log is followed from the
+/// local version: ONE `GET` when the copy is current. A copy that a change does not fit
+/// is downloaded again, once.
 async fn compare_once(
     shared: &Context,
     user: &UserId,
@@ -89,34 +107,82 @@ async fn compare_once(
     parts: Parts,
 ) -> Result<SyncState> {
     // A download still being checked is what the request would run on: its version is the base.
-    let state = match &slot.staged {
+    let mut state = match &slot.staged {
         Some(staged) => staged.state.clone(),
         None => slot.sync.clone().unwrap_or_default(),
     };
     if !shared.config.version_check {
         return Ok(state);
     }
+    for _ in 0..2 {
+        state = read_snapshot(shared, user, slot, state, parts).await?;
+        if state.version == Version::ZERO {
+            return Ok(state); // a user with nothing in the bucket
+        }
+        match log::follow(shared, user, slot, state).await? {
+            Followed::Newest(state) => return Ok(state),
+            Followed::Diverged => {
+                slot.conn = None;
+                slot.snapshot_read_at = None;
+                state = SyncState::default();
+                slot.sync = Some(state.clone());
+            }
+        }
+    }
+    Err(inconsistent(
+        user,
+        "the local copy could not be brought to the bucket's version".into(),
+    ))
+}
+
+/// Reads the snapshot if it is due (see [`compare_once`]) and downloads it if it is newer
+/// than the local copy; the state the log is then followed from.
+async fn read_snapshot(
+    shared: &Context,
+    user: &UserId,
+    slot: &mut SlotState,
+    state: SyncState,
+    parts: Parts,
+) -> Result<SyncState> {
+    let due = slot
+        .snapshot_read_at
+        .is_none_or(|read| read.elapsed() >= shared.config.log_grace / 2);
+    if state.version != Version::ZERO && !due {
+        return Ok(state);
+    }
+    if state.version != Version::ZERO {
+        match shared.remote.describe(user).await? {
+            None => return Err(missing(user, &state)),
+            Some((_, _, snapshot)) if snapshot.version <= state.version => {
+                slot.snapshot_read_at = Some(Instant::now());
+                slot.snapshot_version = Some(snapshot.version);
+                return Ok(state);
+            }
+            Some(_) => {}
+        }
+    }
     let etag = state.etag.as_ref();
     // In parts side by side, the first `GET` asks for the first part only.
     let first_part = (parts == Parts::SideBySide && shared.config.download_parallelism > 1)
         .then_some(shared.config.download_part_bytes);
-    match shared.remote.fetch(user, etag, first_part).await? {
+    let fetched = shared.remote.fetch(user, etag, first_part).await?;
+    slot.snapshot_read_at = Some(Instant::now());
+    match fetched {
         Fetch::NotModified => Ok(state),
         Fetch::Missing if state.version == Version::ZERO => Ok(state),
-        Fetch::Missing => Err(inconsistent(
-            user,
-            format!(
-                "the database is missing from the bucket, but version {} was synced here; \
-                 refusing to start over from an empty database",
-                state.version
-            ),
-        )),
+        Fetch::Missing => Err(missing(user, &state)),
+        Fetch::Found(incoming) if incoming.metadata.version <= state.version => {
+            slot.snapshot_version = Some(incoming.metadata.version);
+            Ok(state)
+        }
         Fetch::Found(incoming) => {
-            check_version(user, &state, &incoming.metadata)?;
+            slot.snapshot_version = Some(incoming.metadata.version);
+            slot.log_bytes = 0;
             let new_state = SyncState {
                 version: incoming.metadata.version,
                 etag: Some(incoming.etag.clone()),
                 updated_at: Some(incoming.metadata.updated_at),
+                checksum: incoming.metadata.checksum,
             };
             let writer = incoming.metadata.writer.clone();
             let first = 0..first_part.map_or(incoming.size, |part| part.min(incoming.size));
@@ -137,27 +203,15 @@ async fn compare_once(
     }
 }
 
-/// Refuses a download whose version is older than the local one (a stale read), logged
-/// with its evidence, never retried away; checked before the body is read.
-fn check_version(user: &UserId, local: &SyncState, remote: &SnapshotMetadata) -> Result<()> {
-    if remote.version < local.version {
-        error!(user = %user, remote_version = remote.version.get(), local_version = local.version.get(),
-            remote_writer = %remote.writer, remote_updated_at = %remote.updated_at,
-            "stale read: the store returned an older version than one already seen");
-        return Err(inconsistent(
-            user,
-            format!(
-                "the store returned version {} (written by {} at {}) but version {} was \
-                 already seen here; refusing to go back",
-                remote.version, remote.writer, remote.updated_at, local.version
-            ),
-        ));
-    }
-    if remote.version == local.version && local.version != Version::ZERO {
-        warn!(user = %user, version = local.version.get(),
-            "the bucket holds different bytes under the same version; adopting the bucket's");
-    }
-    Ok(())
+fn missing(user: &UserId, state: &SyncState) -> Error {
+    inconsistent(
+        user,
+        format!(
+            "the database is missing from the bucket, but version {} was synced here; \
+             refusing to start over from an empty database",
+            state.version
+        ),
+    )
 }
 
 /// Reads the sync state from disk on first use, recovering from an interrupted install.

@@ -1,31 +1,98 @@
-//! Seed rules `sync-on-mutation` and `version-increment-on-write`: one conditional upload
-//! per writing request, carrying version + 1; and `conflict-last-write-wins` /
-//! `conflict-log-warning` when the condition fails.
+//! Seed rules `sync-on-mutation` and `version-increment-on-write`: one create-only upload
+//! per writing request, carrying version + 1 (a user's first version as the snapshot, every
+//! later one as the change after its base, see `docs/delta-sync.md`); and
+//! `conflict-last-write-wins` / `conflict-log-warning` when another writer came first.
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::config::{ConflictPolicy, SizeThresholds};
+use crate::checksum::sha256_hex;
+use crate::config::SizeThresholds;
 use crate::context::Context;
+use crate::delta::{self, Delta};
 use crate::error::Error;
 use crate::events::{Event, Resolution};
-use crate::metadata::SnapshotMetadata;
+use crate::local::SyncState;
+use crate::metadata::{ChangeMetadata, SnapshotMetadata};
 use crate::metrics::EngineMetrics;
 use crate::remote::{RemoteHead, commit_condition};
 use crate::snapshot::Snapshot;
-use crate::store::{ETag, PutCondition, StoreError};
+use crate::store::{ETag, StoreError};
 use crate::user::UserId;
 use crate::version::Version;
+
+/// What a write sends to the bucket.
+#[derive(Clone, Debug)]
+pub(crate) enum Outgoing {
+    /// The user's first version: the whole database, created as the snapshot.
+    First(Snapshot),
+    /// A later version: the encoded change after the plan's base, and the rolling checksum
+    /// of the database it makes.
+    Change {
+        bytes: Bytes,
+        checksum: u64,
+        /// The size of the database it makes (for the size thresholds).
+        database_bytes: u64,
+    },
+}
+
+impl Outgoing {
+    /// The change `delta` (versions set from `plan`), encoded.
+    pub fn change(mut delta: Delta, plan: &UploadPlan) -> Result<Self, Error> {
+        delta.base_version = plan.base_version;
+        delta.version = plan.version;
+        let bytes = delta
+            .encode()
+            .map_err(|err| Error::internal(format!("a change could not be encoded: {err}")))?;
+        debug!(version = plan.version.get(), pages = delta.changed_pages(), bytes = bytes.len(),
+            "a change of the log");
+        Ok(Self::Change {
+            checksum: delta.checksum_after,
+            database_bytes: u64::from(delta.pages_after) * u64::from(delta.page_size),
+            bytes: Bytes::from(bytes),
+        })
+    }
+
+    /// `image`, a whole database, as the upload of `plan`: the snapshot for a first
+    /// version, else a change that replaces every page.
+    pub fn image(mut image: Snapshot, plan: &UploadPlan) -> Result<Self, Error> {
+        image.stamp(plan.version);
+        if plan.base_version == Version::ZERO {
+            return Ok(Self::First(image));
+        }
+        let delta = Delta::from_image(image.bytes()).map_err(|err| {
+            Error::internal(format!("a database image could not be encoded: {err}"))
+        })?;
+        Self::change(delta, plan)
+    }
+
+    /// Hex SHA-256 of the bytes sent: how a landed try is recognised.
+    pub fn sha256(&self) -> String {
+        match self {
+            Self::First(image) => image.sha256(),
+            Self::Change { bytes, .. } => sha256_hex(bytes),
+        }
+    }
+
+    /// The size of the database this upload makes.
+    fn database_bytes(&self) -> u64 {
+        match self {
+            Self::First(image) => image.len(),
+            Self::Change { database_bytes, .. } => *database_bytes,
+        }
+    }
+}
 
 /// What an upload is to carry and on what it is based.
 #[derive(Clone, Debug)]
 pub(crate) struct UploadPlan {
     /// The version the request started from.
     pub base_version: Version,
-    /// The precondition: the ETag seen at request start, or `Create` for a first upload.
-    pub condition: PutCondition,
+    /// The snapshot's ETag as seen at request start (`None`: none yet).
+    pub base_etag: Option<ETag>,
     /// The version to upload as.
     pub version: Version,
 }
@@ -35,7 +102,7 @@ impl UploadPlan {
     pub fn on_top_of(base_version: Version, base_etag: Option<ETag>) -> Self {
         Self {
             base_version,
-            condition: commit_condition(base_etag),
+            base_etag,
             version: base_version.next(),
         }
     }
@@ -45,131 +112,261 @@ impl UploadPlan {
 #[derive(Clone, Debug)]
 pub(crate) struct Uploaded {
     pub version: Version,
-    pub etag: ETag,
+    /// The snapshot's ETag: the new one after a first version, else the base's.
+    pub etag: Option<ETag>,
     pub updated_at: DateTime<Utc>,
+    /// The rolling checksum of the database at `version`.
+    pub checksum: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// It was a first version, sent as the snapshot.
+    pub snapshot: bool,
+}
+
+impl Uploaded {
+    /// The local copy's sync state once it holds this version.
+    pub fn state(&self) -> SyncState {
+        SyncState {
+            version: self.version,
+            etag: self.etag.clone(),
+            updated_at: Some(self.updated_at),
+            checksum: Some(self.checksum),
+        }
+    }
 }
 
 /// Why an upload did not land.
 #[derive(Debug)]
 pub(crate) enum UploadFailure {
-    /// Another writer won; under strict and rebase the caller decides what follows.
+    /// Another writer came first; the caller's policy decides what follows.
     Refused { remote: RemoteHead },
     /// The upload itself failed: it may or may not have landed.
     Unavailable {
         /// Why.
         source: StoreError,
-        /// What was being uploaded when it failed (the image is stamped accordingly).
+        /// What was being uploaded when it failed, and as what.
         attempted: UploadPlan,
+        sent: Outgoing,
     },
     /// Something else failed; the upload did not land.
     Failed(Error),
 }
 
-/// Uploads `image` as planned. Under last-write-wins a refused upload is retried over the
-/// winner (bounded), and each overwrite that lands logs exactly one conflict warning.
+/// Sends `outgoing` as `plan` says: ONE create-only `PUT` (the snapshot of a first version,
+/// else the change after the base). A refused `PUT` whose object holds our bytes is our own
+/// earlier try that landed (the client retried); any other is another writer's.
 pub(crate) async fn sync_on_mutation(
     shared: &Context,
     user: &UserId,
-    image: &mut Snapshot,
-    mut plan: UploadPlan,
+    outgoing: &Outgoing,
+    plan: &UploadPlan,
 ) -> Result<Uploaded, UploadFailure> {
-    let mut overwriting: Option<RemoteHead> = None;
-    for _ in 0..=shared.config.max_conflict_retries {
-        image.stamp(plan.version);
-        let metadata = SnapshotMetadata {
-            version: plan.version,
-            sha256: image.sha256(),
-            crc64nvme: Some(image.crc64nvme()),
-            size: image.len(),
-            writer: shared.config.writer_id.clone(),
-            updated_at: shared.clock.now(),
-        };
-        let started = Instant::now();
-        let outcome = shared
-            .remote
-            .put(user, image, &metadata, plan.condition.clone())
-            .await;
-        shared.metrics.upload_latency.observe(started.elapsed());
-        match outcome {
-            Ok(etag) => {
-                return Ok(landed(
-                    shared,
-                    user,
-                    &plan,
-                    metadata,
-                    etag,
-                    overwriting.as_ref(),
-                ));
+    send(shared, user, outgoing, plan, None).await
+}
+
+/// A last-write-wins overwrite: the version the losing write started from, and the winner.
+type Overwriting<'a> = Option<(Version, &'a RemoteHead)>;
+
+async fn send(
+    shared: &Context,
+    user: &UserId,
+    outgoing: &Outgoing,
+    plan: &UploadPlan,
+    overwriting: Overwriting<'_>,
+) -> Result<Uploaded, UploadFailure> {
+    let updated_at = shared.clock.now();
+    let writer = shared.config.writer_id.clone();
+    let sha256 = outgoing.sha256();
+    let started = Instant::now();
+    let (outcome, size, checksum) = match outgoing {
+        Outgoing::First(image) => {
+            let checksum = image_checksum(image).map_err(UploadFailure::Failed)?;
+            let metadata = SnapshotMetadata {
+                version: plan.version,
+                sha256: sha256.clone(),
+                crc64nvme: Some(image.crc64nvme()),
+                size: image.len(),
+                writer,
+                updated_at,
+                checksum: Some(checksum),
+                log_floor: None,
+            };
+            let put = shared
+                .remote
+                .put(user, image, &metadata, commit_condition(None))
+                .await
+                .map(Some);
+            (put, image.len(), checksum)
+        }
+        Outgoing::Change {
+            bytes, checksum, ..
+        } => {
+            let metadata = ChangeMetadata {
+                version: plan.version,
+                base_version: plan.base_version,
+                sha256: sha256.clone(),
+                size: bytes.len() as u64,
+                writer,
+                updated_at,
+                checksum: *checksum,
+            };
+            let put = shared
+                .remote
+                .create_change(user, bytes.clone(), &metadata)
+                .await
+                .map(|()| plan.base_etag.clone());
+            (put, metadata.size, *checksum)
+        }
+    };
+    shared.metrics.upload_latency.observe(started.elapsed());
+    let uploaded = |etag| Uploaded {
+        version: plan.version,
+        etag,
+        updated_at,
+        checksum,
+        bytes: size,
+        snapshot: matches!(outgoing, Outgoing::First(_)),
+    };
+    match outcome {
+        Ok(etag) => {
+            EngineMetrics::add(&shared.metrics.uploads, 1);
+            EngineMetrics::add(&shared.metrics.bytes_uploaded, size);
+            Ok(landed(shared, user, uploaded(etag), outgoing, overwriting))
+        }
+        Err(StoreError::PreconditionFailed { .. }) => {
+            let (remote, etag) = winner(shared, user, outgoing, plan).await?;
+            if remote.sha256.as_deref() == Some(sha256.as_str()) {
+                // An earlier try landed: adopted, not counted as an upload again.
+                let uploaded = uploaded(etag);
+                return Ok(landed(shared, user, uploaded, outgoing, overwriting));
             }
-            Err(StoreError::PreconditionFailed { .. }) => {
-                let remote = shared
-                    .remote
-                    .head(user)
-                    .await
-                    .map_err(UploadFailure::Failed)?;
-                if remote.sha256.as_deref() == Some(metadata.sha256.as_str()) {
-                    // Our own upload: the client retried a PUT whose first try had landed.
-                    let etag = remote.etag.unwrap_or_else(|| ETag(String::new()));
-                    return Ok(landed(
-                        shared,
-                        user,
-                        &plan,
-                        metadata,
-                        etag,
-                        overwriting.as_ref(),
-                    ));
-                }
-                EngineMetrics::add(&shared.metrics.conflicts, 1);
-                if shared.config.conflict != ConflictPolicy::LastWriteWins {
-                    return Err(UploadFailure::Refused { remote });
-                }
-                plan.version = plan.base_version.after_both(remote.version);
-                plan.condition = commit_condition(remote.etag.clone());
-                overwriting = Some(remote);
-            }
-            Err(source) => {
-                return Err(UploadFailure::Unavailable {
-                    source,
-                    attempted: plan,
-                });
-            }
+            EngineMetrics::add(&shared.metrics.conflicts, 1);
+            Err(UploadFailure::Refused { remote })
+        }
+        Err(source) => Err(UploadFailure::Unavailable {
+            source,
+            attempted: plan.clone(),
+            sent: outgoing.clone(),
+        }),
+    }
+}
+
+/// The rolling checksum of a whole image.
+pub(crate) fn image_checksum(image: &Snapshot) -> Result<u64, Error> {
+    let page_size = delta::image_page_size(image.bytes())
+        .map_err(|err| Error::internal(format!("an image to upload: {err}")))?;
+    Ok(delta::image_checksum(image.bytes(), page_size as usize))
+}
+
+/// Who holds the place `outgoing` was refused at, and the snapshot's ETag to keep.
+async fn winner(
+    shared: &Context,
+    user: &UserId,
+    outgoing: &Outgoing,
+    plan: &UploadPlan,
+) -> Result<(RemoteHead, Option<ETag>), UploadFailure> {
+    match outgoing {
+        Outgoing::First(_) => {
+            let remote = shared
+                .remote
+                .head(user)
+                .await
+                .map_err(UploadFailure::Failed)?;
+            let etag = remote.etag.clone();
+            Ok((remote, etag))
+        }
+        Outgoing::Change { .. } => {
+            let change = shared
+                .remote
+                .change_head(user, plan.base_version)
+                .await
+                .map_err(UploadFailure::Failed)?;
+            let remote = change.map_or_else(
+                || RemoteHead {
+                    version: plan.version,
+                    writer: String::new(),
+                    etag: None,
+                    sha256: None,
+                },
+                |change| RemoteHead {
+                    version: change.version,
+                    writer: change.writer,
+                    etag: None,
+                    sha256: Some(change.sha256),
+                },
+            );
+            Ok((remote, plan.base_etag.clone()))
         }
     }
-    let remote = overwriting.unwrap_or(RemoteHead {
-        version: plan.version,
-        writer: String::new(),
-        etag: None,
-        sha256: None,
-    });
+}
+
+/// Seed rule `conflict-last-write-wins`: `image`, the whole database of a write that lost
+/// to `remote`, becomes the newest version: the log is followed to its end (`HEAD`s of its
+/// changes, no bodies) and the change after it replaces every page. Bounded by
+/// `sync.max_conflict_retries`; the overwrite that lands logs the one conflict warning.
+pub(crate) async fn overwrite(
+    shared: &Context,
+    user: &UserId,
+    image: &Snapshot,
+    local_version: Version,
+    mut remote: RemoteHead,
+    base_etag: Option<ETag>,
+) -> Result<Uploaded, UploadFailure> {
+    for _ in 0..=shared.config.max_conflict_retries {
+        let end = end_of_log(shared, user, &remote).await?;
+        let plan = UploadPlan {
+            base_version: end.version,
+            base_etag: base_etag.clone(),
+            version: end.version.next(),
+        };
+        let outgoing = Outgoing::image(image.clone(), &plan).map_err(UploadFailure::Failed)?;
+        match send(shared, user, &outgoing, &plan, Some((local_version, &end))).await {
+            Ok(uploaded) => return Ok(uploaded),
+            Err(UploadFailure::Refused { remote: newer }) => remote = newer,
+            Err(failure) => return Err(failure),
+        }
+    }
     Err(UploadFailure::Refused { remote })
 }
 
-/// Records an upload that landed: metrics, the overwrite warning if it was one, the size
+/// The newest version at or after `from` (its writer too), by the `HEAD`s of the log.
+async fn end_of_log(
+    shared: &Context,
+    user: &UserId,
+    from: &RemoteHead,
+) -> Result<RemoteHead, UploadFailure> {
+    let mut end = from.clone();
+    while let Some(change) = shared
+        .remote
+        .change_head(user, end.version)
+        .await
+        .map_err(UploadFailure::Failed)?
+    {
+        end.version = change.version;
+        end.writer = change.writer;
+    }
+    Ok(end)
+}
+
+/// Records an upload that landed: the overwrite warning if it was one, the size
 /// thresholds, and the `version` event.
 fn landed(
     shared: &Context,
     user: &UserId,
-    plan: &UploadPlan,
-    metadata: SnapshotMetadata,
-    etag: ETag,
-    overwrote: Option<&RemoteHead>,
+    uploaded: Uploaded,
+    outgoing: &Outgoing,
+    overwriting: Overwriting<'_>,
 ) -> Uploaded {
-    EngineMetrics::add(&shared.metrics.uploads, 1);
-    EngineMetrics::add(&shared.metrics.bytes_uploaded, metadata.size);
-    if let Some(remote) = overwrote {
-        conflict_log_warning(shared, user, plan.base_version, remote, plan.version);
+    if let Some((local_version, remote)) = overwriting {
+        conflict_log_warning(shared, user, local_version, remote, uploaded.version);
     }
-    log_size_thresholds(user, metadata.size, shared.config.size_thresholds);
+    log_size_thresholds(user, outgoing.database_bytes(), shared.config.size_thresholds);
     shared.publish(Event::Version {
         user_id: user.to_string(),
-        version: plan.version,
-        writer: metadata.writer,
+        version: uploaded.version,
+        writer: shared.config.writer_id.clone(),
     });
-    Uploaded {
-        version: plan.version,
-        etag,
-        updated_at: metadata.updated_at,
-    }
+    uploaded
 }
 
 /// Seed rule `conflict-log-warning`: one structured warning per overwrite, with both

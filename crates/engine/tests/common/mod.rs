@@ -87,5 +87,5 @@ pub async fn remote_version(engine: &Engine, user: &UserId) -> u64 {
         .remote_status(user)
         .await
         .unwrap()
-        .map_or(0, |remote| remote.metadata.version.get())
+        .map_or(0, |remote| remote.version.get())
 }

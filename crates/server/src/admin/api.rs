@@ -273,16 +273,18 @@ async fn describe(admin: &Admin, user: UserId) -> Result<Option<UserSummary>, Ap
     let conflicts = admin.feed.conflicts(user.as_str());
     let summary = match admin.reader.remote_status(&user).await {
         Ok(None) => return Ok(None),
-        Ok(Some(RemoteDatabase { metadata, .. })) => UserSummary {
+        Ok(Some(RemoteDatabase {
+            version,
+            snapshot,
+            updated_at,
+            writer,
+            ..
+        })) => UserSummary {
             user_id: user.as_str().to_owned(),
-            version: Some(metadata.version.get()),
-            size_bytes: Some(metadata.size),
-            updated_at: Some(
-                metadata
-                    .updated_at
-                    .to_rfc3339_opts(SecondsFormat::Millis, true),
-            ),
-            writer: Some(metadata.writer),
+            version: Some(version.get()),
+            size_bytes: Some(snapshot.size),
+            updated_at: Some(updated_at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            writer: Some(writer),
             conflicts,
             problem: None,
         },

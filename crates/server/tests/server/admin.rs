@@ -354,6 +354,8 @@ fn metadata(body: &[u8]) -> SnapshotMetadata {
         size: body.len() as u64,
         writer: "seeded".into(),
         updated_at: Utc::now(),
+        checksum: None,
+        log_floor: None,
     }
 }
 

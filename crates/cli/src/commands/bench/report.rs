@@ -172,6 +172,8 @@ pub struct Report {
     concurrency: u64,
     write_ratio: f64,
     preload_bytes: u64,
+    /// One-row updates per user after the preload, before measuring.
+    preload_writes: u64,
     setup: Setup,
     requests: Requests,
     /// Wall time of the measured phase.
@@ -204,6 +206,7 @@ impl Report {
             concurrency: args.concurrency,
             write_ratio: args.write_ratio,
             preload_bytes: args.preload_bytes,
+            preload_writes: args.preload_writes,
             setup,
             requests: Requests {
                 total: ok + failed,
@@ -263,12 +266,17 @@ impl Printable for Report {
         };
         [
             format!(
-                "cellar bench {}: {} users, {} in flight, write ratio {}, preload {}",
+                "cellar bench {}: {} users, {} in flight, write ratio {}, preload {}{}",
                 self.url,
                 self.users,
                 self.concurrency,
                 self.write_ratio,
-                bytes(self.preload_bytes)
+                bytes(self.preload_bytes),
+                if self.preload_writes > 0 {
+                    format!(" and {} writes", self.preload_writes)
+                } else {
+                    String::new()
+                }
             ),
             format!(
                 "setup       {:.2} s; first request per user (ms): {}",

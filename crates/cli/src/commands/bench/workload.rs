@@ -1,8 +1,9 @@
-//! What `cellar bench` asks of the server: each user's tables, the preload, and the
-//! measured reads and writes.
+//! What `cellar bench` asks of the server: each user's tables, the preload, the preload's
+//! writes, and the measured reads and writes.
 //!
 //! Every user has `bench_rows` (ROWS rows to read and write) and `bench_blobs` (random
-//! blobs that give the database its preloaded size). A read is a 10-row range `SELECT` on
+//! blobs that give the database its preloaded size). A preload write is a one-row `UPDATE`
+//! of `bench_rows`, one request each (one change in the log each). A read is a 10-row range `SELECT` on
 //! `bench_rows`; a write is a one-row upsert (`INSERT … ON CONFLICT DO UPDATE`) into it,
 //! over twice as many ids as were seeded, so writes both insert and update.
 
@@ -12,7 +13,7 @@ use anyhow::anyhow;
 use cellar_engine::UserId;
 use serde_json::{Value, json};
 
-use super::api::{Answer, Api, Failure};
+use super::api::{Acknowledged, Answer, Api, Failure};
 
 /// Rows seeded into `bench_rows`.
 const ROWS: u64 = 100;
@@ -42,6 +43,31 @@ pub async fn prepare(api: &Api, user: &UserId, preload_bytes: u64) -> anyhow::Re
             .map_err(|failure| setup_error(user, failure))?;
         shape = probe(api, user).await?;
     }
+}
+
+/// Sends `writes` one-row `UPDATE`s to `user`, one request after the other (after
+/// [`prepare`]: the rows exist). Each must write, so that each is one version.
+pub async fn preload_writes(api: &Api, user: &UserId, writes: u64) -> anyhow::Result<()> {
+    for i in 0..writes {
+        let answer: Acknowledged = api
+            .query(user, &update(i))
+            .await
+            .map_err(|failure| setup_error(user, failure))?;
+        if !answer.wrote {
+            return Err(anyhow!(
+                "setting up {user}: preload write {i} changed nothing"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Preload write number `i`: one seeded row updated.
+fn update(i: u64) -> Value {
+    json!({ "statements": [{
+        "sql": "UPDATE bench_rows SET n = n + 1, note = ?2 WHERE id = ?1",
+        "params": [i % ROWS + 1, format!("preload write {i}")],
+    }]})
 }
 
 /// What a user's database holds so far.
@@ -139,6 +165,19 @@ mod tests {
         );
         let first: Vec<u64> = (0..60).filter(|&k| is_write(k, 0.05)).collect();
         assert_eq!(first, [19, 39, 59]);
+    }
+
+    #[test]
+    fn preload_writes_update_seeded_rows() {
+        let ids: Vec<Value> = [0, 1, ROWS - 1, ROWS]
+            .map(|i| update(i)["statements"][0]["params"][0].clone())
+            .into();
+        assert_eq!(ids, [json!(1), json!(2), json!(ROWS), json!(1)]);
+        assert!(
+            update(0)["statements"][0]["sql"]
+                .as_str()
+                .is_some_and(|sql| sql.starts_with("UPDATE bench_rows"))
+        );
     }
 
     #[test]

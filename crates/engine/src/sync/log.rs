@@ -1,0 +1,231 @@
+//! Following the log (`docs/delta-sync.md`): the changes after the local version, fetched
+//! one `GET` each, applied to the local copy through SQLite's page table, each in one
+//! SQLite transaction, checked against the rolling checksum before and after.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use tracing::warn;
+
+use crate::cache::SlotState;
+use crate::context::{Context, blocking};
+use crate::crash::crash_point;
+use crate::delta::{self, Delta, DeltaError};
+use crate::error::{Error, Result};
+use crate::local::SyncState;
+use crate::remote::Change;
+use crate::snapshot::Snapshot;
+use crate::sync::upload::Outgoing;
+use crate::tracked::TrackedConnection;
+use crate::user::UserId;
+
+/// How following the log ended.
+pub(crate) enum Followed {
+    /// The local copy is at the newest version.
+    Newest(SyncState),
+    /// The local copy is not the version its state names (a change did not fit it): it
+    /// must be downloaded again.
+    Diverged,
+}
+
+/// Applies every change after `state` to the local copy, until the bucket has no newer
+/// one: one `GET` when the copy is current.
+pub(crate) async fn follow(
+    shared: &Context,
+    user: &UserId,
+    slot: &mut SlotState,
+    mut state: SyncState,
+) -> Result<Followed> {
+    let mut newest = None;
+    while let Some(change) = shared.remote.next_change(user, state.version).await? {
+        if slot.staged.is_some() {
+            // A change applies to an installed file only (the download's checks read it
+            // as it arrived).
+            crate::sync::install::finish_staged(shared, user, slot).await;
+            let installed = slot.sync.clone().unwrap_or_default();
+            if installed.version != state.version {
+                return Err(Error::Inconsistent {
+                    user: user.clone(),
+                    detail: "the downloaded database failed its checks; try again".into(),
+                });
+            }
+        }
+        let writer = change.metadata.writer.clone();
+        match apply(shared, user, slot, &state, change).await? {
+            Some(next) => state = next,
+            None => return Ok(Followed::Diverged),
+        }
+        newest = Some(writer);
+    }
+    if let Some(writer) = newest {
+        shared.publish(crate::events::Event::Version {
+            user_id: user.to_string(),
+            version: state.version,
+            writer,
+        });
+    }
+    Ok(Followed::Newest(state))
+}
+
+/// The local copy's checksum at `state`, computed from the file when not yet known (state
+/// written by an earlier release, a snapshot of format 1): read through the page table.
+pub(crate) async fn known_checksum(
+    shared: &Context,
+    user: &UserId,
+    slot: &mut SlotState,
+    state: &mut SyncState,
+) -> Result<u64> {
+    if let Some(checksum) = state.checksum {
+        return Ok(checksum);
+    }
+    let conn = connection(shared, user, slot).await?;
+    let (conn, checksum) = blocking(move || {
+        let checksum = conn.engine(delta::database_checksum);
+        Ok((conn, checksum))
+    })
+    .await?;
+    slot.conn = Some(conn);
+    let checksum = checksum?;
+    state.checksum = Some(checksum);
+    Ok(checksum)
+}
+
+/// Applies one change; the new state, saved, or `None` when it does not fit the copy.
+async fn apply(
+    shared: &Context,
+    user: &UserId,
+    slot: &mut SlotState,
+    state: &SyncState,
+    change: Change,
+) -> Result<Option<SyncState>> {
+    let mut state = state.clone();
+    let checksum = known_checksum(shared, user, slot, &mut state).await?;
+    let conn = connection(shared, user, slot).await?;
+    let owned = user.clone();
+    let path = shared.layout.database_path(user);
+    let (conn, applied) = blocking(move || {
+        let applied = Delta::decode(&change.bytes)
+            .map_err(|err| delta_error(&owned, &path, err))
+            .and_then(|delta| apply_in_transaction(&conn, &delta, checksum, &owned, &path));
+        Ok((conn, applied.map(|applied| (applied, change))))
+    })
+    .await?;
+    slot.conn = Some(conn);
+    let (applied, change) = applied?;
+    let checksum = match applied {
+        Applied::Now(checksum) => checksum,
+        Applied::Already => change.metadata.checksum,
+        Applied::DoesNotFit => {
+            warn!(user = %user, version = state.version.get(), next = change.metadata.version.get(),
+                "the local copy does not match its recorded version; downloading it again");
+            return Ok(None);
+        }
+    };
+    let next = SyncState {
+        version: change.metadata.version,
+        etag: state.etag.clone(),
+        updated_at: Some(change.metadata.updated_at),
+        checksum: Some(checksum),
+    };
+    crash_point("after-apply-before-state");
+    let saved = next.clone();
+    let path = shared.layout.sync_state_path(user);
+    blocking(move || saved.save(&path)).await?;
+    slot.sync = Some(next.clone());
+    Ok(Some(next))
+}
+
+/// What applying a change found.
+enum Applied {
+    /// Applied; the new checksum.
+    Now(u64),
+    /// The copy already held it (a crash between the local commit and the saved state).
+    Already,
+    /// The copy is neither the change's base nor its result.
+    DoesNotFit,
+}
+
+fn apply_in_transaction(
+    conn: &TrackedConnection,
+    delta: &Delta,
+    checksum: u64,
+    user: &UserId,
+    path: &Path,
+) -> Result<Applied> {
+    conn.control("BEGIN IMMEDIATE")?;
+    let applied = conn.engine(|raw| delta::apply(raw, delta, checksum));
+    let committed = match &applied {
+        Ok(_) => conn.control("COMMIT"),
+        Err(_) => conn.control("ROLLBACK"),
+    };
+    // Pages were written under SQLite's b-tree layer: nothing it cached may answer again.
+    conn.engine(delta::forget_cached_pages)?;
+    committed?;
+    match applied {
+        Ok(checksum) => Ok(Applied::Now(checksum)),
+        Err(DeltaError::Mismatch { .. }) => {
+            let actual = conn.engine(delta::database_checksum)?;
+            Ok(if actual == delta.checksum_after {
+                Applied::Already
+            } else {
+                Applied::DoesNotFit
+            })
+        }
+        Err(err) => Err(delta_error(user, path, err)),
+    }
+}
+
+/// The database a pending change makes: the local copy (at the change's base) with the
+/// change applied, in memory. For keeping a lost write aside, or overwriting with it.
+pub(crate) async fn image_after(
+    shared: &Context,
+    user: &UserId,
+    slot: &mut SlotState,
+    outgoing: &Outgoing,
+) -> Result<Snapshot> {
+    let Outgoing::Change { bytes, .. } = outgoing else {
+        return Err(Error::internal("a whole image has no base to apply to"));
+    };
+    let mut state = slot.sync.clone().unwrap_or_default();
+    let checksum = known_checksum(shared, user, slot, &mut state).await?;
+    slot.conn = None; // the copy is read by a connection of its own
+    let path = shared.layout.database_path(user);
+    let owned = user.clone();
+    let bytes = bytes.clone();
+    blocking(move || {
+        let delta = Delta::decode(&bytes).map_err(|err| delta_error(&owned, &path, err))?;
+        let source = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut copy = Connection::open_in_memory()?;
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
+            backup.run_to_completion(256, std::time::Duration::ZERO, None)?;
+        }
+        copy.execute_batch("BEGIN IMMEDIATE")?;
+        delta::apply(&copy, &delta, checksum).map_err(|err| delta_error(&owned, &path, err))?;
+        copy.execute_batch("COMMIT")?;
+        delta::forget_cached_pages(&copy)?;
+        Ok(Snapshot::take(&copy)?)
+    })
+    .await
+}
+
+/// The user's warm connection, opened on the local file if there is none.
+async fn connection(shared: &Context, user: &UserId, slot: &mut SlotState) -> Result<TrackedConnection> {
+    match slot.conn.take() {
+        Some(conn) => Ok(conn),
+        None => shared.open_connection(user, slot.staged.is_some()).await,
+    }
+}
+
+/// A delta failure as the engine's error: SQLite and disk errors as such, anything about
+/// the change's bytes or checksums as data that failed Cellar's checks.
+pub(crate) fn delta_error(user: &UserId, path: &Path, err: DeltaError) -> Error {
+    match err {
+        DeltaError::Sql(err) => Error::from(err),
+        DeltaError::Io(err) => Error::io(path)(err),
+        other => Error::Inconsistent {
+            user: user.clone(),
+            detail: format!("a change of the log: {other}"),
+        },
+    }
+}

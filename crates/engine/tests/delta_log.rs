@@ -1,0 +1,211 @@
+//! The log of changes (`docs/delta-sync.md`), as a property: any sequence of writes (rows
+//! that grow, shrink and rewrite the file, indexes made and dropped), conflicts, compactions
+//! and cold starts, on two engines, reads back the same rows as a plain SQLite file given
+//! the acknowledged writes in version order. And the store calls of the steady state: one
+//! `PUT` per write, one `GET` per read.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cellar_engine::store::FaultyStore;
+use cellar_engine::{ConflictPolicy, Engine, EngineConfig, MemoryStore, Store, UserId, Version};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rusqlite::Connection;
+
+use common::user;
+
+/// One write, as SQL that runs the same on the engine and on the plain file.
+fn random_write(rng: &mut StdRng) -> String {
+    let key = rng.random_range(0..40);
+    match rng.random_range(0..9) {
+        0..=2 => format!(
+            "INSERT OR REPLACE INTO t(k, v, pad) VALUES ({key}, {}, zeroblob({}))",
+            rng.random_range(0..1000),
+            rng.random_range(0..600)
+        ),
+        3 => format!("UPDATE t SET v = v + 1 WHERE k = {key}"),
+        4 => format!("DELETE FROM t WHERE k >= {key} AND k < {}", key + 5),
+        5 => format!(
+            "INSERT INTO big(b) VALUES (randomblob(0)); UPDATE big SET b = zeroblob({}) \
+             WHERE rowid = last_insert_rowid()",
+            rng.random_range(1..6) * 9000
+        ),
+        6 => "DELETE FROM big WHERE rowid IN (SELECT rowid FROM big ORDER BY rowid LIMIT 2)"
+            .to_owned(),
+        7 => "CREATE INDEX IF NOT EXISTS t_v ON t(v)".to_owned(),
+        _ => "DROP INDEX IF EXISTS t_v".to_owned(),
+    }
+}
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS t(k INTEGER PRIMARY KEY, v INTEGER, pad BLOB);
+     CREATE TABLE IF NOT EXISTS big(b BLOB);";
+
+/// The rows of both tables, as text.
+const ROWS: [&str; 2] = [
+    "SELECT k || ':' || v || ':' || length(pad) FROM t ORDER BY k",
+    "SELECT rowid || ':' || length(b) FROM big ORDER BY rowid",
+];
+
+/// The rows a plain SQLite file holds.
+fn rows(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut all = Vec::new();
+    for sql in ROWS {
+        let mut statement = conn.prepare(sql)?;
+        let found: Vec<String> = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        all.extend(found);
+    }
+    Ok(all)
+}
+
+fn engine_config(dir: &std::path::Path, writer: &str, policy: ConflictPolicy) -> EngineConfig {
+    let mut config = common::config(dir, policy, writer);
+    config.compact_after_versions = 4;
+    config
+}
+
+async fn open(
+    store: &Arc<FaultyStore<MemoryStore>>,
+    dir: &std::path::Path,
+    writer: &str,
+    policy: ConflictPolicy,
+) -> Engine {
+    Engine::open(engine_config(dir, writer, policy), store.clone() as Arc<dyn Store>)
+        .await
+        .unwrap()
+}
+
+async fn write(engine: &Engine, user: &UserId, sql: String) -> cellar_engine::Result<Version> {
+    engine
+        .transact(user, move |conn| {
+            conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(&sql)?;
+            Ok(())
+        })
+        .await
+        .map(|committed| committed.version)
+}
+
+async fn read(engine: &Engine, user: &UserId) -> Vec<String> {
+    engine
+        .transact(user, |conn| {
+            let mut all = Vec::new();
+            for sql in ROWS {
+                all.extend(conn.query_map(sql, [], |row| row.get::<_, String>(0))?);
+            }
+            Ok(all)
+        })
+        .await
+        .unwrap()
+        .value
+}
+
+/// Replays the acknowledged writes in version order on a plain SQLite file.
+fn expected(acknowledged: &BTreeMap<Version, String>) -> Vec<String> {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    for sql in acknowledged.values() {
+        conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;")).unwrap();
+    }
+    rows(&conn).unwrap()
+}
+
+async fn run_case(seed: u64, policy: ConflictPolicy) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let mut dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let alice = user("alice");
+    let mut engines = vec![
+        open(&store, dirs[0].path(), "a", policy).await,
+        open(&store, dirs[1].path(), "b", policy).await,
+    ];
+    let mut acknowledged: BTreeMap<Version, String> = BTreeMap::new();
+    let first = write(&engines[0], &alice, "SELECT 1".into()).await.unwrap();
+    acknowledged.insert(first, "SELECT 1".into());
+    for step in 0..40 {
+        match rng.random_range(0..10) {
+            0..=5 => {
+                let sql = random_write(&mut rng);
+                let which = rng.random_range(0..2);
+                let version = write(&engines[which], &alice, sql.clone()).await.unwrap();
+                acknowledged.insert(version, sql);
+            }
+            6 | 7 => {
+                // Two writers at once: one may lose the race (strict: refused; last
+                // write wins: it overwrites, and the winner's write is gone).
+                let (one, two) = (random_write(&mut rng), random_write(&mut rng));
+                let (first, second) = tokio::join!(
+                    write(&engines[0], &alice, one.clone()),
+                    write(&engines[1], &alice, two.clone())
+                );
+                settle_race(&mut acknowledged, policy, [(first, one), (second, two)]);
+            }
+            8 => {
+                // A cold start: a new instance on an empty folder replaces one.
+                let which = rng.random_range(0..2);
+                engines[which].settle().await;
+                dirs.push(tempfile::tempdir().unwrap());
+                let fresh = open(&store, dirs[dirs.len() - 1].path(), "c", policy).await;
+                engines[which] = fresh;
+            }
+            _ => {
+                for engine in &engines {
+                    engine.settle().await; // compactions finish
+                }
+            }
+        }
+        let want = expected(&acknowledged);
+        for engine in &engines {
+            assert_eq!(read(engine, &alice).await, want, "seed {seed}, step {step}");
+        }
+    }
+    let (_, image) = engines[0]
+        .bucket_reader()
+        .download(&alice)
+        .await
+        .unwrap()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pulled.sqlite");
+    std::fs::write(&path, &image).unwrap();
+    let pulled = Connection::open(&path).unwrap();
+    assert_eq!(rows(&pulled).unwrap(), expected(&acknowledged), "seed {seed}: pull");
+}
+
+/// Records the outcome of two writes that raced.
+fn settle_race(
+    acknowledged: &mut BTreeMap<Version, String>,
+    policy: ConflictPolicy,
+    outcomes: [(cellar_engine::Result<Version>, String); 2],
+) {
+    let landed: Vec<(Version, String)> = outcomes
+        .into_iter()
+        .filter_map(|(outcome, sql)| match outcome {
+            Ok(version) => Some((version, sql)),
+            Err(cellar_engine::Error::Conflict { .. }) if policy == ConflictPolicy::Strict => None,
+            Err(err) => panic!("a racing write failed: {err}"),
+        })
+        .collect();
+    for (version, sql) in landed {
+        acknowledged.insert(version, sql);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_sequence_reads_back_like_a_plain_file_strict() {
+    for seed in 0..6 {
+        run_case(seed, ConflictPolicy::Strict).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_sequence_reads_back_like_a_plain_file_rebase() {
+    for seed in 100..106 {
+        run_case(seed, ConflictPolicy::Rebase).await;
+    }
+}
