@@ -81,11 +81,6 @@ impl Layout {
         self.user_dir(user).join("database.sqlite.export")
     }
 
-    /// A copy of the database made to be uploaded as the new snapshot (compaction).
-    pub fn compaction_temp_path(&self, user: &UserId) -> PathBuf {
-        self.user_dir(user).join("database.sqlite.compact")
-    }
-
     /// Where a download is written before it is renamed into place.
     pub fn download_temp_path(&self, user: &UserId) -> PathBuf {
         self.user_dir(user).join("database.sqlite.download")

@@ -118,10 +118,10 @@ pub(crate) async fn compact_now(shared: &Context, user: &UserId) -> Result<Optio
         let (state, staged) = (guard.sync.clone(), guard.staged.is_some());
         compact::copy_committed(shared, user, state, staged).await?
     };
-    let Some((copy, state)) = copied else {
+    let Some((image, state)) = copied else {
         return Ok(None);
     };
-    let folded = compact::fold(shared, user, copy, state).await?;
+    let folded = compact::fold(shared, user, image, state).await?;
     if let Some(version) = folded {
         let mut guard = slot.lock().await;
         guard.snapshot_version = Some(version);

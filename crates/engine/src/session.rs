@@ -486,7 +486,7 @@ impl Session {
                 crash_point("after-commit-before-state");
                 match staged {
                     true => Ok(()), // saved when the download is installed
-                    false => saved.save(&layout.sync_state_path(&user)),
+                    false => saved.save_for(&layout, &user),
                 }
             });
             Ok((conn, outcome))

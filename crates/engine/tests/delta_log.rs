@@ -164,6 +164,21 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
             assert_eq!(read(engine, &alice).await, want, "seed {seed}, step {step}");
         }
     }
+    // Compaction folds the log: the snapshot then holds the newest version, nothing after it.
+    engines[0].settle().await;
+    let folded = engines[0].compact(&alice).await.unwrap();
+    let status = engines[0]
+        .bucket_reader()
+        .remote_status(&alice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(folded, Some(status.version), "seed {seed}");
+    assert_eq!(
+        (status.snapshot.version, status.changes),
+        (status.version, 0),
+        "seed {seed}"
+    );
     let (_, image) = engines[0]
         .bucket_reader()
         .download(&alice)

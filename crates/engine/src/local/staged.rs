@@ -131,7 +131,7 @@ pub fn install_staged(
             .map_err(Error::io(&path))?;
     }
     install_download(layout, user)?;
-    state.save(&layout.sync_state_path(user))
+    state.save_for(layout, user)
 }
 
 /// Hashes the file at `path` and compares with `expected`.

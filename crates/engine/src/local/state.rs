@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::layout::Layout;
+use crate::user::UserId;
 use crate::store::ETag;
 use crate::version::Version;
 
@@ -30,9 +32,36 @@ pub struct SyncState {
     /// it is computed from the file when first needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<u64>,
+    /// SQLite's change counter in the local file's header when this state was saved.
+    /// SQLite bumps it at every commit, so a file committed after its state was saved (a
+    /// crash in between) is told by it: its checksum is then computed again, and a change
+    /// already in the file is not applied twice (an XOR record applied twice undoes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_counter: Option<u32>,
 }
 
 impl SyncState {
+    /// The state of `user`'s local copy, as saved; its checksum dropped when the file was
+    /// committed since (see [`SyncState::file_counter`]).
+    pub fn load_for(layout: &Layout, user: &UserId) -> Result<Self> {
+        let mut state = Self::load(&layout.sync_state_path(user))?;
+        let counter = change_counter(&layout.database_path(user))?;
+        if state.file_counter.is_none() || state.file_counter != counter {
+            state.checksum = None;
+        }
+        Ok(state)
+    }
+
+    /// Saves the state of `user`'s local copy, with the file's change counter as it is now
+    /// (call it after the commit or install the state describes).
+    pub fn save_for(&self, layout: &Layout, user: &UserId) -> Result<()> {
+        let state = Self {
+            file_counter: change_counter(&layout.database_path(user))?,
+            ..self.clone()
+        };
+        state.save(&layout.sync_state_path(user))
+    }
+
     /// Reads the state at `path`; a missing file means a user never synced here.
     pub fn load(path: &Path) -> Result<Self> {
         match fs::read(path) {
@@ -52,5 +81,26 @@ impl SyncState {
             source: std::sync::Arc::new(io::Error::other(err)),
         })?;
         fsutil::replace_atomically(path, &bytes)
+    }
+}
+
+/// SQLite's file change counter (header bytes 24..28) of the database at `path`; `None`
+/// for a missing or empty file.
+fn change_counter(path: &Path) -> Result<Option<u32>> {
+    use std::io::Read;
+    let mut header = [0u8; 28];
+    match fs::File::open(path).and_then(|mut file| file.read_exact(&mut header)) {
+        Ok(()) => Ok(Some(u32::from_be_bytes([
+            header[24], header[25], header[26], header[27],
+        ]))),
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(Error::io(path)(err)),
     }
 }

@@ -1,12 +1,10 @@
 //! Compaction (`docs/delta-sync.md`): the log folded into a new snapshot, in the
-//! background, never under a request. The caller copies the committed local database
+//! background, never under a request. The caller reads the committed local database
 //! under the user's lock ([`copy_committed`]); [`fold`] then runs without it: the copy
 //! becomes `database.sqlite` under `If-Match` on the snapshot it replaces (another
 //! instance that folded first wins, and nothing is lost: any snapshot at a version equals
 //! the log folded to it), and changes folded into the previous snapshot are deleted once
 //! that snapshot is older than the log's grace.
-
-use std::path::PathBuf;
 
 use tracing::{info, warn};
 
@@ -14,7 +12,6 @@ use crate::cache::SlotState;
 use crate::context::{Context, blocking};
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::fsutil;
 use crate::local::SyncState;
 use crate::metadata::SnapshotMetadata;
 use crate::snapshot::Snapshot;
@@ -48,15 +45,17 @@ pub(crate) fn due(shared: &Context, user: &UserId, slot: &SlotState) -> bool {
     versions >= shared.config.compact_after_versions || slot.log_bytes >= bytes_bound
 }
 
-/// Copies the committed local database for [`fold`], with `state`, the state it is at
-/// (the caller holds the user's lock); `None` when there is nothing to fold now (a
-/// download `staged`, a write pending, no checksum).
+/// Reads the committed local database for [`fold`], with `state`, the state it is at
+/// (the caller holds the user's lock, so no transaction is open on it: the file is the
+/// committed database, byte for byte; SQLite's backup API would bump the copy's schema
+/// cookie); `None` when there is nothing to fold now (a download `staged`, a write
+/// pending, no checksum).
 pub(crate) async fn copy_committed(
     shared: &Context,
     user: &UserId,
     state: Option<SyncState>,
     staged: bool,
-) -> Result<Option<(PathBuf, SyncState)>> {
+) -> Result<Option<(Snapshot, SyncState)>> {
     let Some(state) = state else {
         return Ok(None);
     };
@@ -66,40 +65,23 @@ pub(crate) async fn copy_committed(
     {
         return Ok(None);
     }
-    let source = shared.layout.database_path(user);
-    let copy = shared.layout.compaction_temp_path(user);
-    let target = copy.clone();
-    blocking(move || {
-        fsutil::remove_if_exists(&target)?;
-        let conn = rusqlite::Connection::open_with_flags(
-            &source,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
-        conn.backup(rusqlite::MAIN_DB, &target, None)?;
-        Ok(())
+    let path = shared.layout.database_path(user);
+    let image = blocking(move || {
+        std::fs::read(&path)
+            .map(Snapshot::from_bytes)
+            .map_err(Error::io(&path))
     })
     .await?;
-    Ok(Some((copy, state)))
+    Ok(Some((image, state)))
 }
 
-/// Uploads `copy` (the database at `state`) as the snapshot, then deletes what the grace
+/// Uploads `image` (the database at `state`) as the snapshot, then deletes what the grace
 /// allows. Answers the snapshot's version in the bucket afterwards, `None` if unknown.
 pub(crate) async fn fold(
     shared: &Context,
     user: &UserId,
-    copy: PathBuf,
+    mut image: Snapshot,
     state: SyncState,
-) -> Result<Option<Version>> {
-    let outcome = fold_copy(shared, user, &copy, &state).await;
-    let _ = fsutil::remove_if_exists(&copy);
-    outcome
-}
-
-async fn fold_copy(
-    shared: &Context,
-    user: &UserId,
-    copy: &std::path::Path,
-    state: &SyncState,
 ) -> Result<Option<Version>> {
     let Some((etag, _, current)) = shared.remote.describe(user).await? else {
         return Ok(None);
@@ -107,13 +89,6 @@ async fn fold_copy(
     if current.version >= state.version {
         return Ok(Some(current.version));
     }
-    let path = copy.to_owned();
-    let mut image = blocking(move || {
-        std::fs::read(&path)
-            .map(Snapshot::from_bytes)
-            .map_err(Error::io(&path))
-    })
-    .await?;
     image.stamp(state.version);
     let checksum = crate::sync::upload::image_checksum(&image)?;
     if Some(checksum) != state.checksum {

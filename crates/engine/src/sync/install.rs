@@ -29,7 +29,7 @@ pub(crate) async fn install(
     let saved = state.clone();
     blocking(move || {
         local::install_image(&layout, &owned, image.as_ref())?;
-        saved.save(&layout.sync_state_path(&owned))
+        saved.save_for(&layout, &owned)
     })
     .await?;
     slot.sync = Some(state);

@@ -126,11 +126,12 @@ async fn apply(
         etag: state.etag.clone(),
         updated_at: Some(change.metadata.updated_at),
         checksum: Some(checksum),
+        file_counter: None,
     };
     crash_point("after-apply-before-state");
     let saved = next.clone();
-    let path = shared.layout.sync_state_path(user);
-    blocking(move || saved.save(&path)).await?;
+    let (layout, owned) = (shared.layout.clone(), user.clone());
+    blocking(move || saved.save_for(&layout, &owned)).await?;
     slot.sync = Some(next.clone());
     Ok(Some(next))
 }
@@ -155,9 +156,11 @@ fn apply_in_transaction(
     conn.control("BEGIN IMMEDIATE")?;
     let applied = conn.engine(|raw| delta::apply(raw, delta, checksum));
     let committed = match &applied {
-        Ok(_) => conn.control("COMMIT"),
-        Err(_) => conn.control("ROLLBACK"),
+        Ok(_) => conn.control("COMMIT").map_err(Error::from),
+        Err(_) => Ok(()),
     };
+    // A failed COMMIT (a full disk) may leave the transaction open; a no-op otherwise.
+    conn.rollback();
     // Pages were written under SQLite's b-tree layer: nothing it cached may answer again.
     conn.engine(delta::forget_cached_pages)?;
     committed?;

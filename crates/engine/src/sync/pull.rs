@@ -183,6 +183,7 @@ async fn read_snapshot(
                 etag: Some(incoming.etag.clone()),
                 updated_at: Some(incoming.metadata.updated_at),
                 checksum: incoming.metadata.checksum,
+                file_counter: None,
             };
             let writer = incoming.metadata.writer.clone();
             let first = 0..first_part.map_or(incoming.size, |part| part.min(incoming.size));
@@ -220,7 +221,7 @@ async fn load_state(shared: &Context, user: &UserId, slot: &mut SlotState) -> Re
         let layout = shared.layout.clone();
         let owned = user.clone();
         let state = blocking(move || {
-            let state = SyncState::load(&layout.sync_state_path(&owned))?;
+            let state = SyncState::load_for(&layout, &owned)?;
             local::reset_if_missing(&layout, &owned, state)
         })
         .await?;

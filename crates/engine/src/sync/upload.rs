@@ -131,6 +131,7 @@ impl Uploaded {
             etag: self.etag.clone(),
             updated_at: Some(self.updated_at),
             checksum: Some(self.checksum),
+            file_counter: None,
         }
     }
 }
