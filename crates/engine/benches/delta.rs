@@ -93,6 +93,27 @@ fn update_one_row(conn: &Connection, row: u64) {
     .expect("update one row");
 }
 
+/// Runs `write` in a transaction `iters` times and times the capture of each (the
+/// transaction is rolled back after it).
+fn time_captures(
+    origin: &Connection,
+    path: &Path,
+    checksum: u64,
+    iters: u64,
+    mut write: impl FnMut(&Connection),
+) -> Duration {
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        origin.execute_batch("BEGIN").expect("begin");
+        write(origin);
+        let started = Instant::now();
+        black_box(delta::capture(origin, &journal_of(path), checksum)).expect("capture");
+        spent += started.elapsed();
+        origin.execute_batch("ROLLBACK").expect("roll back");
+    }
+    spent
+}
+
 fn deltas(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let origin_path = dir.path().join("origin.sqlite");
@@ -106,17 +127,9 @@ fn deltas(c: &mut Criterion) {
 
     group.bench_function("capture-1-row-update", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                origin.execute_batch("BEGIN").expect("begin");
-                update_one_row(&origin, rows.next());
-                let started = Instant::now();
-                black_box(delta::capture(&origin, &journal_of(&origin_path), checksum))
-                    .expect("capture");
-                spent += started.elapsed();
-                origin.execute_batch("ROLLBACK").expect("roll back");
-            }
-            spent
+            time_captures(&origin, &origin_path, checksum, iters, |conn| {
+                update_one_row(conn, rows.next());
+            })
         })
     });
 
@@ -184,19 +197,10 @@ fn deltas(c: &mut Criterion) {
     let checksum = delta::database_checksum(&origin).expect("the checksum");
     group.bench_function("capture-1-row-insert-from-the-free-list", |b| {
         b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iters {
-                origin.execute_batch("BEGIN").expect("begin");
-                origin
-                    .execute("INSERT INTO spare VALUES (randomblob(10000))", [])
+            time_captures(&origin, &origin_path, checksum, iters, |conn| {
+                conn.execute("INSERT INTO spare VALUES (randomblob(10000))", [])
                     .expect("insert one row");
-                let started = Instant::now();
-                black_box(delta::capture(&origin, &journal_of(&origin_path), checksum))
-                    .expect("capture");
-                spent += started.elapsed();
-                origin.execute_batch("ROLLBACK").expect("roll back");
-            }
-            spent
+            })
         })
     });
     group.finish();

@@ -11,16 +11,16 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::checksum::check_body;
-use crate::delta::{self, Delta};
 use crate::context::blocking;
+use crate::delta::{self, Delta};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::metadata::SnapshotMetadata;
 use crate::remote::{Change, Remote};
 use crate::snapshot::looks_like_sqlite;
-use crate::sync::delta_error;
 use crate::store::{ETag, Store};
+use crate::sync::delta_error;
 use crate::user::UserId;
 use crate::version::Version;
 
@@ -148,7 +148,10 @@ impl BucketReader {
         let (version, body) = match downloaded {
             Ok(downloaded) => downloaded,
             Err(mismatch) => {
-                let version = self.remote_status(user).await?.map_or(Version::ZERO, |s| s.version);
+                let version = self
+                    .remote_status(user)
+                    .await?
+                    .map_or(Version::ZERO, |s| s.version);
                 return Ok(Some(Verification {
                     user_id: user.to_string(),
                     version,

@@ -54,16 +54,13 @@ pub struct SnapshotMetadata {
 impl SnapshotMetadata {
     /// The key/value form sent to the store.
     pub fn to_raw(&self) -> RawMetadata {
-        let mut raw = BTreeMap::from([
-            (VERSION.to_owned(), self.version.to_string()),
-            (SHA256.to_owned(), self.sha256.clone()),
-            (SIZE.to_owned(), self.size.to_string()),
-            (WRITER.to_owned(), self.writer.clone()),
-            (
-                UPDATED_AT.to_owned(),
-                self.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            ),
-        ]);
+        let mut raw = common_raw(
+            self.version,
+            &self.sha256,
+            self.size,
+            &self.writer,
+            self.updated_at,
+        );
         if let Some(crc) = &self.crc64nvme {
             raw.insert(CRC64NVME.to_owned(), crc.clone());
         }
@@ -87,7 +84,9 @@ impl SnapshotMetadata {
         let bad =
             |name: &str, value: &str| format!("metadata key {name} has a bad value {value:?}");
         if let Some(format) = raw.get(FORMAT)
-            && format.parse::<u32>().map_or(true, |format| format > FORMAT_VERSION)
+            && format
+                .parse::<u32>()
+                .map_or(true, |format| format > FORMAT_VERSION)
         {
             return Err(format!(
                 "the object is in format {format}, newer than this release reads \
@@ -142,19 +141,19 @@ pub struct ChangeMetadata {
 impl ChangeMetadata {
     /// The key/value form sent to the store.
     pub fn to_raw(&self) -> RawMetadata {
-        BTreeMap::from([
-            (VERSION.to_owned(), self.version.to_string()),
+        let mut raw = common_raw(
+            self.version,
+            &self.sha256,
+            self.size,
+            &self.writer,
+            self.updated_at,
+        );
+        raw.extend([
             (BASE_VERSION.to_owned(), self.base_version.to_string()),
-            (SHA256.to_owned(), self.sha256.clone()),
-            (SIZE.to_owned(), self.size.to_string()),
-            (WRITER.to_owned(), self.writer.clone()),
-            (
-                UPDATED_AT.to_owned(),
-                self.updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            ),
             (CHECKSUM.to_owned(), format!("{:016x}", self.checksum)),
             (FORMAT.to_owned(), FORMAT_VERSION.to_string()),
-        ])
+        ]);
+        raw
     }
 
     /// Parses what the store returned; the error names the missing or malformed key.
@@ -177,6 +176,26 @@ impl ChangeMetadata {
                 .ok_or_else(|| format!("metadata key {CHECKSUM} is missing"))?,
         })
     }
+}
+
+/// The keys every object of Cellar's carries.
+fn common_raw(
+    version: Version,
+    sha256: &str,
+    size: u64,
+    writer: &str,
+    updated_at: DateTime<Utc>,
+) -> RawMetadata {
+    BTreeMap::from([
+        (VERSION.to_owned(), version.to_string()),
+        (SHA256.to_owned(), sha256.to_owned()),
+        (SIZE.to_owned(), size.to_string()),
+        (WRITER.to_owned(), writer.to_owned()),
+        (
+            UPDATED_AT.to_owned(),
+            updated_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        ),
+    ])
 }
 
 fn optional_checksum(raw: &RawMetadata) -> Result<Option<u64>, String> {
@@ -222,7 +241,11 @@ mod tests {
         assert_eq!(raw["cellar-base-version"], "7");
         assert_eq!(ChangeMetadata::from_raw(&raw).unwrap(), change);
         raw.insert("cellar-format".into(), "3".into());
-        assert!(ChangeMetadata::from_raw(&raw).unwrap_err().contains("upgrade"));
+        assert!(
+            ChangeMetadata::from_raw(&raw)
+                .unwrap_err()
+                .contains("upgrade")
+        );
     }
 
     #[test]

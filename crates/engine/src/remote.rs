@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::checksum::sha256_hex;
 use crate::error::{Error, Result, StoreError};
 use crate::layout::Layout;
-use crate::checksum::sha256_hex;
 use crate::metadata::{ChangeMetadata, SnapshotMetadata};
 use crate::snapshot::Snapshot;
 use crate::store::{ByteStream, ETag, Fetched, Listed, PutCondition, Store};
@@ -197,12 +197,11 @@ impl Remote {
         let Fetched::Found { info, body } = self.store.get(&key, None).await? else {
             return Ok(None);
         };
-        let metadata = ChangeMetadata::from_raw(&info.metadata).map_err(|detail| {
-            Error::Inconsistent {
+        let metadata =
+            ChangeMetadata::from_raw(&info.metadata).map_err(|detail| Error::Inconsistent {
                 user: user.clone(),
                 detail: format!("the change after version {after}: its metadata: {detail}"),
-            }
-        })?;
+            })?;
         if sha256_hex(&body) != metadata.sha256 || metadata.base_version != after {
             return Err(Error::Inconsistent {
                 user: user.clone(),
@@ -221,7 +220,11 @@ impl Remote {
     /// What the change after `after` says about itself, without its bytes, if one was
     /// committed: how a writer whose `PUT` failed tells its own landed try from another's,
     /// and how a last-write-wins overwrite finds the end of the log.
-    pub async fn change_head(&self, user: &UserId, after: Version) -> Result<Option<ChangeMetadata>> {
+    pub async fn change_head(
+        &self,
+        user: &UserId,
+        after: Version,
+    ) -> Result<Option<ChangeMetadata>> {
         let key = self.layout.change_key(user, after);
         let Some(info) = self.store.head(&key).await? else {
             return Ok(None);
@@ -258,7 +261,8 @@ impl Remote {
         metadata: &SnapshotMetadata,
         etag: ETag,
     ) -> std::result::Result<ETag, StoreError> {
-        self.put(user, image, metadata, PutCondition::Match(etag)).await
+        self.put(user, image, metadata, PutCondition::Match(etag))
+            .await
     }
 
     /// Deletes the change after `after` (folded into a snapshot, past the grace); deleting
@@ -268,7 +272,9 @@ impl Remote {
         user: &UserId,
         after: Version,
     ) -> std::result::Result<(), StoreError> {
-        self.store.delete(&self.layout.change_key(user, after)).await
+        self.store
+            .delete(&self.layout.change_key(user, after))
+            .await
     }
 
     /// Every user with a database in the bucket, with its object's size.

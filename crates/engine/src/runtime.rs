@@ -13,9 +13,9 @@ use tracing::{info, warn};
 use crate::config::Durability;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::version::Version;
 use crate::sync::{compact, install, pending};
 use crate::user::UserId;
+use crate::version::Version;
 
 /// How often a failing background upload is tried before waiting for the next write.
 const MAX_ATTEMPTS: u32 = 12;

@@ -353,37 +353,43 @@ impl Session {
             Err(err) => return Err(self.abandon(conn, err)),
         };
         crash_point("before-upload");
-        let outcome = match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {
-            Err(UploadFailure::Refused { remote }) => {
-                let (conn, image) = take_image(conn).await?;
-                let image = match image {
-                    Ok(image) => image,
-                    Err(err) => return Err(self.abandon(conn, err)),
-                };
-                if self.shared.config.conflict != ConflictPolicy::LastWriteWins {
-                    return Ok(self.lost(conn, remote, image));
+        let outcome =
+            match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {
+                Err(UploadFailure::Refused { remote }) => {
+                    let (conn, image) = take_image(conn).await?;
+                    let image = match image {
+                        Ok(image) => image,
+                        Err(err) => return Err(self.abandon(conn, err)),
+                    };
+                    if self.shared.config.conflict != ConflictPolicy::LastWriteWins {
+                        return Ok(self.lost(conn, remote, image));
+                    }
+                    let overwritten = upload::overwrite(
+                        &self.shared,
+                        &self.user,
+                        &image,
+                        self.base.version,
+                        remote,
+                        self.base.etag.clone(),
+                    )
+                    .await;
+                    if let Err(UploadFailure::Refused { remote }) = overwritten {
+                        return Ok(self.lost(conn, remote, image));
+                    }
+                    (conn, overwritten)
                 }
-                let overwritten = upload::overwrite(
-                    &self.shared,
-                    &self.user,
-                    &image,
-                    self.base.version,
-                    remote,
-                    self.base.etag.clone(),
-                )
-                .await;
-                if let Err(UploadFailure::Refused { remote }) = overwritten {
-                    return Ok(self.lost(conn, remote, image));
-                }
-                (conn, overwritten)
-            }
-            outcome => (conn, outcome),
-        };
+                outcome => (conn, outcome),
+            };
         match outcome {
             (conn, Ok(uploaded)) => self.commit_locally(conn, uploaded).await,
-            (conn, Err(UploadFailure::Unavailable { source, attempted, sent })) => {
-                Err(self.keep_pending(conn, sent, attempted, source).await)
-            }
+            (
+                conn,
+                Err(UploadFailure::Unavailable {
+                    source,
+                    attempted,
+                    sent,
+                }),
+            ) => Err(self.keep_pending(conn, sent, attempted, source).await),
             (conn, Err(UploadFailure::Failed(err))) => Err(self.abandon(conn, err)),
             (conn, Err(UploadFailure::Refused { .. })) => {
                 Err(self.abandon(conn, Error::internal("a refused upload was not resolved")))

@@ -35,7 +35,9 @@ async fn crash_child() {
         let mut config = config(&root.join(dir), ConflictPolicy::Strict, dir);
         config.compact_after_versions = 2;
         config.log_grace = std::time::Duration::ZERO;
-        cellar_engine::Engine::open(config, store.clone()).await.unwrap()
+        cellar_engine::Engine::open(config, store.clone())
+            .await
+            .unwrap()
     };
     let a = open("a").await;
     let b = open("b").await;
@@ -48,6 +50,10 @@ async fn crash_child() {
     b.settle().await; // installs its download
     ack(3, append(&a, &alice, 3).await.unwrap().version); // applies 100 first
     a.settle().await;
+    // b, behind a snapshot folded past its copy, downloads it over its old file.
+    a.compact(&alice).await.unwrap();
+    assert_eq!(values(&b, &alice).await, [1, 2, 5, 6, 100, 3]);
+    b.settle().await; // installs it
     store.inject(Operation::Put, Fault::Error);
     append(&a, &alice, 4).await.unwrap_err(); // pending
     println!("FINISHED");
@@ -107,7 +113,11 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
         let fresh = tempfile::tempdir().unwrap();
         let store = Arc::new(LocalStore::new(root.path().join("bucket")));
         let cold = engine(store, fresh.path(), ConflictPolicy::Strict, "cold").await;
-        assert_eq!(values(&cold, &alice).await, values(&a, &alice).await, "{point}");
+        assert_eq!(
+            values(&cold, &alice).await,
+            values(&a, &alice).await,
+            "{point}"
+        );
         eprintln!(
             "{point}: {} acknowledged, recovered at version {remote} with {found:?}",
             acked.len()

@@ -75,9 +75,12 @@ async fn open(
     writer: &str,
     policy: ConflictPolicy,
 ) -> Engine {
-    Engine::open(engine_config(dir, writer, policy), store.clone() as Arc<dyn Store>)
-        .await
-        .unwrap()
+    Engine::open(
+        engine_config(dir, writer, policy),
+        store.clone() as Arc<dyn Store>,
+    )
+    .await
+    .unwrap()
 }
 
 async fn write(engine: &Engine, user: &UserId, sql: String) -> cellar_engine::Result<Version> {
@@ -110,7 +113,8 @@ fn expected(acknowledged: &BTreeMap<Version, String>) -> Vec<String> {
     let conn = Connection::open_in_memory().unwrap();
     conn.execute_batch(SCHEMA).unwrap();
     for sql in acknowledged.values() {
-        conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;")).unwrap();
+        conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;"))
+            .unwrap();
     }
     rows(&conn).unwrap()
 }
@@ -189,7 +193,11 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
     let path = dir.path().join("pulled.sqlite");
     std::fs::write(&path, &image).unwrap();
     let pulled = Connection::open(&path).unwrap();
-    assert_eq!(rows(&pulled).unwrap(), expected(&acknowledged), "seed {seed}: pull");
+    assert_eq!(
+        rows(&pulled).unwrap(),
+        expected(&acknowledged),
+        "seed {seed}: pull"
+    );
 }
 
 /// Records the outcome of two writes that raced.
@@ -223,4 +231,51 @@ async fn any_sequence_reads_back_like_a_plain_file_rebase() {
     for seed in 100..106 {
         run_case(seed, ConflictPolicy::Rebase).await;
     }
+}
+
+/// A bucket written by the whole-file format (a snapshot without `cellar-checksum` or
+/// `cellar-format`) is read as it is, and its first write adds the log after it.
+#[tokio::test]
+async fn a_whole_file_bucket_is_read_as_is_and_its_first_write_starts_the_log() {
+    use cellar_engine::store::PutCondition;
+    use cellar_engine::{Layout, SnapshotMetadata};
+    let store = Arc::new(FaultyStore::new(MemoryStore::new()));
+    let alice = user("alice");
+    let made = tempfile::tempdir().unwrap();
+    let path = made.path().join("old.sqlite");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "{SCHEMA} INSERT INTO t(k, v, pad) VALUES (1, 10, x'00');"
+    ))
+    .unwrap();
+    drop(conn);
+    let image = std::fs::read(&path).unwrap();
+    let metadata = SnapshotMetadata {
+        version: Version::new(7),
+        sha256: cellar_engine::checksum::sha256_hex(&image),
+        crc64nvme: None,
+        size: image.len() as u64,
+        writer: "an older release".into(),
+        updated_at: chrono::Utc::now(),
+        checksum: None,
+        log_floor: None,
+    };
+    let key = Layout::new("unused", cellar_engine::layout::DEFAULT_PREFIX).database_key(&alice);
+    store
+        .put(&key, image.into(), metadata.to_raw(), PutCondition::Create)
+        .await
+        .unwrap();
+
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let policy = ConflictPolicy::Strict;
+    let writer = open(&store, dirs[0].path(), "new", policy).await;
+    assert_eq!(read(&writer, &alice).await, ["1:10:1"]);
+    let version = write(&writer, &alice, "UPDATE t SET v = 11 WHERE k = 1".into())
+        .await
+        .unwrap();
+    assert_eq!(version, Version::new(8));
+    let change = writer.layout().change_key(&alice, Version::new(7));
+    assert!(store.head(&change).await.unwrap().is_some(), "{change}");
+    let reader = open(&store, dirs[1].path(), "fresh", policy).await;
+    assert_eq!(read(&reader, &alice).await, ["1:11:1"]);
 }

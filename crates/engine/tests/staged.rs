@@ -71,7 +71,12 @@ async fn the_first_request_runs_on_the_download_which_is_installed_after_it() {
 /// waits for them before its upload, and everything is installed once they are done.
 #[tokio::test]
 async fn requests_run_on_the_download_while_its_checks_run_and_a_write_waits_for_them() {
-    let (Pair { a, b, dirs: _dirs, .. }, alice) = written_by_a().await;
+    let (
+        Pair {
+            a, b, dirs: _dirs, ..
+        },
+        alice,
+    ) = written_by_a().await;
     let layout = b.layout().clone();
     let held = cellar_engine::crash::checks::hold(&layout.download_temp_path(&alice));
     assert_eq!(values(&b, &alice).await, [1, 2]);
@@ -111,7 +116,12 @@ async fn requests_run_on_the_download_while_its_checks_run_and_a_write_waits_for
 #[tokio::test]
 async fn a_write_on_the_download_is_installed_with_its_version() {
     // `dirs` kept: `a` reads its own folder again at the end.
-    let (Pair { a, b, dirs: _dirs, .. }, alice) = written_by_a().await;
+    let (
+        Pair {
+            a, b, dirs: _dirs, ..
+        },
+        alice,
+    ) = written_by_a().await;
     let mut session = b.begin(&alice).await.unwrap();
     assert_eq!(session.file_path(), b.layout().download_temp_path(&alice));
     session
@@ -228,4 +238,3 @@ async fn a_large_database_streams_from_seaweedfs() {
     assert_eq!(count_rows(&b.layout().database_path(&alice)), 400);
     assert!(cellar_engine::is_intact(&b.layout().database_path(&alice)));
 }
-

@@ -238,5 +238,9 @@ async fn a_read_asks_the_store_once_and_a_write_once_more() {
     append(&a, &alice, 5).await.unwrap();
     assert_eq!(values(&b, &alice).await, [1, 2, 3, 4, 5]);
     let behind = BTreeMap::from([("get", 2)]);
-    assert_eq!(watched.calls(), behind, "the change it lacked, then the log's end");
+    assert_eq!(
+        watched.calls(),
+        behind,
+        "the change it lacked, then the log's end"
+    );
 }

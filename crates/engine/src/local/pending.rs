@@ -16,9 +16,9 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::sha256_hex;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::checksum::sha256_hex;
 use crate::fsutil;
 use crate::layout::Layout;
 use crate::store::ETag;
@@ -149,7 +149,9 @@ mod tests {
         let layout = Layout::new(dir.path(), "users");
         let user = UserId::new("alice").unwrap();
         let first = Snapshot::from_bytes(vec![1; 8192]);
-        record(5, &first).save(&layout, &user, first.bytes()).unwrap();
+        record(5, &first)
+            .save(&layout, &user, first.bytes())
+            .unwrap();
         // The next write's image, cut off before its record was written.
         fs::write(layout.pending_image_path(&user, Version::new(6)), [2; 100]).unwrap();
         let (loaded, image) = PendingUpload::load(&layout, &user).unwrap().unwrap();
@@ -157,7 +159,9 @@ mod tests {
         assert_eq!(image, first.bytes());
 
         let second = Snapshot::from_bytes(vec![3; 8192]);
-        record(6, &second).save(&layout, &user, second.bytes()).unwrap();
+        record(6, &second)
+            .save(&layout, &user, second.bytes())
+            .unwrap();
         let (loaded, image) = PendingUpload::load(&layout, &user).unwrap().unwrap();
         assert_eq!(
             (loaded.version, &image[..]),
@@ -176,7 +180,9 @@ mod tests {
         let layout = Layout::new(dir.path(), "users");
         let user = UserId::new("alice").unwrap();
         let image = Snapshot::from_bytes(vec![1; 8192]);
-        record(5, &image).save(&layout, &user, image.bytes()).unwrap();
+        record(5, &image)
+            .save(&layout, &user, image.bytes())
+            .unwrap();
         // A release before per-version images rewrote `pending.sqlite` in place.
         fs::rename(
             layout.pending_image_path(&user, Version::new(5)),

@@ -23,6 +23,8 @@ pub struct StagedDownload {
     pub state: SyncState,
     /// The object's ETag, remembered if its SHA-256 fails.
     etag: ETag,
+    /// Its SHA-256 is still to be checked (the body was checked on arrival otherwise).
+    sha256_pending: bool,
     settling: Settling,
 }
 
@@ -58,8 +60,15 @@ impl StagedDownload {
         Self {
             state,
             etag,
+            sha256_pending: sha256.is_some(),
             settling: settle(path, sha256),
         }
+    }
+
+    /// True when every byte was checked on arrival: the file may be written before its
+    /// install (a change of the log applied to it), no check reads it again.
+    pub fn checked_on_arrival(&self) -> bool {
+        !self.sha256_pending
     }
 
     /// The object's ETag, remembered if its SHA-256 fails.

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::layout::Layout;
-use crate::user::UserId;
 use crate::store::ETag;
+use crate::user::UserId;
 use crate::version::Version;
 
 /// The version and ETag of the bucket object the local file corresponds to.

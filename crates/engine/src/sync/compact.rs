@@ -59,10 +59,7 @@ pub(crate) async fn copy_committed(
     let Some(state) = state else {
         return Ok(None);
     };
-    if staged
-        || state.checksum.is_none()
-        || shared.layout.pending_record_path(user).exists()
-    {
+    if staged || state.checksum.is_none() || shared.layout.pending_record_path(user).exists() {
         return Ok(None);
     }
     let path = shared.layout.database_path(user);

@@ -12,7 +12,7 @@ use crate::context::{Context, blocking};
 use crate::crash::crash_point;
 use crate::delta::{self, Delta, DeltaError};
 use crate::error::{Error, Result};
-use crate::local::SyncState;
+use crate::local::{StagedDownload, SyncState};
 use crate::remote::Change;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::Outgoing;
@@ -28,6 +28,14 @@ pub(crate) enum Followed {
     Diverged,
 }
 
+/// What the caller already knows of the change after the state it follows the log from.
+pub(crate) enum Next {
+    /// Nothing: it is asked for.
+    Unknown,
+    /// It was asked for (`None`: there is none).
+    Known(Option<Change>),
+}
+
 /// Applies every change after `state` to the local copy, until the bucket has no newer
 /// one: one `GET` when the copy is current.
 pub(crate) async fn follow(
@@ -35,12 +43,21 @@ pub(crate) async fn follow(
     user: &UserId,
     slot: &mut SlotState,
     mut state: SyncState,
+    next: Next,
 ) -> Result<Followed> {
     let mut newest = None;
-    while let Some(change) = shared.remote.next_change(user, state.version).await? {
-        if slot.staged.is_some() {
-            // A change applies to an installed file only (the download's checks read it
-            // as it arrived).
+    let mut next = match next {
+        Next::Known(change) => change,
+        Next::Unknown => shared.remote.next_change(user, state.version).await?,
+    };
+    while let Some(change) = next {
+        let writable = slot
+            .staged
+            .as_ref()
+            .is_none_or(StagedDownload::checked_on_arrival);
+        if !writable {
+            // A change applies to a file no check reads again: this download is hashed
+            // after its last byte, so it is installed first.
             crate::sync::install::finish_staged(shared, user, slot).await;
             let installed = slot.sync.clone().unwrap_or_default();
             if installed.version != state.version {
@@ -52,10 +69,11 @@ pub(crate) async fn follow(
         }
         let writer = change.metadata.writer.clone();
         match apply(shared, user, slot, &state, change).await? {
-            Some(next) => state = next,
+            Some(applied) => state = applied,
             None => return Ok(Followed::Diverged),
         }
         newest = Some(writer);
+        next = shared.remote.next_change(user, state.version).await?;
     }
     if let Some(writer) = newest {
         shared.publish(crate::events::Event::Version {
@@ -129,6 +147,10 @@ async fn apply(
         file_counter: None,
     };
     crash_point("after-apply-before-state");
+    if let Some(download) = &mut slot.staged {
+        download.state = next.clone(); // saved when the download is installed
+        return Ok(Some(next));
+    }
     let saved = next.clone();
     let (layout, owned) = (shared.layout.clone(), user.clone());
     blocking(move || saved.save_for(&layout, &owned)).await?;
@@ -197,7 +219,8 @@ pub(crate) async fn image_after(
     let bytes = bytes.clone();
     blocking(move || {
         let delta = Delta::decode(&bytes).map_err(|err| delta_error(&owned, &path, err))?;
-        let source = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let source =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let mut copy = Connection::open_in_memory()?;
         {
             let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
@@ -213,7 +236,11 @@ pub(crate) async fn image_after(
 }
 
 /// The user's warm connection, opened on the local file if there is none.
-async fn connection(shared: &Context, user: &UserId, slot: &mut SlotState) -> Result<TrackedConnection> {
+async fn connection(
+    shared: &Context,
+    user: &UserId,
+    slot: &mut SlotState,
+) -> Result<TrackedConnection> {
     match slot.conn.take() {
         Some(conn) => Ok(conn),
         None => shared.open_connection(user, slot.staged.is_some()).await,

@@ -29,8 +29,7 @@ pub(crate) async fn finish_pending(
 ) -> Result<()> {
     let layout = shared.layout.clone();
     let owned = user.clone();
-    let Some((record, body)) = blocking(move || PendingUpload::load(&layout, &owned)).await?
-    else {
+    let Some((record, body)) = blocking(move || PendingUpload::load(&layout, &owned)).await? else {
         return Ok(());
     };
     // A download staged by the previous holder of the lock is installed first: the
@@ -157,7 +156,9 @@ async fn lost(
                 source,
             }),
             Err(UploadFailure::Failed(err)) => Err(err),
-            Err(UploadFailure::Refused { remote }) => keep_aside(shared, user, record, &image, remote).await,
+            Err(UploadFailure::Refused { remote }) => {
+                keep_aside(shared, user, record, &image, remote).await
+            }
         };
     }
     keep_aside(shared, user, record, &image, remote).await

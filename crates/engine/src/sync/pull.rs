@@ -21,7 +21,7 @@ use crate::metrics::EngineMetrics;
 use crate::remote::Fetch;
 use crate::store::StoreError;
 use crate::sync::install;
-use crate::sync::log::{self, Followed};
+use crate::sync::log::{self, Followed, Next};
 use crate::sync::pending;
 use crate::sync::staged::{self, Download};
 use crate::user::UserId;
@@ -115,13 +115,17 @@ async fn compare_once(
         return Ok(state);
     }
     for _ in 0..2 {
-        state = read_snapshot(shared, user, slot, state, parts).await?;
+        let next;
+        (state, next) = read_snapshot(shared, user, slot, state, parts).await?;
         if state.version == Version::ZERO {
             return Ok(state); // a user with nothing in the bucket
         }
-        match log::follow(shared, user, slot, state).await? {
+        match log::follow(shared, user, slot, state, next).await? {
             Followed::Newest(state) => return Ok(state),
             Followed::Diverged => {
+                if slot.staged.take().is_some() {
+                    install::discard(shared, user).await;
+                }
                 slot.conn = None;
                 slot.snapshot_read_at = None;
                 state = SyncState::default();
@@ -136,19 +140,20 @@ async fn compare_once(
 }
 
 /// Reads the snapshot if it is due (see [`compare_once`]) and downloads it if it is newer
-/// than the local copy; the state the log is then followed from.
+/// than the local copy; the state the log is then followed from, and what is known of the
+/// change after it.
 async fn read_snapshot(
     shared: &Context,
     user: &UserId,
     slot: &mut SlotState,
     state: SyncState,
     parts: Parts,
-) -> Result<SyncState> {
+) -> Result<(SyncState, Next)> {
     let due = slot
         .snapshot_read_at
         .is_none_or(|read| read.elapsed() >= shared.config.log_grace / 2);
     if state.version != Version::ZERO && !due {
-        return Ok(state);
+        return Ok((state, Next::Unknown));
     }
     if state.version != Version::ZERO {
         match shared.remote.describe(user).await? {
@@ -156,7 +161,7 @@ async fn read_snapshot(
             Some((_, _, snapshot)) if snapshot.version <= state.version => {
                 slot.snapshot_read_at = Some(Instant::now());
                 slot.snapshot_version = Some(snapshot.version);
-                return Ok(state);
+                return Ok((state, Next::Unknown));
             }
             Some(_) => {}
         }
@@ -168,16 +173,21 @@ async fn read_snapshot(
     let fetched = shared.remote.fetch(user, etag, first_part).await?;
     slot.snapshot_read_at = Some(Instant::now());
     match fetched {
-        Fetch::NotModified => Ok(state),
-        Fetch::Missing if state.version == Version::ZERO => Ok(state),
+        Fetch::NotModified => Ok((state, Next::Unknown)),
+        Fetch::Missing if state.version == Version::ZERO => Ok((state, Next::Unknown)),
         Fetch::Missing => Err(missing(user, &state)),
         Fetch::Found(incoming) if incoming.metadata.version <= state.version => {
             slot.snapshot_version = Some(incoming.metadata.version);
-            Ok(state)
+            Ok((state, Next::Unknown))
         }
         Fetch::Found(incoming) => {
             slot.snapshot_version = Some(incoming.metadata.version);
             slot.log_bytes = 0;
+            // Asked before the download: a change after it is applied to the download.
+            let next = shared
+                .remote
+                .next_change(user, incoming.metadata.version)
+                .await?;
             let new_state = SyncState {
                 version: incoming.metadata.version,
                 etag: Some(incoming.etag.clone()),
@@ -191,6 +201,7 @@ async fn read_snapshot(
                 incoming,
                 state: new_state.clone(),
                 first,
+                log_follows: next.is_some(),
             };
             staged::stage(shared, user, slot, download).await?;
             EngineMetrics::add(&shared.metrics.downloads, 1);
@@ -199,7 +210,7 @@ async fn read_snapshot(
                 version: new_state.version,
                 writer,
             });
-            Ok(new_state)
+            Ok((new_state, Next::Known(next)))
         }
     }
 }

@@ -50,6 +50,10 @@ pub(crate) struct Download {
     pub state: SyncState,
     /// The bytes the first `GET` asked for (the whole object, or its first part).
     pub first: Range<u64>,
+    /// Changes of the log follow the snapshot: they are applied to the download before its
+    /// install, so it is not hashed again after its last byte (CRC-64/NVME checked every
+    /// byte on arrival; an object without one is hashed on arrival anyway).
+    pub log_follows: bool,
 }
 
 /// One piece of a download: where it goes in the file, and the part it came in.
@@ -96,6 +100,7 @@ pub(crate) async fn stage(
             },
         state,
         first,
+        log_follows,
     } = download;
     let rest = parts_after(
         first.end,
@@ -138,7 +143,7 @@ pub(crate) async fn stage(
             return Err(err);
         }
     };
-    let sha256 = (!checked.sha256).then(|| metadata.sha256.clone());
+    let sha256 = (!checked.sha256 && !log_follows).then(|| metadata.sha256.clone());
     let path = shared.layout.download_temp_path(user);
     slot.staged = Some(StagedDownload::start(state, etag, path, sha256));
     Ok(())

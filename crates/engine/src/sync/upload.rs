@@ -47,8 +47,12 @@ impl Outgoing {
         let bytes = delta
             .encode()
             .map_err(|err| Error::internal(format!("a change could not be encoded: {err}")))?;
-        debug!(version = plan.version.get(), pages = delta.changed_pages(), bytes = bytes.len(),
-            "a change of the log");
+        debug!(
+            version = plan.version.get(),
+            pages = delta.changed_pages(),
+            bytes = bytes.len(),
+            "a change of the log"
+        );
         Ok(Self::Change {
             checksum: delta.checksum_after,
             database_bytes: u64::from(delta.pages_after) * u64::from(delta.page_size),
@@ -361,7 +365,11 @@ fn landed(
     if let Some((local_version, remote)) = overwriting {
         conflict_log_warning(shared, user, local_version, remote, uploaded.version);
     }
-    log_size_thresholds(user, outgoing.database_bytes(), shared.config.size_thresholds);
+    log_size_thresholds(
+        user,
+        outgoing.database_bytes(),
+        shared.config.size_thresholds,
+    );
     shared.publish(Event::Version {
         user_id: user.to_string(),
         version: uploaded.version,

@@ -92,7 +92,12 @@ pub async fn corrupted_download_is_refused(store: Arc<dyn Store>, name: &str) {
     assert!(err.to_string().contains("does not match"), "{err}");
     store.delete(&change).await.unwrap();
     store
-        .put(&change, change_body, change_info.metadata, PutCondition::Create)
+        .put(
+            &change,
+            change_body,
+            change_info.metadata,
+            PutCondition::Create,
+        )
         .await
         .unwrap();
     assert_eq!(values(&b, &alice).await, [1, 2]);
