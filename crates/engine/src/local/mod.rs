@@ -10,5 +10,5 @@ pub use database::{
     open_download, reset_if_missing,
 };
 pub use pending::PendingUpload;
-pub use staged::{StagedDownload, install_staged};
+pub use staged::{Fsynced, StagedDownload, install_staged};
 pub use state::SyncState;

@@ -25,6 +25,9 @@ pub struct StagedDownload {
     etag: ETag,
     /// Its SHA-256 is still to be checked (the body was checked on arrival otherwise).
     sha256_pending: bool,
+    /// Changes of the log were written to it without fsync (it is not the local copy
+    /// yet: a crash throws it away); its install fsyncs it.
+    pub unsynced_writes: bool,
     settling: Settling,
 }
 
@@ -61,6 +64,7 @@ impl StagedDownload {
             state,
             etag,
             sha256_pending: sha256.is_some(),
+            unsynced_writes: false,
             settling: settle(path, sha256),
         }
     }

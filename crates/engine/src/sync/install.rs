@@ -55,6 +55,10 @@ pub(crate) async fn finish_staged(shared: &Context, user: &UserId, slot: &mut Sl
     slot.conn = None; // the connection to the download file
     let installed = match staged.checked(user).await {
         Ok(fsynced) => {
+            let fsynced = match staged.unsynced_writes {
+                true => local::Fsynced::No,
+                false => fsynced,
+            };
             let layout = shared.layout.clone();
             let owned = user.clone();
             let state = staged.state.clone();

@@ -121,10 +121,21 @@ async fn apply(
     let conn = connection(shared, user, slot).await?;
     let owned = user.clone();
     let path = shared.layout.database_path(user);
+    // A download not installed yet is fsynced once, at its install, not at every change.
+    let on_download = match slot.staged.as_mut() {
+        Some(staged) => {
+            staged.unsynced_writes = true;
+            true
+        }
+        None => false,
+    };
     let (conn, applied) = blocking(move || {
+        let synchronous = if on_download { "OFF" } else { "FULL" };
+        conn.control(&format!("PRAGMA synchronous = {synchronous}"))?;
         let applied = Delta::decode(&change.bytes)
             .map_err(|err| delta_error(&owned, &path, err))
             .and_then(|delta| apply_in_transaction(&conn, &delta, checksum, &owned, &path));
+        conn.control("PRAGMA synchronous = FULL")?;
         Ok((conn, applied.map(|applied| (applied, change))))
     })
     .await?;
