@@ -347,53 +347,49 @@ impl Session {
             };
         }
         let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
-        let (conn, outgoing) = self.outgoing(conn, &plan).await?;
+        let (mut conn, outgoing) = self.outgoing(conn, &plan).await?;
         let outgoing = match outgoing {
             Ok(outgoing) => outgoing,
             Err(err) => return Err(self.abandon(conn, err)),
         };
         crash_point("before-upload");
-        let outcome =
-            match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {
-                Err(UploadFailure::Refused { remote }) => {
-                    let (conn, image) = take_image(conn).await?;
-                    let image = match image {
-                        Ok(image) => image,
-                        Err(err) => return Err(self.abandon(conn, err)),
-                    };
-                    if self.shared.config.conflict != ConflictPolicy::LastWriteWins {
-                        return Ok(self.lost(conn, remote, image));
-                    }
-                    let overwritten = upload::overwrite(
-                        &self.shared,
-                        &self.user,
-                        &image,
-                        self.base.version,
-                        remote,
-                        self.base.etag.clone(),
-                    )
-                    .await;
-                    if let Err(UploadFailure::Refused { remote }) = overwritten {
-                        return Ok(self.lost(conn, remote, image));
-                    }
-                    (conn, overwritten)
-                }
-                outcome => (conn, outcome),
+        let mut outcome =
+            upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await;
+        // A lost race needs the losing database whole: kept aside, or sent over the winner.
+        let mut lost_image = None;
+        if let Err(UploadFailure::Refused { remote }) = &outcome {
+            let (back, image) = take_image(conn).await?;
+            conn = back;
+            let image = match image {
+                Ok(image) => image,
+                Err(err) => return Err(self.abandon(conn, err)),
             };
-        match outcome {
-            (conn, Ok(uploaded)) => self.commit_locally(conn, uploaded).await,
-            (
-                conn,
-                Err(UploadFailure::Unavailable {
-                    source,
-                    attempted,
-                    sent,
-                }),
-            ) => Err(self.keep_pending(conn, sent, attempted, source).await),
-            (conn, Err(UploadFailure::Failed(err))) => Err(self.abandon(conn, err)),
-            (conn, Err(UploadFailure::Refused { .. })) => {
-                Err(self.abandon(conn, Error::internal("a refused upload was not resolved")))
+            if self.shared.config.conflict == ConflictPolicy::LastWriteWins {
+                let base_etag = self.base.etag.clone();
+                outcome = upload::overwrite(
+                    &self.shared,
+                    &self.user,
+                    &image,
+                    self.base.version,
+                    remote.clone(),
+                    base_etag,
+                )
+                .await;
             }
+            lost_image = Some(image);
+        }
+        match outcome {
+            Ok(uploaded) => self.commit_locally(conn, uploaded).await,
+            Err(UploadFailure::Refused { remote }) => match lost_image {
+                Some(image) => Ok(self.lost(conn, remote, image)),
+                None => Err(self.abandon(conn, Error::internal("a lost race kept no database"))),
+            },
+            Err(UploadFailure::Unavailable {
+                source,
+                attempted,
+                sent,
+            }) => Err(self.keep_pending(conn, sent, attempted, source).await),
+            Err(UploadFailure::Failed(err)) => Err(self.abandon(conn, err)),
         }
     }
 

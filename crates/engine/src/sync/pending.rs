@@ -69,16 +69,6 @@ pub(crate) async fn finish_pending(
         Err(Error::Store(source)) => return Err(still_pending(source)),
         Err(err) => return Err(err),
     };
-    let outcome = match outcome {
-        Err(UploadFailure::Refused { remote }) => {
-            let image = match image {
-                Some(image) => image,
-                None => log::image_after(shared, user, slot, &outgoing).await?,
-            };
-            return lost(shared, user, slot, &record, image, remote).await;
-        }
-        outcome => outcome,
-    };
     match outcome {
         Ok(uploaded) => {
             if let Some(image) = image {
@@ -86,9 +76,15 @@ pub(crate) async fn finish_pending(
             }
             clear(shared, user).await
         }
+        Err(UploadFailure::Refused { remote }) => {
+            let image = match image {
+                Some(image) => image,
+                None => log::image_after(shared, user, slot, &outgoing).await?,
+            };
+            lost(shared, user, slot, &record, image, remote).await
+        }
         Err(UploadFailure::Unavailable { source, .. }) => Err(still_pending(source)),
         Err(UploadFailure::Failed(err)) => Err(err),
-        Err(UploadFailure::Refused { .. }) => unreachable!("handled above"),
     }
 }
 
