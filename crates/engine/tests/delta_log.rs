@@ -129,6 +129,7 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
         open(&store, dirs[1].path(), "b", policy).await,
     ];
     let mut acknowledged: BTreeMap<Version, String> = BTreeMap::new();
+    let mut races_met = 0;
     let first = write(&engines[0], &alice, "SELECT 1".into()).await.unwrap();
     acknowledged.insert(first, "SELECT 1".into());
     for step in 0..40 {
@@ -143,11 +144,19 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
                 // Two writers at once: one may lose the race (strict: refused; last
                 // write wins: it overwrites, and the winner's write is gone).
                 let (one, two) = (random_write(&mut rng), random_write(&mut rng));
+                let conflicts_before = conflicts(&engines);
                 let (first, second) = tokio::join!(
                     write(&engines[0], &alice, one.clone()),
                     write(&engines[1], &alice, two.clone())
                 );
-                settle_race(&mut acknowledged, policy, [(first, one), (second, two)]);
+                let raced = conflicts(&engines) > conflicts_before;
+                races_met += usize::from(raced);
+                settle_race(
+                    &mut acknowledged,
+                    policy,
+                    raced,
+                    [(first, one), (second, two)],
+                );
             }
             8 => {
                 // A cold start: a new instance on an empty folder replaces one.
@@ -168,6 +177,7 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
             assert_eq!(read(engine, &alice).await, want, "seed {seed}, step {step}");
         }
     }
+    eprintln!("seed {seed} ({policy:?}): {races_met} races met a conflict");
     // Compaction folds the log: the snapshot then holds the newest version, nothing after it.
     engines[0].settle().await;
     let folded = engines[0].compact(&alice).await.unwrap();
@@ -201,9 +211,26 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
 }
 
 /// Records the outcome of two writes that raced.
+/// Conflicts the engines met so far.
+fn conflicts(engines: &[Engine]) -> u64 {
+    engines
+        .iter()
+        .map(|engine| {
+            engine
+                .metrics()
+                .conflicts
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum()
+}
+
+/// Records the outcome of two writes that raced (`raced`: one met the other's version).
+/// Under last-write-wins the loser's database, its base and its own write, replaced the
+/// winner's: the winner's write is gone.
 fn settle_race(
     acknowledged: &mut BTreeMap<Version, String>,
     policy: ConflictPolicy,
+    raced: bool,
     outcomes: [(cellar_engine::Result<Version>, String); 2],
 ) {
     let landed: Vec<(Version, String)> = outcomes
@@ -214,8 +241,13 @@ fn settle_race(
             Err(err) => panic!("a racing write failed: {err}"),
         })
         .collect();
+    let overwritten = (policy == ConflictPolicy::LastWriteWins && raced && landed.len() == 2)
+        .then(|| landed.iter().map(|(version, _)| *version).min())
+        .flatten();
     for (version, sql) in landed {
-        acknowledged.insert(version, sql);
+        if Some(version) != overwritten {
+            acknowledged.insert(version, sql);
+        }
     }
 }
 
@@ -223,6 +255,13 @@ fn settle_race(
 async fn any_sequence_reads_back_like_a_plain_file_strict() {
     for seed in 0..6 {
         run_case(seed, ConflictPolicy::Strict).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_sequence_reads_back_like_a_plain_file_last_write_wins() {
+    for seed in 200..206 {
+        run_case(seed, ConflictPolicy::LastWriteWins).await;
     }
 }
 
