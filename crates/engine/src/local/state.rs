@@ -63,7 +63,7 @@ impl SyncState {
     }
 
     /// Reads the state at `path`; a missing file means a user never synced here.
-    pub fn load(path: &Path) -> Result<Self> {
+    fn load(path: &Path) -> Result<Self> {
         match fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|err| Error::Io {
                 path: path.to_owned(),
@@ -75,7 +75,7 @@ impl SyncState {
     }
 
     /// Replaces the state at `path` atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
+    fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|err| Error::Io {
             path: path.to_owned(),
             source: std::sync::Arc::new(io::Error::other(err)),
@@ -102,5 +102,35 @@ fn change_counter(path: &Path) -> Result<Option<u32>> {
             Ok(None)
         }
         Err(err) => Err(Error::io(path)(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::Version;
+
+    #[test]
+    fn a_file_committed_after_its_state_was_saved_loses_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path(), "users");
+        let user = UserId::new("alice").unwrap();
+        fs::create_dir_all(layout.user_dir(&user)).unwrap();
+        let conn = rusqlite::Connection::open(layout.database_path(&user)).unwrap();
+        conn.execute_batch("CREATE TABLE t(v)").unwrap();
+        let state = SyncState {
+            version: Version::new(3),
+            checksum: Some(42),
+            ..SyncState::default()
+        };
+        state.save_for(&layout, &user).unwrap();
+        assert_eq!(
+            SyncState::load_for(&layout, &user).unwrap().checksum,
+            Some(42)
+        );
+        // A commit the state does not know of (a crash before its state was saved).
+        conn.execute_batch("INSERT INTO t VALUES (1)").unwrap();
+        let loaded = SyncState::load_for(&layout, &user).unwrap();
+        assert_eq!((loaded.version, loaded.checksum), (Version::new(3), None));
     }
 }
