@@ -243,4 +243,13 @@ async fn a_read_asks_the_store_once_and_a_write_once_more() {
         behind,
         "the change it lacked, then the log's end"
     );
+
+    // Twenty changes behind: asked for side by side, a few asked for past the end.
+    for value in 6..26 {
+        append(&a, &alice, value).await.unwrap();
+    }
+    watched.forget();
+    assert_eq!(values(&b, &alice).await, (1..26).collect::<Vec<i64>>());
+    let gets = watched.calls().get("get").copied().unwrap_or(0);
+    assert!((21..=21 + 8).contains(&gets), "{:?}", watched.calls());
 }

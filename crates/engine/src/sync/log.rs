@@ -2,6 +2,7 @@
 //! one `GET` each, applied to the local copy through SQLite's page table, each in one
 //! SQLite transaction, checked against the rolling checksum before and after.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -18,6 +19,7 @@ use crate::snapshot::Snapshot;
 use crate::sync::upload::Outgoing;
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
+use crate::version::Version;
 
 /// How following the log ended.
 pub(crate) enum Followed {
@@ -46,6 +48,7 @@ pub(crate) async fn follow(
     next: Next,
 ) -> Result<Followed> {
     let mut newest = None;
+    let mut ahead = Ahead::default();
     let mut next = match next {
         Next::Known(change) => change,
         Next::Unknown => shared.remote.next_change(user, state.version).await?,
@@ -73,7 +76,7 @@ pub(crate) async fn follow(
             None => return Ok(Followed::Diverged),
         }
         newest = Some(writer);
-        next = shared.remote.next_change(user, state.version).await?;
+        next = ahead.next(shared, user, state.version).await?;
     }
     if let Some(writer) = newest {
         shared.publish(crate::events::Event::Version {
@@ -83,6 +86,50 @@ pub(crate) async fn follow(
         });
     }
     Ok(Followed::Newest(state))
+}
+
+/// Changes asked for at most at once by a copy behind.
+const MAX_AHEAD: u64 = 8;
+
+/// Changes asked for ahead of the one being applied: a copy many changes behind asks for up
+/// to [`MAX_AHEAD`] side by side (the window doubles from one, so a copy one change behind
+/// still costs two `GET`s), each assuming the change before it makes the next version. It
+/// does, unless an `async` upload skipped versions: then the rest is asked for again.
+#[derive(Default)]
+struct Ahead {
+    /// Each change asked for, by the version it applies to, in order.
+    fetched: VecDeque<(Version, Option<Change>)>,
+    /// How many to ask for next time.
+    window: u64,
+}
+
+impl Ahead {
+    /// The change after version `after`, if the bucket has one.
+    async fn next(
+        &mut self,
+        shared: &Context,
+        user: &UserId,
+        after: Version,
+    ) -> Result<Option<Change>> {
+        if self.fetched.front().is_some_and(|(base, _)| *base != after) {
+            self.fetched.clear();
+        }
+        if self.fetched.is_empty() {
+            let window = self.window.clamp(1, MAX_AHEAD);
+            let bases: Vec<Version> = (0..window).map(|k| Version::new(after.get() + k)).collect();
+            let asked = bases
+                .iter()
+                .map(|base| shared.remote.next_change(user, *base));
+            let changes = futures::future::try_join_all(asked).await?;
+            self.fetched = bases.into_iter().zip(changes).collect();
+            self.window = window * 2;
+        }
+        let change = self.fetched.pop_front().and_then(|(_, change)| change);
+        if change.is_none() {
+            self.fetched.clear();
+        }
+        Ok(change)
+    }
 }
 
 /// The local copy's checksum at `state`, computed from the file when not yet known (state
