@@ -92,22 +92,24 @@ impl BucketReader {
         let Some((etag, _, snapshot)) = self.remote.describe(user).await? else {
             return Ok(None);
         };
-        let mut status = RemoteDatabase {
+        let (last, changes) = self.remote.last_change(user, snapshot.version).await?;
+        let (version, writer, updated_at) = match last {
+            Some(change) => (change.version, change.writer, change.updated_at),
+            None => (
+                snapshot.version,
+                snapshot.writer.clone(),
+                snapshot.updated_at,
+            ),
+        };
+        Ok(Some(RemoteDatabase {
             user: user.clone(),
             etag,
-            version: snapshot.version,
-            writer: snapshot.writer.clone(),
-            updated_at: snapshot.updated_at,
             snapshot,
-            changes: 0,
-        };
-        while let Some(change) = self.remote.change_head(user, status.version).await? {
-            status.version = change.version;
-            status.writer = change.writer;
-            status.updated_at = change.updated_at;
-            status.changes += 1;
-        }
-        Ok(Some(status))
+            version,
+            writer,
+            updated_at,
+            changes,
+        }))
     }
 
     /// Downloads `user`'s newest database: the snapshot, checked against its checksum,
@@ -197,12 +199,9 @@ fn apply_changes(
         None => delta::database_checksum(&conn)?,
     };
     for change in changes {
-        let delta = Delta::decode(&change.bytes).map_err(|err| delta_error(user, &path, err))?;
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        checksum =
-            delta::apply(&conn, &delta, checksum).map_err(|err| delta_error(user, &path, err))?;
-        conn.execute_batch("COMMIT")?;
-        delta::forget_cached_pages(&conn)?;
+        checksum = Delta::decode(&change.bytes)
+            .and_then(|delta| delta::apply_committed(&conn, &delta, checksum))
+            .map_err(|err| delta_error(user, &path, err))?;
     }
     drop(conn);
     std::fs::read(&path).map_err(Error::io(&path))

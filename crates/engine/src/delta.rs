@@ -1033,6 +1033,24 @@ pub(crate) fn apply(conn: &Connection, delta: &Delta, checksum: u64) -> Result<u
     Ok(writes.checksum)
 }
 
+/// [`apply`] in a transaction of its own on a connection the engine alone uses (a copy
+/// being rebuilt), committed, with the cached pages forgotten after it.
+pub(crate) fn apply_committed(
+    conn: &Connection,
+    delta: &Delta,
+    checksum: u64,
+) -> Result<u64, DeltaError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = apply(conn, delta, checksum);
+    let ended = match applied {
+        Ok(_) => conn.execute_batch("COMMIT"),
+        Err(_) => conn.execute_batch("ROLLBACK"),
+    };
+    forget_cached_pages(conn)?;
+    ended?;
+    applied
+}
+
 /// Makes `conn` read the database afresh: call it after the COMMIT (or ROLLBACK) that
 /// follows [`apply`], before the connection runs anything else. `apply` writes pages
 /// underneath SQLite's b-tree layer, which keeps what it decoded from a cached page's old

@@ -237,6 +237,24 @@ impl Remote {
             })
     }
 
+    /// The last change of the log after version `from` and how many there are, by the
+    /// `HEAD`s of its changes (no bodies): where the log ends, for an overwrite and for
+    /// an operator's status.
+    pub async fn last_change(
+        &self,
+        user: &UserId,
+        from: Version,
+    ) -> Result<(Option<ChangeMetadata>, u64)> {
+        let (mut last, mut count) = (None::<ChangeMetadata>, 0);
+        let mut after = from;
+        while let Some(change) = self.change_head(user, after).await? {
+            after = change.version;
+            count += 1;
+            last = Some(change);
+        }
+        Ok((last, count))
+    }
+
     /// Creates the change after `metadata.base_version`: the commit point of every version
     /// after the first. [`StoreError::PreconditionFailed`]: another writer's came first.
     pub async fn create_change(

@@ -284,10 +284,8 @@ pub(crate) async fn image_after(
             let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
             backup.run_to_completion(256, std::time::Duration::ZERO, None)?;
         }
-        copy.execute_batch("BEGIN IMMEDIATE")?;
-        delta::apply(&copy, &delta, checksum).map_err(|err| delta_error(&owned, &path, err))?;
-        copy.execute_batch("COMMIT")?;
-        delta::forget_cached_pages(&copy)?;
+        delta::apply_committed(&copy, &delta, checksum)
+            .map_err(|err| delta_error(&owned, &path, err))?;
         Ok(Snapshot::take(&copy)?)
     })
     .await

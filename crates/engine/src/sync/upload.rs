@@ -340,13 +340,13 @@ async fn end_of_log(
     user: &UserId,
     from: &RemoteHead,
 ) -> Result<RemoteHead, UploadFailure> {
-    let mut end = from.clone();
-    while let Some(change) = shared
+    let (last, _) = shared
         .remote
-        .change_head(user, end.version)
+        .last_change(user, from.version)
         .await
-        .map_err(UploadFailure::Failed)?
-    {
+        .map_err(UploadFailure::Failed)?;
+    let mut end = from.clone();
+    if let Some(change) = last {
         end.version = change.version;
         end.writer = change.writer;
     }
