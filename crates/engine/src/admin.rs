@@ -12,15 +12,14 @@ use chrono::{DateTime, Utc};
 
 use crate::checksum::check_body;
 use crate::context::blocking;
-use crate::delta::{self, Delta};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::history::apply_changes;
 use crate::layout::Layout;
 use crate::metadata::SnapshotMetadata;
-use crate::remote::{Change, Remote};
+use crate::remote::Remote;
 use crate::snapshot::looks_like_sqlite;
 use crate::store::{ETag, Store};
-use crate::sync::delta_error;
 use crate::user::UserId;
 use crate::version::Version;
 
@@ -79,6 +78,11 @@ impl BucketReader {
         Self {
             remote: Remote::new(store, layout),
         }
+    }
+
+    /// The bucket, typed (for history's reads).
+    pub(crate) fn remote(&self) -> &Remote {
+        &self.remote
     }
 
     /// Every user with a database in the bucket, with its object size.
@@ -180,31 +184,6 @@ impl BucketReader {
             problems,
         }))
     }
-}
-
-/// The snapshot `body` with `changes` applied in order, each checked against the rolling
-/// checksum, in a temp file.
-fn apply_changes(
-    user: &UserId,
-    snapshot: &SnapshotMetadata,
-    body: &[u8],
-    changes: &[Change],
-) -> Result<Vec<u8>> {
-    let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
-    let path = dir.path().join("database.sqlite");
-    std::fs::write(&path, body).map_err(Error::io(&path))?;
-    let conn = rusqlite::Connection::open(&path)?;
-    let mut checksum = match snapshot.checksum {
-        Some(checksum) => checksum,
-        None => delta::database_checksum(&conn)?,
-    };
-    for change in changes {
-        checksum = Delta::decode(&change.bytes)
-            .and_then(|delta| delta::apply_committed(&conn, &delta, checksum))
-            .map_err(|err| delta_error(user, &path, err))?;
-    }
-    drop(conn);
-    std::fs::read(&path).map_err(Error::io(&path))
 }
 
 impl Engine {

@@ -140,6 +140,38 @@ pub struct EngineConfig {
     pub compact_after_versions: u64,
     /// …or this many bytes of changes (`None`: a quarter of the database, at least 1 MiB).
     pub compact_after_bytes: Option<u64>,
+    /// Which versions stay restorable (`docs/history.md`).
+    pub history: HistoryConfig,
+}
+
+/// History's retention window: a version stays restorable while it is younger than
+/// `keep_days` and among the newest `keep_versions` (the version current when the window
+/// opens is kept too, so that any moment inside it can be restored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Days a version stays restorable; 0 turns history off.
+    pub keep_days: u32,
+    /// Versions kept at most; 0 turns history off.
+    pub keep_versions: u64,
+    /// Whether users may restore their own database over HTTP (`POST /v1/db/restore`).
+    pub user_restore: bool,
+}
+
+impl HistoryConfig {
+    /// True when versions are kept beyond what syncing needs.
+    pub fn enabled(&self) -> bool {
+        self.keep_days > 0 && self.keep_versions > 0
+    }
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            keep_days: 7,
+            keep_versions: 100_000,
+            user_restore: true,
+        }
+    }
 }
 
 impl EngineConfig {
@@ -164,6 +196,7 @@ impl EngineConfig {
             log_grace: std::time::Duration::from_secs(3600),
             compact_after_versions: 64,
             compact_after_bytes: None,
+            history: HistoryConfig::default(),
         }
     }
 }

@@ -15,7 +15,9 @@ pub const CRASH_POINTS: &[&str] = &[
     "install-before-state",
     "after-apply-before-state",
     "compaction-deleted-before-snapshot",
+    "compaction-kept-before-snapshot",
     "compaction-after-snapshot",
+    "history-changes-collected",
 ];
 
 /// Aborts the process if `CELLAR_CRASH_AT` is `name` (feature `crash-points` only).

@@ -15,6 +15,7 @@ use crate::context::{Context, SqlPolicyHolder};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::group::{self, Job};
+use crate::history::{self, Collected};
 use crate::layout::Layout;
 use crate::local::SyncState;
 use crate::metrics::EngineMetrics;
@@ -229,6 +230,13 @@ impl Engine {
     /// another instance folded first.
     pub async fn compact(&self, user: &UserId) -> Result<Option<Version>> {
         crate::runtime::compact_now(&self.shared, user).await
+    }
+
+    /// Removes what the retention window no longer keeps of `user`'s history
+    /// (`docs/history.md`; `cellar gc`); compaction does it too when history is on.
+    pub async fn collect_history(&self, user: &UserId) -> Result<Collected> {
+        let window = history::Window::of(&self.shared.config, self.shared.clock.now());
+        history::collect(&self.shared.remote, user, window).await
     }
 
     /// Waits for the work that outlives requests: group commits (and their uploads) whose

@@ -119,6 +119,18 @@ pub enum Error {
         detail: String,
     },
 
+    /// The version asked for is not in the user's history (never written, or past the
+    /// retention window).
+    #[error("user {user} has no version {version} in its history: {reason}")]
+    NoSuchVersion {
+        /// Whose database.
+        user: UserId,
+        /// The version asked for.
+        version: Version,
+        /// What the history holds instead.
+        reason: String,
+    },
+
     /// The configuration asks for something this store cannot do safely.
     #[error("unsafe configuration: {0}")]
     Config(String),
@@ -143,6 +155,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// Don't: the SQL sandbox refuses it.
     Forbidden,
+    /// Ask for something that exists (a version outside the history).
+    NotFound,
     /// Start again from the newer version.
     Conflict,
     /// Retry later: the store is down; nothing was changed.
@@ -173,6 +187,7 @@ impl Error {
             | Error::LimitExceeded { .. }
             | Error::ResponseTooLarge { .. } => ErrorKind::InvalidInput,
             Error::Forbidden { .. } => ErrorKind::Forbidden,
+            Error::NoSuchVersion { .. } => ErrorKind::NotFound,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::SyncPending { .. } | Error::EarlierWritePending { .. } => ErrorKind::SyncPending,
             Error::Store(_) => ErrorKind::Unavailable,
@@ -269,5 +284,22 @@ impl StoreError {
             key: key.to_owned(),
             message: message.to_string(),
         }
+    }
+}
+
+/// A delta failure as the engine's error: SQLite and disk errors as such, anything about
+/// the change's bytes or checksums as data that failed Cellar's checks.
+pub(crate) fn delta_error(
+    user: &UserId,
+    path: &std::path::Path,
+    err: crate::delta::DeltaError,
+) -> Error {
+    match err {
+        crate::delta::DeltaError::Sql(err) => Error::from(err),
+        crate::delta::DeltaError::Io(err) => Error::io(path)(err),
+        other => Error::Inconsistent {
+            user: user.clone(),
+            detail: format!("a change of the log: {other}"),
+        },
     }
 }

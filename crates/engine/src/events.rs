@@ -30,6 +30,9 @@ pub enum Event {
         version: Version,
         /// The instance that uploaded it.
         writer: String,
+        /// The version whose content it brought back, when it is a restore.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restored_from: Option<Version>,
     },
     /// An upload found another writer's version in the bucket.
     Conflict {

@@ -131,6 +131,37 @@ impl Layout {
         self.key(&format!("{user}/log/{:020}", after.get() + 1))
     }
 
+    /// `{prefix}/{user_id}/log/`: where the user's changes live, listed by history.
+    pub fn log_prefix(&self, user: &UserId) -> String {
+        self.key(&format!("{user}/log/"))
+    }
+
+    /// The version after which the change at `key` (one of [`Layout::log_prefix`]'s) applies.
+    pub fn change_base_of_key(&self, user: &UserId, key: &str) -> Option<Version> {
+        let number = key
+            .strip_prefix(&self.log_prefix(user))?
+            .parse::<u64>()
+            .ok()?;
+        number.checked_sub(1).map(Version::new)
+    }
+
+    /// `{prefix}/{user_id}/snapshots/{V:020}`: the database at version V, kept for history
+    /// when compaction replaced it at `database.sqlite` (a zstd frame of the SQLite file).
+    pub fn kept_snapshot_key(&self, user: &UserId, version: Version) -> String {
+        self.key(&format!("{user}/snapshots/{:020}", version.get()))
+    }
+
+    /// `{prefix}/{user_id}/snapshots/`.
+    pub fn kept_snapshots_prefix(&self, user: &UserId) -> String {
+        self.key(&format!("{user}/snapshots/"))
+    }
+
+    /// The version of the kept snapshot at `key` (one of [`Layout::kept_snapshots_prefix`]'s).
+    pub fn version_of_kept_snapshot(&self, user: &UserId, key: &str) -> Option<Version> {
+        let rest = key.strip_prefix(&self.kept_snapshots_prefix(user))?;
+        rest.parse::<u64>().ok().map(Version::new)
+    }
+
     /// The prefix under which all users' objects live (ends with `/` unless empty).
     pub fn users_prefix(&self) -> String {
         self.key("")
@@ -180,6 +211,19 @@ mod tests {
             layout.change_key(&alice(), Version::new(41)),
             "cellar-users/alice/log/00000000000000000042"
         );
+        let change = layout.change_key(&alice(), Version::new(41));
+        assert_eq!(
+            layout.change_base_of_key(&alice(), &change),
+            Some(Version::new(41))
+        );
+        let kept = layout.kept_snapshot_key(&alice(), Version::new(7));
+        assert_eq!(kept, "cellar-users/alice/snapshots/00000000000000000007");
+        assert_eq!(
+            layout.version_of_kept_snapshot(&alice(), &kept),
+            Some(Version::new(7))
+        );
+        assert_eq!(layout.version_of_kept_snapshot(&alice(), &change), None);
+        assert_eq!(layout.change_base_of_key(&alice(), &kept), None);
         assert_eq!(
             layout.companion_paths(&alice())[0],
             Path::new("/data/alice/database.sqlite-journal")

@@ -19,6 +19,11 @@ const CHECKSUM: &str = "cellar-checksum";
 const FORMAT: &str = "cellar-format";
 const BASE_VERSION: &str = "cellar-base-version";
 const LOG_FLOOR: &str = "cellar-log-floor";
+const RESTORED_FROM: &str = "cellar-restored-from";
+/// How a kept snapshot's body is encoded (its other keys describe the SQLite file).
+pub(crate) const ENCODING: &str = "cellar-encoding";
+/// The one encoding written: a zstd frame.
+pub(crate) const ZSTD: &str = "zstd";
 
 /// The format this release writes: a snapshot plus a log of changes (`docs/delta-sync.md`).
 /// Format 1, the snapshot alone, is read as a snapshot with an empty log.
@@ -136,6 +141,8 @@ pub struct ChangeMetadata {
     pub updated_at: DateTime<Utc>,
     /// The rolling checksum of the database after the change.
     pub checksum: u64,
+    /// The version whose content the change brought back, if it is a restore.
+    pub restored_from: Option<Version>,
 }
 
 impl ChangeMetadata {
@@ -153,11 +160,21 @@ impl ChangeMetadata {
             (CHECKSUM.to_owned(), format!("{:016x}", self.checksum)),
             (FORMAT.to_owned(), FORMAT_VERSION.to_string()),
         ]);
+        if let Some(origin) = self.restored_from {
+            raw.insert(RESTORED_FROM.to_owned(), origin.to_string());
+        }
         raw
     }
 
     /// Parses what the store returned; the error names the missing or malformed key.
     pub fn from_raw(raw: &RawMetadata) -> Result<Self, String> {
+        let restored_from =
+            match raw.get(RESTORED_FROM) {
+                Some(origin) => Some(origin.parse().map_err(|_| {
+                    format!("metadata key {RESTORED_FROM} has a bad value {origin:?}")
+                })?),
+                None => None,
+            };
         let snapshot_like = SnapshotMetadata::from_raw(raw)?;
         let base = raw
             .get(BASE_VERSION)
@@ -174,6 +191,7 @@ impl ChangeMetadata {
             checksum: snapshot_like
                 .checksum
                 .ok_or_else(|| format!("metadata key {CHECKSUM} is missing"))?,
+            restored_from,
         })
     }
 }
@@ -236,6 +254,7 @@ mod tests {
             writer: "cellar-test".into(),
             updated_at: sample().updated_at,
             checksum: 42,
+            restored_from: Some(Version::new(3)),
         };
         let mut raw = change.to_raw();
         assert_eq!(raw["cellar-base-version"], "7");

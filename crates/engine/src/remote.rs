@@ -10,11 +10,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::checksum::sha256_hex;
 use crate::error::{Error, Result, StoreError};
 use crate::layout::Layout;
-use crate::metadata::{ChangeMetadata, SnapshotMetadata};
+use crate::metadata::{ChangeMetadata, ENCODING, SnapshotMetadata, ZSTD};
 use crate::snapshot::Snapshot;
 use crate::store::{ByteStream, ETag, Fetched, Listed, PutCondition, Store};
 use crate::user::UserId;
@@ -74,6 +75,27 @@ pub(crate) struct Change {
     pub metadata: ChangeMetadata,
     /// The encoded change (a zstd frame, see `delta`).
     pub bytes: Bytes,
+}
+
+/// An object of a user's history as a listing tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Listing {
+    /// A change: the version it applies after; a kept snapshot: its version.
+    pub version: Version,
+    /// Its size in the bucket.
+    pub size: u64,
+    /// When it was written.
+    pub modified: DateTime<Utc>,
+}
+
+impl Listing {
+    fn of(version: Version, listed: Listed) -> Self {
+        Self {
+            version,
+            size: listed.size,
+            modified: listed.modified,
+        }
+    }
 }
 
 /// The precondition of a commit on top of the object with `base` (none: the first).
@@ -295,12 +317,104 @@ impl Remote {
             .await
     }
 
+    /// The changes of `user`'s log as a listing tells them (no bodies, no metadata): the
+    /// version each applies after, its size and when it was written; oldest first.
+    pub async fn list_changes(&self, user: &UserId) -> Result<Vec<Listing>> {
+        let listed = self.store.list(&self.layout.log_prefix(user)).await?;
+        let mut changes: Vec<_> = listed
+            .into_iter()
+            .filter_map(|entry| {
+                let base = self.layout.change_base_of_key(user, &entry.key)?;
+                Some(Listing::of(base, entry))
+            })
+            .collect();
+        changes.sort_by_key(|listing| listing.version);
+        Ok(changes)
+    }
+
+    /// The snapshots kept for history (`snapshots/`), by version, oldest first.
+    pub async fn list_kept_snapshots(&self, user: &UserId) -> Result<Vec<Listing>> {
+        let listed = self
+            .store
+            .list(&self.layout.kept_snapshots_prefix(user))
+            .await?;
+        let mut kept: Vec<_> = listed
+            .into_iter()
+            .filter_map(|entry| {
+                let version = self.layout.version_of_kept_snapshot(user, &entry.key)?;
+                Some(Listing::of(version, entry))
+            })
+            .collect();
+        kept.sort_by_key(|listing| listing.version);
+        Ok(kept)
+    }
+
+    /// Keeps `image` (the snapshot at `metadata.version`) for history, compressed; a
+    /// snapshot already kept at that version is left as it is (the same version is the
+    /// same database).
+    pub async fn keep_snapshot(
+        &self,
+        user: &UserId,
+        metadata: &SnapshotMetadata,
+        compressed: Bytes,
+    ) -> std::result::Result<(), StoreError> {
+        let key = self.layout.kept_snapshot_key(user, metadata.version);
+        let mut raw = metadata.to_raw();
+        raw.insert(ENCODING.to_owned(), ZSTD.to_owned());
+        match self
+            .store
+            .put(&key, compressed, raw, PutCondition::Create)
+            .await
+        {
+            Ok(_) | Err(StoreError::PreconditionFailed { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The snapshot kept for history at `version`: its metadata (that of the SQLite file)
+    /// and its compressed bytes; `None` if it is not kept.
+    pub async fn read_kept_snapshot(
+        &self,
+        user: &UserId,
+        version: Version,
+    ) -> Result<Option<(SnapshotMetadata, Bytes)>> {
+        let key = self.layout.kept_snapshot_key(user, version);
+        let Fetched::Found { info, body } = self.store.get(&key, None).await? else {
+            return Ok(None);
+        };
+        Ok(Some((decode(user, &info.metadata)?, body)))
+    }
+
+    /// What the snapshot kept at `version` says about itself; `None` if it is not kept.
+    pub async fn kept_snapshot_head(
+        &self,
+        user: &UserId,
+        version: Version,
+    ) -> Result<Option<SnapshotMetadata>> {
+        let key = self.layout.kept_snapshot_key(user, version);
+        match self.store.head(&key).await? {
+            Some(info) => decode(user, &info.metadata).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes the snapshot kept at `version` (past the retention window).
+    pub async fn delete_kept_snapshot(
+        &self,
+        user: &UserId,
+        version: Version,
+    ) -> std::result::Result<(), StoreError> {
+        self.store
+            .delete(&self.layout.kept_snapshot_key(user, version))
+            .await
+    }
+
     /// Every user with a database in the bucket, with its object's size.
     pub async fn users(&self) -> Result<Vec<(UserId, u64)>> {
         let listed = self.store.list(&self.layout.users_prefix()).await?;
         Ok(listed
             .into_iter()
-            .filter_map(|Listed { key, size }| {
+            .filter_map(|Listed { key, size, .. }| {
                 self.layout.user_of_key(&key).map(|user| (user, size))
             })
             .collect())

@@ -13,7 +13,7 @@ use crate::config::{ConflictPolicy, Durability};
 use crate::context::{Context, blocking};
 use crate::crash::crash_point;
 use crate::delta::{self, DeltaError};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, delta_error};
 use crate::events::Resolution;
 use crate::local::{PendingUpload, SyncState};
 use crate::metrics::EngineMetrics;
@@ -21,7 +21,7 @@ use crate::remote::RemoteHead;
 use crate::runtime;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::{self, Outgoing, UploadFailure, UploadPlan};
-use crate::sync::{aside, compact, delta_error, install, pull};
+use crate::sync::{aside, compact, install, pull};
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
 use crate::version::Version;
@@ -256,7 +256,17 @@ impl Session {
     /// in place of the request's SQL: paced and uploaded like any write, then installed as
     /// the local copy. A lost conflict is refused whatever the policy (there is no work to
     /// run again), and a failed upload keeps nothing here: the caller still has the file.
-    pub async fn commit_image(mut self, image: Vec<u8>) -> Result<Committed<()>> {
+    pub async fn commit_image(self, image: Vec<u8>) -> Result<Committed<()>> {
+        self.commit_whole(image, None).await
+    }
+
+    /// [`Session::commit_image`], told to subscribers and recorded in the log as the
+    /// restore of `restored_from` when it is one.
+    pub(crate) async fn commit_whole(
+        mut self,
+        image: Vec<u8>,
+        restored_from: Option<Version>,
+    ) -> Result<Committed<()>> {
         if let Some(conn) = self.conn.take() {
             conn.rollback();
             self.guard.conn = Some(conn);
@@ -265,7 +275,10 @@ impl Session {
             tokio::time::sleep_until(slot).await;
         }
         let image = Snapshot::from_bytes(image);
-        let plan = UploadPlan::on_top_of(self.base.version, self.base.etag.clone());
+        let plan = UploadPlan {
+            restored_from,
+            ..UploadPlan::on_top_of(self.base.version, self.base.etag.clone())
+        };
         let outgoing = Outgoing::image(image.clone(), &plan)?;
         let uploaded =
             match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {

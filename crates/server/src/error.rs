@@ -186,6 +186,7 @@ impl From<Error> for ApiError {
             (Error::ResponseTooLarge { .. }, _) => ErrorCode::PayloadTooLarge,
             (_, ErrorKind::InvalidInput) => ErrorCode::BadRequest,
             (_, ErrorKind::Forbidden) => ErrorCode::Forbidden,
+            (_, ErrorKind::NotFound) => ErrorCode::NotFound,
             (_, ErrorKind::Conflict) => ErrorCode::Conflict,
             // Data that fails Cellar's checks was not used: retrying later may find it
             // whole (a stale read passes), and the message says what was wrong.

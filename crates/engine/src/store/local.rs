@@ -458,7 +458,11 @@ impl Store for LocalStore {
 /// Walks the root for committed objects (those with a metadata file) under `prefix`.
 fn list_metas(root: &Path, prefix: &str) -> io::Result<Vec<Listed>> {
     let mut found = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
+    // Keys are paths: only the folder the prefix names can hold its objects.
+    let start = prefix
+        .rsplit_once('/')
+        .map_or(root.to_path_buf(), |(dir, _)| root.join(dir));
+    let mut pending = vec![start];
     while let Some(dir) = pending.pop() {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -481,9 +485,13 @@ fn list_metas(root: &Path, prefix: &str) -> io::Result<Vec<Listed>> {
             if key.starts_with(prefix) {
                 let meta: MetaFile =
                     serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?;
+                // The metadata file is renamed into place by the commit: its time is the
+                // object's.
+                let modified = entry.metadata()?.modified()?;
                 found.push(Listed {
                     key: key.to_owned(),
                     size: meta.size,
+                    modified: modified.into(),
                 });
             }
         }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use super::{
     ETag, Fetched, Listed, ObjectInfo, PutCondition, Store, StoreError, check_condition,
@@ -12,10 +13,13 @@ use super::{
 };
 use crate::metadata::RawMetadata;
 
+/// An object: what a read answers, its body, and when it was written.
+type Stored = (ObjectInfo, Bytes, DateTime<Utc>);
+
 /// Objects in a map behind a mutex; the mutex makes conditional puts atomic.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<String, (ObjectInfo, Bytes)>>,
+    objects: Mutex<BTreeMap<String, Stored>>,
 }
 
 impl MemoryStore {
@@ -24,7 +28,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (ObjectInfo, Bytes)>> {
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
         // A panic while holding the lock cannot leave a half-written entry: every
         // mutation is a single insert or remove.
         self.objects
@@ -38,8 +42,8 @@ impl Store for MemoryStore {
     async fn get(&self, key: &str, if_none_match: Option<&ETag>) -> Result<Fetched, StoreError> {
         Ok(match self.objects().get(key) {
             None => Fetched::NotFound,
-            Some((info, _)) if Some(&info.etag) == if_none_match => Fetched::NotModified,
-            Some((info, body)) => Fetched::Found {
+            Some((info, _, _)) if Some(&info.etag) == if_none_match => Fetched::NotModified,
+            Some((info, body, _)) => Fetched::Found {
                 info: info.clone(),
                 body: body.clone(),
             },
@@ -47,7 +51,7 @@ impl Store for MemoryStore {
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        Ok(self.objects().get(key).map(|(info, _)| info.clone()))
+        Ok(self.objects().get(key).map(|(info, _, _)| info.clone()))
     }
 
     async fn put(
@@ -60,7 +64,7 @@ impl Store for MemoryStore {
         let mut objects = self.objects();
         check_condition(
             key,
-            objects.get(key).map(|(info, _)| &info.etag),
+            objects.get(key).map(|(info, _, _)| &info.etag),
             &condition,
         )?;
         let info = ObjectInfo {
@@ -69,7 +73,7 @@ impl Store for MemoryStore {
             metadata,
         };
         let etag = info.etag.clone();
-        objects.insert(key.to_owned(), (info, body));
+        objects.insert(key.to_owned(), (info, body, Utc::now()));
         Ok(etag)
     }
 
@@ -78,9 +82,10 @@ impl Store for MemoryStore {
             .objects()
             .range(prefix.to_owned()..)
             .take_while(|(key, _)| key.starts_with(prefix))
-            .map(|(key, (info, _))| Listed {
+            .map(|(key, (info, _, modified))| Listed {
                 key: key.clone(),
                 size: info.size,
+                modified: *modified,
             })
             .collect())
     }

@@ -22,6 +22,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -113,6 +114,9 @@ pub struct Listed {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was written, as the store tells it (history's times come from here, so
+    /// that listing versions needs no request per version).
+    pub modified: DateTime<Utc>,
 }
 
 /// The narrow interface the engine needs of an object store.

@@ -320,6 +320,7 @@ impl Store for S3Store {
             .map(|meta| Listed {
                 key: meta.location.to_string(),
                 size: meta.size,
+                modified: meta.last_modified,
             })
             .collect();
         listed.sort_by(|a, b| a.key.cmp(&b.key));

@@ -3,15 +3,19 @@
 //! under the user's lock ([`copy_committed`]); [`fold`] then runs without it: the copy
 //! becomes `database.sqlite` under `If-Match` on the snapshot it replaces (another
 //! instance that folded first wins, and nothing is lost: any snapshot at a version equals
-//! the log folded to it), and changes folded into the previous snapshot are deleted once
-//! that snapshot is older than the log's grace.
+//! the log folded to it). With history off, changes folded into the previous snapshot are
+//! deleted once that snapshot is older than the log's grace; with history on, the snapshot
+//! replaced is kept under `snapshots/` first, and retention decides what goes
+//! (`docs/history.md`).
 
 use tracing::{info, warn};
 
 use crate::cache::SlotState;
+use crate::checksum::check_body;
 use crate::context::{Context, blocking};
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
+use crate::history;
 use crate::local::SyncState;
 use crate::metadata::SnapshotMetadata;
 use crate::snapshot::Snapshot;
@@ -93,10 +97,15 @@ pub(crate) async fn fold(
             "compaction skipped: the local copy does not match its recorded checksum");
         return Ok(None);
     }
+    let history = shared.config.history.enabled();
+    if history {
+        keep_replaced(shared, user, &current).await?;
+        crash_point("compaction-kept-before-snapshot");
+    }
     let floor = current.log_floor.unwrap_or(Version::ZERO);
     let folded_long_ago = shared.clock.now() - current.updated_at
         > chrono::Duration::from_std(shared.config.log_grace).unwrap_or(chrono::Duration::MAX);
-    let floor = if folded_long_ago {
+    let floor = if folded_long_ago && !history {
         delete_changes(shared, user, floor, current.version).await?
     } else {
         floor
@@ -121,11 +130,55 @@ pub(crate) async fn fold(
             crash_point("compaction-after-snapshot");
             info!(user = %user, version = state.version.get(), previous = current.version.get(),
                 log_floor = floor.get(), "compacted: the log folded into a new snapshot");
+            if history {
+                match history::collect(
+                    &shared.remote,
+                    user,
+                    history::Window::of(&shared.config, shared.clock.now()),
+                )
+                .await
+                {
+                    Ok(collected)
+                        if collected.deleted_changes + collected.deleted_snapshots > 0 =>
+                    {
+                        info!(user = %user, changes = collected.deleted_changes,
+                            snapshots = collected.deleted_snapshots,
+                            "history past the retention window removed");
+                    }
+                    Ok(_) => {}
+                    Err(err) => warn!(user = %user, error = %err,
+                        "history retention failed; the next compaction tries again"),
+                }
+            }
             Ok(Some(state.version))
         }
         Err(StoreError::PreconditionFailed { .. }) => Ok(None), // another instance folded first
         Err(err) => Err(err.into()),
     }
+}
+
+/// Keeps the snapshot compaction is about to replace (`current`) under `snapshots/`,
+/// compressed: history rebuilds the versions before the next snapshot from it. A snapshot
+/// replaced meanwhile by another instance is left to it (our replace will be refused).
+async fn keep_replaced(shared: &Context, user: &UserId, current: &SnapshotMetadata) -> Result<()> {
+    let Some((_, metadata, body)) = shared.remote.read(user).await? else {
+        return Ok(());
+    };
+    if metadata.version != current.version {
+        return Ok(());
+    }
+    if let Err(mismatch) = check_body(&metadata, &body) {
+        return Err(Error::Inconsistent {
+            user: user.clone(),
+            detail: format!("the snapshot to keep for history: {mismatch}"),
+        });
+    }
+    let compressed = blocking(move || history::compress(&body)).await?;
+    shared
+        .remote
+        .keep_snapshot(user, &metadata, compressed)
+        .await?;
+    Ok(())
 }
 
 /// Deletes the changes after `floor` up to `folded` (all older than the grace: they were

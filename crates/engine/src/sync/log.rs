@@ -12,7 +12,7 @@ use crate::cache::SlotState;
 use crate::context::{Context, blocking};
 use crate::crash::crash_point;
 use crate::delta::{self, Delta, DeltaError};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, delta_error};
 use crate::local::{StagedDownload, SyncState};
 use crate::remote::Change;
 use crate::snapshot::Snapshot;
@@ -70,19 +70,23 @@ pub(crate) async fn follow(
                 });
             }
         }
-        let writer = change.metadata.writer.clone();
+        let told = (
+            change.metadata.writer.clone(),
+            change.metadata.restored_from,
+        );
         match apply(shared, user, slot, &state, change).await? {
             Some(applied) => state = applied,
             None => return Ok(Followed::Diverged),
         }
-        newest = Some(writer);
+        newest = Some(told);
         next = ahead.next(shared, user, state.version).await?;
     }
-    if let Some(writer) = newest {
+    if let Some((writer, restored_from)) = newest {
         shared.publish(crate::events::Event::Version {
             user_id: user.to_string(),
             version: state.version,
             writer,
+            restored_from,
         });
     }
     Ok(Followed::Newest(state))
@@ -300,18 +304,5 @@ async fn connection(
     match slot.conn.take() {
         Some(conn) => Ok(conn),
         None => shared.open_connection(user, slot.staged.is_some()).await,
-    }
-}
-
-/// A delta failure as the engine's error: SQLite and disk errors as such, anything about
-/// the change's bytes or checksums as data that failed Cellar's checks.
-pub(crate) fn delta_error(user: &UserId, path: &Path, err: DeltaError) -> Error {
-    match err {
-        DeltaError::Sql(err) => Error::from(err),
-        DeltaError::Io(err) => Error::io(path)(err),
-        other => Error::Inconsistent {
-            user: user.clone(),
-            detail: format!("a change of the log: {other}"),
-        },
     }
 }

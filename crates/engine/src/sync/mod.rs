@@ -14,5 +14,3 @@ pub(crate) mod pending;
 pub(crate) mod pull;
 pub(crate) mod staged;
 pub(crate) mod upload;
-
-pub(crate) use log::delta_error;

@@ -44,6 +44,7 @@ pub(crate) async fn finish_pending(
         base_version: record.base_version,
         base_etag: record.base_etag.clone(),
         version: record.version,
+        restored_from: None,
     };
     // However it ends, the log may have moved past the base: read the snapshot again.
     slot.snapshot_read_at = None;

@@ -209,6 +209,7 @@ async fn read_snapshot(
                 user_id: user.to_string(),
                 version: new_state.version,
                 writer,
+                restored_from: None,
             });
             Ok((new_state, Next::Known(next)))
         }

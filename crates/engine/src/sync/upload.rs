@@ -99,6 +99,8 @@ pub(crate) struct UploadPlan {
     pub base_etag: Option<ETag>,
     /// The version to upload as.
     pub version: Version,
+    /// The version whose content this upload brings back, when it is a restore.
+    pub restored_from: Option<Version>,
 }
 
 impl UploadPlan {
@@ -108,6 +110,7 @@ impl UploadPlan {
             base_version,
             base_etag,
             version: base_version.next(),
+            restored_from: None,
         }
     }
 }
@@ -214,6 +217,7 @@ async fn send(
                 writer,
                 updated_at,
                 checksum: *checksum,
+                restored_from: plan.restored_from,
             };
             let put = shared
                 .remote
@@ -236,14 +240,21 @@ async fn send(
         Ok(etag) => {
             EngineMetrics::add(&shared.metrics.uploads, 1);
             EngineMetrics::add(&shared.metrics.bytes_uploaded, size);
-            Ok(landed(shared, user, uploaded(etag), outgoing, overwriting))
+            Ok(landed(
+                shared,
+                user,
+                uploaded(etag),
+                outgoing,
+                plan,
+                overwriting,
+            ))
         }
         Err(StoreError::PreconditionFailed { .. }) => {
             let (remote, etag) = winner(shared, user, outgoing, plan).await?;
             if remote.sha256.as_deref() == Some(sha256.as_str()) {
                 // An earlier try landed: adopted, not counted as an upload again.
                 let uploaded = uploaded(etag);
-                return Ok(landed(shared, user, uploaded, outgoing, overwriting));
+                return Ok(landed(shared, user, uploaded, outgoing, plan, overwriting));
             }
             EngineMetrics::add(&shared.metrics.conflicts, 1);
             Err(UploadFailure::Refused { remote })
@@ -319,11 +330,7 @@ pub(crate) async fn overwrite(
 ) -> Result<Uploaded, UploadFailure> {
     for _ in 0..=shared.config.max_conflict_retries {
         let end = end_of_log(shared, user, &remote).await?;
-        let plan = UploadPlan {
-            base_version: end.version,
-            base_etag: base_etag.clone(),
-            version: end.version.next(),
-        };
+        let plan = UploadPlan::on_top_of(end.version, base_etag.clone());
         let outgoing = Outgoing::image(image.clone(), &plan).map_err(UploadFailure::Failed)?;
         match send(shared, user, &outgoing, &plan, Some((local_version, &end))).await {
             Ok(uploaded) => return Ok(uploaded),
@@ -360,6 +367,7 @@ fn landed(
     user: &UserId,
     uploaded: Uploaded,
     outgoing: &Outgoing,
+    plan: &UploadPlan,
     overwriting: Overwriting<'_>,
 ) -> Uploaded {
     if let Some((local_version, remote)) = overwriting {
@@ -374,6 +382,7 @@ fn landed(
         user_id: user.to_string(),
         version: uploaded.version,
         writer: shared.config.writer_id.clone(),
+        restored_from: plan.restored_from,
     });
     uploaded
 }

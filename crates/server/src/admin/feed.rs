@@ -141,6 +141,7 @@ mod tests {
             user_id: user.into(),
             version: Version::new(version),
             writer: "w".into(),
+            restored_from: None,
         }
     }
 

@@ -1,0 +1,257 @@
+//! History on the log (`docs/history.md`): every version rebuilt exactly, restore and its
+//! undo seen by another instance, fork, point-in-time resolution, and retention removing
+//! only what the window no longer keeps; on the folder store, SeaweedFS and moto.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cellar_engine::{
+    ConflictPolicy, Engine, EngineConfig, Error, Event, Holder, LocalStore, RestoreTarget, S3Store,
+    Store, Version,
+};
+use cellar_testkit::{S3Kind, S3Server};
+use common::{append, user, values};
+
+fn history_config(dir: &std::path::Path, writer: &str) -> EngineConfig {
+    let mut config = common::config(dir, ConflictPolicy::Strict, writer);
+    config.log_grace = std::time::Duration::ZERO;
+    // Compaction is called by the test, at known versions.
+    config.compact_after_versions = 1_000;
+    config
+}
+
+async fn open(store: &Arc<dyn Store>, dir: &std::path::Path, config: EngineConfig) -> Engine {
+    let _ = dir;
+    Engine::open(config, store.clone()).await.unwrap()
+}
+
+/// The values of `t` in a database image.
+fn values_of(image: &[u8]) -> Vec<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.sqlite");
+    std::fs::write(&path, image).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+async fn run(store: Arc<dyn Store>, name: &str) {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(&store, dirs[0].path(), history_config(dirs[0].path(), "a")).await;
+    let alice = user("alice");
+    let mut expected: BTreeMap<Version, Vec<i64>> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for i in 1..=10 {
+        let committed = append(&a, &alice, i).await.unwrap();
+        rows.push(i);
+        expected.insert(committed.version, rows.clone());
+        if i % 3 == 0 {
+            assert_eq!(a.compact(&alice).await.unwrap(), Some(committed.version));
+        }
+    }
+    assert_eq!(expected.keys().last(), Some(&Version::new(10)), "{name}");
+
+    // Every version is listed, by what holds it, and rebuilt exactly.
+    let reader = a.bucket_reader();
+    let listed = reader.versions(&alice, true).await.unwrap().unwrap();
+    let numbers: Vec<u64> = listed.iter().map(|e| e.version.get()).collect();
+    assert_eq!(numbers, (1..=10).collect::<Vec<_>>(), "{name}: {listed:?}");
+    assert!(
+        listed.iter().all(|e| e.writer.as_deref() == Some("a")),
+        "{name}"
+    );
+    assert_eq!(listed[0].held_by, vec![Holder::KeptSnapshot], "{name}");
+    assert_eq!(
+        listed[8].held_by,
+        vec![Holder::Change, Holder::Snapshot],
+        "{name}"
+    );
+    assert_eq!(listed[9].held_by, vec![Holder::Change], "{name}");
+    for (version, rows) in &expected {
+        let image = reader.download_version(&alice, *version).await.unwrap();
+        assert_eq!(&values_of(&image), rows, "{name}: version {version}");
+    }
+    for missing in [0, 11] {
+        let err = reader
+            .download_version(&alice, Version::new(missing))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NoSuchVersion { .. }), "{name}: {err}");
+    }
+
+    // A restore is a new version holding the old content; another instance sees it, and
+    // subscribers are told which version it brought back.
+    let b = open(&store, dirs[1].path(), history_config(dirs[1].path(), "b")).await;
+    assert_eq!(
+        values(&b, &alice).await,
+        expected[&Version::new(10)],
+        "{name}"
+    );
+    let mut events = a.subscribe();
+    let restored = a
+        .restore(&alice, RestoreTarget::Version(Version::new(4)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (restored.version, restored.restored, restored.undo),
+        (Version::new(11), Version::new(4), Version::new(10)),
+        "{name}"
+    );
+    let told = events.recv().await.unwrap();
+    assert!(
+        matches!(told, Event::Version { version, restored_from: Some(from), .. }
+            if version == Version::new(11) && from == Version::new(4)),
+        "{name}: {told:?}"
+    );
+    assert_eq!(
+        values(&a, &alice).await,
+        expected[&Version::new(4)],
+        "{name}"
+    );
+    let mut b_events = b.subscribe();
+    assert_eq!(
+        values(&b, &alice).await,
+        expected[&Version::new(4)],
+        "{name}"
+    );
+    let seen = b_events.recv().await.unwrap();
+    assert!(
+        matches!(seen, Event::Version { restored_from: Some(from), .. } if from == Version::new(4)),
+        "{name}: {seen:?}"
+    );
+
+    // A writer that had not seen the restore... has: b wrote on top of it.
+    let on_top = append(&b, &alice, 100).await.unwrap();
+    assert_eq!(on_top.version, Version::new(12), "{name}");
+    let mut after_restore = expected[&Version::new(4)].clone();
+    after_restore.push(100);
+
+    // The restore is undone by restoring the version it names.
+    let undone = b
+        .restore(&alice, RestoreTarget::Version(restored.undo))
+        .await
+        .unwrap();
+    assert_eq!(undone.version, Version::new(13), "{name}");
+    assert_eq!(
+        values(&a, &alice).await,
+        expected[&Version::new(10)],
+        "{name}"
+    );
+
+    // A moment resolves to the version current then.
+    let now = chrono::Utc::now();
+    assert_eq!(
+        reader
+            .resolve(&alice, RestoreTarget::At(now))
+            .await
+            .unwrap(),
+        Version::new(13),
+        "{name}"
+    );
+    let long_ago = now - chrono::Duration::days(365);
+    let err = reader
+        .resolve(&alice, RestoreTarget::At(long_ago))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchVersion { .. }), "{name}: {err}");
+
+    // A fork starts a new user from any version; an existing user is refused.
+    let forked = user("alice-fork");
+    a.fork(&alice, &forked, Some(Version::new(12)))
+        .await
+        .unwrap();
+    assert_eq!(values(&b, &forked).await, after_restore, "{name}");
+    assert!(a.fork(&alice, &forked, None).await.is_err(), "{name}");
+
+    // Retention: the newest three versions kept; what is older goes, what is kept still
+    // rebuilds.
+    a.compact(&alice).await.unwrap();
+    let mut narrow = history_config(dirs[2].path(), "c");
+    narrow.history.keep_versions = 3;
+    let c = open(&store, dirs[2].path(), narrow).await;
+    let collected = c.collect_history(&alice).await.unwrap();
+    assert_eq!(
+        collected.oldest_kept,
+        Some(Version::new(11)),
+        "{name}: {collected:?}"
+    );
+    assert!(collected.deleted_changes >= 8, "{name}: {collected:?}");
+    assert_eq!(collected.deleted_snapshots, 3, "{name}: {collected:?}");
+    let listed = reader.versions(&alice, false).await.unwrap().unwrap();
+    assert!(
+        listed.first().unwrap().version <= Version::new(11),
+        "{name}: {listed:?}"
+    );
+    assert_eq!(listed.last().unwrap().version, Version::new(13), "{name}");
+    for (version, rows) in [
+        (11, expected[&Version::new(4)].clone()),
+        (12, after_restore.clone()),
+        (13, expected[&Version::new(10)].clone()),
+    ] {
+        let image = reader
+            .download_version(&alice, Version::new(version))
+            .await
+            .unwrap();
+        assert_eq!(
+            values_of(&image),
+            rows,
+            "{name}: version {version} after retention"
+        );
+    }
+    let err = reader
+        .download_version(&alice, Version::new(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchVersion { .. }), "{name}: {err}");
+    // A second run has nothing left to remove.
+    let again = c.collect_history(&alice).await.unwrap();
+    assert_eq!(
+        (again.deleted_changes, again.deleted_snapshots),
+        (0, 0),
+        "{name}"
+    );
+
+    // With history off, compaction keeps nothing and older versions are not restorable.
+    let mut off = history_config(dirs[3].path(), "d");
+    off.history.keep_days = 0;
+    let d = open(&store, dirs[3].path(), off).await;
+    let bob = user("bob");
+    for i in 1..=4 {
+        append(&d, &bob, i).await.unwrap();
+    }
+    d.compact(&bob).await.unwrap();
+    let listed = reader.versions(&bob, false).await.unwrap().unwrap();
+    assert_eq!(
+        listed.first().unwrap().version,
+        Version::new(4),
+        "{name}: {listed:?}"
+    );
+    assert!(
+        reader
+            .download_version(&bob, Version::new(2))
+            .await
+            .is_err(),
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn history_on_the_folder_store() {
+    let dir = tempfile::tempdir().unwrap();
+    run(Arc::new(LocalStore::new(dir.path())), "folder").await;
+}
+
+#[tokio::test]
+async fn history_on_s3_servers() {
+    for kind in S3Kind::ALL {
+        let server = S3Server::start(kind).await.unwrap();
+        let store: Arc<dyn Store> = Arc::new(S3Store::from_object_store(server.object_store()));
+        run(store, kind.name()).await;
+    }
+}
