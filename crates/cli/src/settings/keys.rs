@@ -190,6 +190,15 @@ pub const KEYS: &[Key] = &[
     Key::text("sync.durability", |s, v| {
         v.parse().map(|durability| s.durability = durability)
     }),
+    Key::integer("history.keep_days", |s, v| {
+        parse_whole(v, "days").map(|days| s.history.keep_days = days)
+    }),
+    Key::integer("history.keep_versions", |s, v| {
+        parse_whole(v, "versions").map(|n| s.history.keep_versions = n)
+    }),
+    Key::boolean("history.user_restore", |s, v| {
+        parse_bool(v).map(|b| s.history.user_restore = b)
+    }),
     Key::text("auth.mode", |s, v| {
         parse_auth_mode(v).map(|mode| s.auth_mode = mode)
     }),
@@ -321,9 +330,14 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 }
 
 fn parse_count(value: &str) -> Result<u64, String> {
+    parse_whole(value, "bytes")
+}
+
+/// A whole number of `unit`s, 0 included.
+fn parse_whole<T: std::str::FromStr>(value: &str, unit: &str) -> Result<T, String> {
     value
         .parse()
-        .map_err(|_| format!("{value:?} is not a whole number of bytes"))
+        .map_err(|_| format!("{value:?} is not a whole number of {unit}"))
 }
 
 fn parse_millis(value: &str) -> Result<Duration, String> {

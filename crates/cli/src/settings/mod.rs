@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use cellar_engine::store::{DeadlineStore, FaultRates};
 use cellar_engine::{
-    ConflictPolicy, Durability, EngineConfig, LocalStore, MemoryStore, S3Settings, S3Store,
-    SizeThresholds, Store,
+    ConflictPolicy, Durability, EngineConfig, HistoryConfig, LocalStore, MemoryStore, S3Settings,
+    S3Store, SizeThresholds, Store,
 };
 use cellar_server::{AdminToken, AuthMode, Limits, ServerOptions};
 
@@ -153,6 +153,9 @@ pub struct Settings {
     /// `sync.durability`: acknowledge writes after the upload (`sync`) or after the local
     /// commit, uploading in the background (`async`).
     pub durability: Durability,
+    /// `history.keep_days`, `history.keep_versions` (either 0 turns history off),
+    /// `history.user_restore`: which versions stay restorable, and who may restore them.
+    pub history: HistoryConfig,
     /// `auth.mode`.
     pub auth_mode: AuthKind,
     /// `auth.jwt_secret`.
@@ -226,6 +229,7 @@ impl Settings {
             compact_after_bytes: engine_defaults.compact_after_bytes,
             log_grace: engine_defaults.log_grace,
             durability: Durability::default(),
+            history: engine_defaults.history,
             auth_mode: AuthKind::Header,
             jwt_secret: None,
             trusted_proxy: false,
@@ -343,6 +347,7 @@ impl Settings {
         config.compact_after_bytes = self.compact_after_bytes;
         config.log_grace = self.log_grace;
         config.durability = self.durability;
+        config.history = self.history;
         config
     }
 

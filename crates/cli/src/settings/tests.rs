@@ -645,3 +645,95 @@ fn the_store_timeout_is_ten_seconds_unless_set_and_must_be_at_least_one_millisec
         );
     }
 }
+
+#[test]
+fn history_keys_reach_the_engine_and_zero_turns_history_off() {
+    let history = |file: &ConfigFile, vars: &[(&str, &str)]| {
+        Settings::load(file, &env(vars), &[])
+            .unwrap()
+            .engine_config()
+            .history
+    };
+    let defaults = history(&ConfigFile::Default, &[]);
+    assert_eq!(
+        (
+            defaults.keep_days,
+            defaults.keep_versions,
+            defaults.user_restore
+        ),
+        (7, 100_000, true)
+    );
+    let (_dir, config) =
+        file("[history]\nkeep_days = 30\nkeep_versions = 500\nuser_restore = false\n");
+    let from_file = history(&config, &[]);
+    assert_eq!(
+        (
+            from_file.keep_days,
+            from_file.keep_versions,
+            from_file.user_restore
+        ),
+        (30, 500, false)
+    );
+    let from_env = history(
+        &config,
+        &[
+            ("CELLAR_HISTORY_KEEP_DAYS", "0"),
+            ("CELLAR_HISTORY_KEEP_VERSIONS", "2"),
+            ("CELLAR_HISTORY_USER_RESTORE", "true"),
+        ],
+    );
+    assert_eq!(
+        (
+            from_env.keep_days,
+            from_env.keep_versions,
+            from_env.user_restore
+        ),
+        (0, 2, true)
+    );
+    assert!(!from_env.enabled(), "0 days turns history off");
+
+    for (var, key, value, says) in [
+        (
+            "CELLAR_HISTORY_KEEP_DAYS",
+            "history.keep_days",
+            "7d",
+            "whole number of days",
+        ),
+        (
+            "CELLAR_HISTORY_KEEP_DAYS",
+            "history.keep_days",
+            "-1",
+            "whole number of days",
+        ),
+        (
+            "CELLAR_HISTORY_KEEP_VERSIONS",
+            "history.keep_versions",
+            "many",
+            "whole number of versions",
+        ),
+        (
+            "CELLAR_HISTORY_USER_RESTORE",
+            "history.user_restore",
+            "yes",
+            "not true or false",
+        ),
+    ] {
+        let err = load_err(&ConfigFile::Default, &env(&[(var, value)]), &[]);
+        assert!(
+            err.contains(key) && err.contains(var) && err.contains(says),
+            "{value}: {err}"
+        );
+    }
+    let (_dir, config) = file("[history]\nuser_restore = \"no\"\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(
+        err.contains("history.user_restore") && err.contains("expected true or false"),
+        "{err}"
+    );
+    let (_dir, config) = file("[history]\nkeep_day = 3\n");
+    let err = load_err(&config, &env(&[]), &[]);
+    assert!(
+        err.contains("history.keep_day") && err.contains("history.keep_days"),
+        "the hint lists the section's keys: {err}"
+    );
+}
