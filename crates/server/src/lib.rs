@@ -14,7 +14,8 @@
 //! ```
 //!
 //! `GET /v1/db`, `GET /v1/db/file` and `GET /v1/events` run behind `UserContextLayer` too,
-//! each with its own version check; `/healthz` and `/metrics` need no identity.
+//! each with its own version check, and so do the caller's history, `GET /v1/db/versions`
+//! and `POST /v1/db/restore`; `/healthz` and `/metrics` need no identity.
 //!
 //! [`DatabaseSyncLayer`] is not on that path: it is exported for handlers of your own (see
 //! below), which get the caller's database through the [`Db`] extractor:
@@ -50,7 +51,8 @@
 //!   counters every second.
 //! - `routes`: the v1 API — `query` (`POST /v1/query` through
 //!   [`Engine::transact`](cellar_engine::Engine::transact), with `values` for JSON ↔
-//!   SQLite), `db` (`GET /v1/db`, `GET /v1/db/file`), `events` (`GET /v1/events`,
+//!   SQLite), `db` (`GET /v1/db`, `GET /v1/db/file`, `?version=N` for an earlier one),
+//!   `history` (`GET /v1/db/versions`, `POST /v1/db/restore`), `events` (`GET /v1/events`,
 //!   WebSocket), `demo` (the end-user app at `/demo`, with `server.demo`); [`router`]
 //!   builds it.
 //! - `serve`: [`serve()`], an HTTP/1.1 accept loop with at most `max_connections` open, a

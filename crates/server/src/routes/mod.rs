@@ -7,6 +7,9 @@
 //!   /ui, /ui/*                                (no identity; only with auth.admin_token)
 //!   /v1/admin/*                               admin token ─► handler (only with auth.admin_token)
 //!   /v1/db, /v1/db/file, /v1/events           user context ─► handler
+//!   /v1/db/versions, /v1/db/restore           user context ─► handler (history, read from the
+//!                                             bucket; a restore reads its body within the
+//!                                             limits, then Engine::restore)
 //!   /v1/query                                 user context ─► parse ─► handler (Engine::transact:
 //!                                             version check, group commit, one upload)
 //! ```
@@ -14,6 +17,7 @@
 mod db;
 mod demo;
 mod events;
+mod history;
 mod openapi;
 mod query;
 mod values;
@@ -63,6 +67,8 @@ pub(crate) fn build(
     let per_user = OpenApiRouter::new()
         .routes(routes!(db::status))
         .routes(routes!(db::file))
+        .routes(routes!(history::versions))
+        .routes(routes!(history::restore))
         .routes(routes!(events::subscribe))
         .merge(query)
         .route_layer(UserContextLayer::new(&options.auth));

@@ -7,6 +7,7 @@ mod admin;
 mod api;
 mod connections;
 mod events;
+mod history;
 mod hostile;
 mod identity;
 mod layers;
