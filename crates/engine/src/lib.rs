@@ -44,6 +44,7 @@ mod config;
 mod context;
 pub mod crash;
 mod delta;
+pub mod diff;
 mod engine;
 mod error;
 mod events;

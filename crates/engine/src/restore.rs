@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::admin::BucketReader;
+use crate::context::blocking;
+use crate::diff::{DatabaseDiff, DiffOptions, diff_databases};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::history::{Catalog, VersionEntry, not_kept, rebuild};
@@ -89,6 +91,22 @@ impl BucketReader {
         }
     }
 
+    /// How `user`'s database changed from version `from` to version `to`, row by row:
+    /// both rebuilt from the bucket, then compared.
+    pub async fn diff(
+        &self,
+        user: &UserId,
+        from: Version,
+        to: Version,
+        options: DiffOptions,
+    ) -> Result<DatabaseDiff> {
+        let (before, after) = futures::try_join!(
+            self.download_version(user, from),
+            self.download_version(user, to)
+        )?;
+        compare(user, Side::Image(before), Side::Image(after), options).await
+    }
+
     /// `user`'s database at `version`, rebuilt from the newest snapshot at or before it
     /// and the log after it, every piece checked.
     pub async fn download_version(&self, user: &UserId, version: Version) -> Result<Bytes> {
@@ -115,6 +133,34 @@ impl Engine {
             restored,
             undo,
         })
+    }
+
+    /// [`BucketReader::diff`], with the version this instance holds read from its local
+    /// copy (after the version check) instead of the bucket.
+    pub async fn diff(
+        &self,
+        user: &UserId,
+        from: Version,
+        to: Version,
+        options: DiffOptions,
+    ) -> Result<DatabaseDiff> {
+        let mut local = self.export(user).await?;
+        let reader = self.bucket_reader();
+        let mut side = async |version: Version| -> Result<Side> {
+            match local.take_if(|export| export.version == version) {
+                Some(export) => Ok(Side::File(export.file)),
+                None => reader
+                    .download_version(user, version)
+                    .await
+                    .map(Side::Image),
+            }
+        };
+        let before = side(from).await?;
+        let after = match (from == to, &before) {
+            (true, Side::Image(image)) => Side::Image(image.clone()),
+            _ => side(to).await?,
+        };
+        compare(user, before, after, options).await
     }
 
     /// Starts `new_user`'s database from `user`'s at `version` (its newest when `None`).
@@ -146,4 +192,42 @@ impl Engine {
         };
         self.push(new_user, image.to_vec()).await
     }
+}
+
+/// One side of a diff: a rebuilt image, or this instance's exported copy.
+enum Side {
+    Image(Bytes),
+    File(std::fs::File),
+}
+
+/// Compares two databases row by row, through temp files (SQLite reads files).
+async fn compare(
+    user: &UserId,
+    before: Side,
+    after: Side,
+    options: DiffOptions,
+) -> Result<DatabaseDiff> {
+    let owned = user.clone();
+    blocking(move || {
+        let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
+        let write = |side: Side, name: &str| -> Result<std::path::PathBuf> {
+            let path = dir.path().join(name);
+            match side {
+                Side::Image(image) => std::fs::write(&path, image),
+                Side::File(mut file) => std::fs::File::create(&path)
+                    .and_then(|mut copy| std::io::copy(&mut file, &mut copy).map(drop)),
+            }
+            .map_err(Error::io(&path))?;
+            Ok(path)
+        };
+        let (before, after) = (
+            write(before, "before.sqlite")?,
+            write(after, "after.sqlite")?,
+        );
+        diff_databases(&before, &after, &options).map_err(|err| Error::Inconsistent {
+            user: owned,
+            detail: format!("the versions could not be compared: {err}"),
+        })
+    })
+    .await
 }

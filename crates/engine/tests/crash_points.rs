@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use cellar_engine::crash::CRASH_POINTS;
 use cellar_engine::store::{Fault, FaultyStore, Operation};
-use cellar_engine::{ConflictPolicy, LocalStore};
+use cellar_engine::{ConflictPolicy, LocalStore, RestoreTarget, Version};
 use common::*;
 
 const CHILD: &str = "CELLAR_CRASH_CHILD";
@@ -54,6 +54,22 @@ async fn crash_child() {
     a.compact(&alice).await.unwrap();
     assert_eq!(values(&b, &alice).await, [1, 2, 5, 6, 100, 3]);
     b.settle().await; // installs it
+    // A restore (of the newest content: no acknowledged row goes), then retention keeping
+    // the newest three versions, by a third instance.
+    let newest = remote_version(&a, &alice).await;
+    let restored = a
+        .restore(&alice, RestoreTarget::Version(Version::new(newest)))
+        .await
+        .unwrap();
+    ack(3, restored.version);
+    a.settle().await;
+    let mut narrow = config(&root.join("c"), ConflictPolicy::Strict, "c");
+    narrow.log_grace = std::time::Duration::ZERO;
+    narrow.history.keep_versions = 3;
+    let c = cellar_engine::Engine::open(narrow, store.clone())
+        .await
+        .unwrap();
+    c.collect_history(&alice).await.unwrap();
     store.inject(Operation::Put, Fault::Error);
     append(&a, &alice, 4).await.unwrap_err(); // pending
     println!("FINISHED");
@@ -118,6 +134,29 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
             values(&a, &alice).await,
             "{point}"
         );
+        // Every acknowledged version the window keeps is restorable with its rows.
+        let reader = a.bucket_reader();
+        let kept = reader
+            .versions(&alice, false)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        let listed = |version: u64| kept.iter().any(|entry| entry.version.get() == version);
+        assert!(
+            remote == 0 || listed(remote),
+            "{point}: newest not listed: {kept:?}"
+        );
+        for (value, version) in acked.iter().filter(|(_, version)| listed(*version)) {
+            let image = reader
+                .download_version(&alice, Version::new(*version))
+                .await
+                .unwrap_or_else(|err| panic!("{point}: version {version}: {err}"));
+            let rows = values_in_image(&image);
+            assert!(
+                rows.contains(value),
+                "{point}: version {version} rebuilt without {value}: {rows:?}"
+            );
+        }
         eprintln!(
             "{point}: {} acknowledged, recovered at version {remote} with {found:?}",
             acked.len()

@@ -8,12 +8,13 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use cellar_engine::diff::DiffOptions;
 use cellar_engine::{
     ConflictPolicy, Engine, EngineConfig, Error, Event, Holder, LocalStore, RestoreTarget, S3Store,
     Store, Version,
 };
 use cellar_testkit::{S3Kind, S3Server};
-use common::{append, user, values};
+use common::{append, user, values, values_in_image};
 
 fn history_config(dir: &std::path::Path, writer: &str) -> EngineConfig {
     let mut config = common::config(dir, ConflictPolicy::Strict, writer);
@@ -26,19 +27,6 @@ fn history_config(dir: &std::path::Path, writer: &str) -> EngineConfig {
 async fn open(store: &Arc<dyn Store>, dir: &std::path::Path, config: EngineConfig) -> Engine {
     let _ = dir;
     Engine::open(config, store.clone()).await.unwrap()
-}
-
-/// The values of `t` in a database image.
-fn values_of(image: &[u8]) -> Vec<i64> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v.sqlite");
-    std::fs::write(&path, image).unwrap();
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
 }
 
 async fn run(store: Arc<dyn Store>, name: &str) {
@@ -75,8 +63,49 @@ async fn run(store: Arc<dyn Store>, name: &str) {
     assert_eq!(listed[9].held_by, vec![Holder::Change], "{name}");
     for (version, rows) in &expected {
         let image = reader.download_version(&alice, *version).await.unwrap();
-        assert_eq!(&values_of(&image), rows, "{name}: version {version}");
+        assert_eq!(&values_in_image(&image), rows, "{name}: version {version}");
     }
+    // A diff between two versions, by this instance (its copy is the newest) and by a
+    // reader of the bucket alone.
+    let diff = a
+        .diff(
+            &alice,
+            Version::new(2),
+            Version::new(10),
+            DiffOptions::default(),
+        )
+        .await
+        .unwrap();
+    let table = diff.tables.iter().find(|t| t.table == "t").unwrap();
+    assert_eq!(
+        (table.added, table.removed, table.changed),
+        (8, 0, 0),
+        "{name}"
+    );
+    assert_eq!(table.rows.len(), 8, "{name}");
+    let from_bucket = reader
+        .diff(
+            &alice,
+            Version::new(2),
+            Version::new(10),
+            DiffOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(from_bucket, diff, "{name}");
+    let created = a
+        .diff(
+            &alice,
+            Version::new(1),
+            Version::new(1),
+            DiffOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        created.tables.is_empty() && created.schema.is_empty(),
+        "{name}"
+    );
     for missing in [0, 11] {
         let err = reader
             .download_version(&alice, Version::new(missing))
@@ -199,7 +228,7 @@ async fn run(store: Arc<dyn Store>, name: &str) {
             .await
             .unwrap();
         assert_eq!(
-            values_of(&image),
+            values_in_image(&image),
             rows,
             "{name}: version {version} after retention"
         );

@@ -133,14 +133,10 @@ impl Catalog {
             }
         }
         entries.sort_by_key(|entry| entry.version);
-        // Only versions from the oldest snapshot on can be rebuilt.
-        let oldest_base = kept
-            .first()
-            .map_or(snapshot.version, |k| k.version.min(snapshot.version));
-        entries.retain(|entry| entry.version >= oldest_base);
         for entry in &mut entries {
             entry.held_by.sort();
         }
+        let entries = rebuildable(entries, &changes);
         Ok(Some(Self {
             entries,
             snapshot: (snapshot.version, snapshot.updated_at),
@@ -184,4 +180,26 @@ impl Catalog {
         }
         Ok(self)
     }
+}
+
+/// The entries that can be rebuilt: a snapshot's version, or a change's whose base can
+/// (retention removes the oldest changes first, but a run cut short may leave gaps).
+fn rebuildable(entries: Vec<VersionEntry>, changes: &[Listing]) -> Vec<VersionEntry> {
+    let mut reached = std::collections::BTreeSet::new();
+    let mut bases = changes.iter().map(|change| change.version);
+    let mut kept = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let from_snapshot = entry.held_by.iter().any(|h| *h != Holder::Change);
+        // Changes and their entries come in the same order: the nth change makes the
+        // nth version held by a change.
+        let base = match entry.held_by.contains(&Holder::Change) {
+            true => bases.next(),
+            false => None,
+        };
+        if from_snapshot || base.is_some_and(|base| reached.contains(&base)) {
+            reached.insert(entry.version);
+            kept.push(entry);
+        }
+    }
+    kept
 }

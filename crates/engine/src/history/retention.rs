@@ -143,7 +143,9 @@ pub(crate) async fn collect(remote: &Remote, user: &UserId, window: Window) -> R
         .buffer_unordered(DELETES_IN_FLIGHT)
         .try_collect::<()>()
         .await?;
-    crate::crash::crash_point("history-changes-collected");
+    if deleted_changes > 0 && !snapshots.is_empty() {
+        crate::crash::crash_point("history-changes-collected");
+    }
     let deleted_snapshots = snapshots.len() as u64;
     futures::stream::iter(snapshots)
         .map(|version| remote.delete_kept_snapshot(user, version))

@@ -89,3 +89,16 @@ pub async fn remote_version(engine: &Engine, user: &UserId) -> u64 {
         .unwrap()
         .map_or(0, |remote| remote.version.get())
 }
+
+/// The values in `t` of a database image (a file's bytes), in order.
+pub fn values_in_image(image: &[u8]) -> Vec<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.sqlite");
+    std::fs::write(&path, image).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
