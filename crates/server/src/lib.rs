@@ -14,8 +14,8 @@
 //! ```
 //!
 //! `GET /v1/db`, `GET /v1/db/file` and `GET /v1/events` run behind `UserContextLayer` too,
-//! each with its own version check, and so do the caller's history, `GET /v1/db/versions`
-//! and `POST /v1/db/restore`; `/healthz` and `/metrics` need no identity.
+//! each with its own version check, and so do the caller's history, `GET /v1/db/versions`,
+//! `GET /v1/db/diff` and `POST /v1/db/restore`; `/healthz` and `/metrics` need no identity.
 //!
 //! [`DatabaseSyncLayer`] is not on that path: it is exported for handlers of your own (see
 //! below), which get the caller's database through the [`Db`] extractor:
@@ -52,9 +52,9 @@
 //! - `routes`: the v1 API — `query` (`POST /v1/query` through
 //!   [`Engine::transact`](cellar_engine::Engine::transact), with `values` for JSON ↔
 //!   SQLite), `db` (`GET /v1/db`, `GET /v1/db/file`, `?version=N` for an earlier one),
-//!   `history` (`GET /v1/db/versions`, `POST /v1/db/restore`), `events` (`GET /v1/events`,
-//!   WebSocket), `demo` (the end-user app at `/demo`, with `server.demo`); [`router`]
-//!   builds it.
+//!   `history` (`GET /v1/db/versions`, `GET /v1/db/diff`, `POST /v1/db/restore`), `events`
+//!   (`GET /v1/events`, WebSocket), `demo` (the end-user app at `/demo`, with
+//!   `server.demo`); [`router`] builds it.
 //! - `serve`: [`serve()`], an HTTP/1.1 accept loop with at most `max_connections` open, a
 //!   deadline on request heads and graceful shutdown, and [`check_listen_address`].
 //!

@@ -1,7 +1,8 @@
-//! `GET /v1/db/versions` and `POST /v1/db/restore`: the caller's history
-//! (`docs/history.md`), listed from the bucket, and a restore, which commits an earlier
-//! version's content as a new version, so that it can be undone like any write. An earlier
-//! version's file is `GET /v1/db/file?version=N` (`db`).
+//! `GET /v1/db/versions`, `GET /v1/db/diff` and `POST /v1/db/restore`: the caller's
+//! history (`docs/history.md`), listed from the bucket, two versions compared row by row,
+//! and a restore, which commits an earlier version's content as a new version, so that it
+//! can be undone like any write. An earlier version's file is
+//! `GET /v1/db/file?version=N` (`db`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::response::{IntoResponse, Response};
+use cellar_engine::diff::{DatabaseDiff, DiffOptions, SchemaChange, TableDiff};
 use cellar_engine::{Holder, RestoreTarget, Restored, UserId, Version, VersionEntry};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,10 @@ use crate::sync::{read_body, set_version};
 const DEFAULT_VERSIONS: usize = 100;
 /// The most versions one answer lists.
 const MAX_VERSIONS: usize = 10_000;
+/// Rows of a table a diff lists unless the caller says otherwise.
+const DEFAULT_DIFF_ROWS: usize = 100;
+/// The most rows of a table one diff lists: each row is whole in the answer.
+const MAX_DIFF_ROWS: usize = 1_000;
 
 /// `GET /v1/db/versions`'s query.
 #[derive(Deserialize, IntoParams)]
@@ -127,6 +133,93 @@ pub(crate) async fn versions(
     .into_response();
     set_version(&mut response, Version::new(newest));
     Ok(response)
+}
+
+/// `GET /v1/db/diff`'s query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DiffQuery {
+    /// The version compared from (the older, usually).
+    #[param(minimum = 1)]
+    from: u64,
+    /// The version compared to.
+    #[param(minimum = 1)]
+    to: u64,
+    /// Rows listed per table, 1–1 000; 100 when absent. The counts stay exact beyond it.
+    #[param(minimum = 1, maximum = 1000)]
+    max_rows: Option<usize>,
+}
+
+/// How the caller's database changed from one version to another.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DiffBody {
+    /// Whose database.
+    user_id: String,
+    /// The version compared from.
+    from: u64,
+    /// The version compared to.
+    to: u64,
+    /// Tables with rows added, removed or changed, by name: `{"table", "key", "added",
+    /// "removed", "changed", "rows", "truncated"}`, each row `{"key", "change", "before",
+    /// "after"}` (`change`: `added`, `removed` or `changed`; a changed row shows its key and
+    /// the columns that differ).
+    #[schema(value_type = Vec<Object>)]
+    tables: Vec<TableDiff>,
+    /// Schema objects added, removed or rewritten: `{"kind", "name", "change",
+    /// "sql_before", "sql_after"}`.
+    #[schema(value_type = Vec<Object>)]
+    schema: Vec<SchemaChange>,
+}
+
+/// Two versions of the caller's database compared row by row.
+#[utoipa::path(
+    get,
+    path = "/v1/db/diff",
+    tag = "database",
+    security(("identity" = [])),
+    description = "The rows each table gained, lost or changed from version `from` to version \
+        `to`, and the schema objects added, removed or rewritten; both lists are empty when \
+        the versions hold the same rows. Versions are rebuilt from the bucket's history \
+        (the current one is read from this instance's copy).",
+    params(DiffQuery),
+    responses(
+        (status = 200, description = "The differences", body = DiffBody),
+        (status = 404, description = "`not_found`: no such version in the caller's history \
+            (never written, or past the retention window), or no database", body = ErrorBody),
+        UserErrors,
+    )
+)]
+pub(crate) async fn diff(
+    State(state): State<Arc<AppState>>,
+    Extension(user): Extension<UserId>,
+    query: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Json<DiffBody>, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let max_rows = query.max_rows.unwrap_or(DEFAULT_DIFF_ROWS);
+    if !(1..=MAX_DIFF_ROWS).contains(&max_rows) {
+        return Err(ApiError::bad_request(format!(
+            "max_rows must be from 1 to {MAX_DIFF_ROWS}, not {max_rows}"
+        )));
+    }
+    let options = DiffOptions {
+        max_rows_per_table: max_rows,
+    };
+    let DatabaseDiff { tables, schema } = state
+        .engine
+        .diff(
+            &user,
+            Version::new(query.from),
+            Version::new(query.to),
+            options,
+        )
+        .await?;
+    Ok(Json(DiffBody {
+        user_id: user.as_str().to_owned(),
+        from: query.from,
+        to: query.to,
+        tables,
+        schema,
+    }))
 }
 
 /// What to restore: exactly one of `version` and `at`.

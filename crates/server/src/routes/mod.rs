@@ -7,8 +7,8 @@
 //!   /ui, /ui/*                                (no identity; only with auth.admin_token)
 //!   /v1/admin/*                               admin token ─► handler (only with auth.admin_token)
 //!   /v1/db, /v1/db/file, /v1/events           user context ─► handler
-//!   /v1/db/versions, /v1/db/restore           user context ─► handler (history, read from the
-//!                                             bucket; a restore reads its body within the
+//!   /v1/db/versions, /v1/db/diff,             user context ─► handler (history, read from the
+//!   /v1/db/restore                            bucket; a restore reads its body within the
 //!                                             limits, then Engine::restore)
 //!   /v1/query                                 user context ─► parse ─► handler (Engine::transact:
 //!                                             version check, group commit, one upload)
@@ -68,6 +68,7 @@ pub(crate) fn build(
         .routes(routes!(db::status))
         .routes(routes!(db::file))
         .routes(routes!(history::versions))
+        .routes(routes!(history::diff))
         .routes(routes!(history::restore))
         .routes(routes!(events::subscribe))
         .merge(query)

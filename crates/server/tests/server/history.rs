@@ -1,5 +1,6 @@
-//! History over HTTP: `GET /v1/db/versions`, `GET /v1/db/file?version=N` and
-//! `POST /v1/db/restore`, on a folder store shared by one or two real servers.
+//! History over HTTP: `GET /v1/db/versions`, `GET /v1/db/file?version=N`,
+//! `GET /v1/db/diff` and `POST /v1/db/restore`, on a folder store shared by one or two
+//! real servers.
 
 use std::time::Duration;
 
@@ -384,11 +385,103 @@ async fn a_restore_through_one_server_is_served_by_another_at_its_next_request()
 }
 
 #[tokio::test]
+async fn two_versions_are_compared_row_by_row() {
+    let (server, _engine, _dirs) = local_server(ServerOptions::default()).await;
+    three_versions(&server, "alice").await;
+    let fourth = json!({ "statements": [
+        "UPDATE notes SET text = 'uno' WHERE text = 'one'",
+        "CREATE TABLE tags(name)",
+    ]});
+    assert_eq!(server.query("alice", fourth).await.body["version"], 4);
+
+    let grown = server.get("alice", "/v1/db/diff?from=1&to=3").await;
+    assert_eq!(grown.status, 200, "{:?}", grown.body);
+    assert_eq!(
+        (
+            &grown.body["user_id"],
+            &grown.body["from"],
+            &grown.body["to"]
+        ),
+        (&json!("alice"), &json!(1), &json!(3))
+    );
+    let notes = &grown.body["tables"][0];
+    assert_eq!(notes["table"], "notes");
+    assert_eq!(
+        (&notes["added"], &notes["removed"], &notes["changed"]),
+        (&json!(2), &json!(0), &json!(0))
+    );
+    assert_eq!(notes["rows"][0]["change"], "added");
+    assert_eq!(notes["rows"][0]["after"]["text"], "two");
+    assert_eq!(grown.body["schema"], json!([]));
+
+    let first_row = server
+        .get("alice", "/v1/db/diff?from=1&to=3&max_rows=1")
+        .await;
+    let notes = &first_row.body["tables"][0];
+    assert_eq!(notes["rows"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        (&notes["added"], &notes["truncated"]),
+        (&json!(2), &json!(true))
+    );
+    let shrunk = server.get("alice", "/v1/db/diff?from=3&to=1").await;
+    assert_eq!(shrunk.body["tables"][0]["removed"], 2);
+
+    // Version 4 is the current one: read from the instance's own copy.
+    let edited = server.get("alice", "/v1/db/diff?from=3&to=4").await;
+    let row = &edited.body["tables"][0]["rows"][0];
+    assert_eq!(
+        (
+            &row["change"],
+            &row["before"]["text"],
+            &row["after"]["text"]
+        ),
+        (&json!("changed"), &json!("one"), &json!("uno")),
+        "{:?}",
+        edited.body
+    );
+    let schema = &edited.body["schema"][0];
+    assert_eq!(
+        (&schema["kind"], &schema["name"], &schema["change"]),
+        (&json!("table"), &json!("tags"), &json!("added"))
+    );
+    let same = server.get("alice", "/v1/db/diff?from=2&to=2").await;
+    assert_eq!(
+        (&same.body["tables"], &same.body["schema"]),
+        (&json!([]), &json!([]))
+    );
+
+    for bad in [
+        "from=1",
+        "from=1&to=x",
+        "from=1&to=3&max_rows=0",
+        "from=1&to=3&max_rows=1001",
+    ] {
+        let got = server.get("alice", &format!("/v1/db/diff?{bad}")).await;
+        assert_eq!((got.status, got.code()), (400, "bad_request"), "{bad}");
+    }
+    let unknown = server.get("alice", "/v1/db/diff?from=1&to=99").await;
+    assert_eq!((unknown.status, unknown.code()), (404, "not_found"));
+    assert!(
+        unknown.message().contains("no version 99"),
+        "{}",
+        unknown.message()
+    );
+    let other = server.get("bob", "/v1/db/diff?from=1&to=2").await;
+    assert_eq!(
+        (other.status, other.code()),
+        (404, "not_found"),
+        "{:?}",
+        other.body
+    );
+}
+
+#[tokio::test]
 async fn the_description_documents_the_history_routes() {
     let (server, _engine, _dirs) = local_server(ServerOptions::default()).await;
     let description = server.get("alice", "/v1/openapi.json").await.body;
     let paths = &description["paths"];
     assert!(paths["/v1/db/versions"]["get"].is_object(), "{paths}");
+    assert!(paths["/v1/db/diff"]["get"].is_object(), "{paths}");
     let restore = &paths["/v1/db/restore"]["post"];
     assert!(restore["requestBody"].is_object(), "{restore}");
     assert!(restore["responses"]["403"].is_object(), "{restore}");
