@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use cellar_engine::UserId;
+use cellar_engine::{RestoreTarget, UserId, Version};
+use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
 use crate::settings::{ConfigFile, Flag};
@@ -111,6 +112,9 @@ pub enum BucketCommand {
     Pull {
         /// The user id
         user: UserId,
+        /// Download this version from the history instead of the newest
+        #[arg(long, value_name = "N")]
+        version: Option<Version>,
         /// Where to write it [default: ./USER.sqlite]
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -127,6 +131,63 @@ pub enum BucketCommand {
     },
     /// Check databases in the store: checksum against metadata and PRAGMA integrity_check
     Verify(VerifyTarget),
+    /// List a user's restorable versions, newest first
+    Versions {
+        /// The user id
+        user: UserId,
+        /// Also tell which instance wrote each version (one metadata read per version)
+        #[arg(long)]
+        writers: bool,
+        /// Show the newest N versions (0: all)
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+    },
+    /// Bring back an old version's content as a user's newest version (itself undoable)
+    Restore {
+        /// The user id
+        user: UserId,
+        /// Which version to bring back
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Start a new user's database from a copy of a user's
+    Fork {
+        /// The user id to copy from
+        user: UserId,
+        /// The new user id; it must not have a database yet
+        new_user: UserId,
+        /// Copy this version from the history [default: the newest]
+        #[arg(long, value_name = "N")]
+        version: Option<Version>,
+    },
+    /// Delete the history the retention window (history.*) no longer keeps
+    Gc {
+        /// The user id [default: every user in the store]
+        user: Option<UserId>,
+    },
+}
+
+/// Which version `restore` brings back: one by number, or the one current at a moment.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// This version
+    #[arg(long, value_name = "N")]
+    pub version: Option<Version>,
+    /// The version current at this moment, in RFC 3339 (2025-01-31T09:30:00Z)
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl TargetArgs {
+    /// The engine's name for the target; clap makes sure exactly one is given.
+    pub fn target(&self) -> RestoreTarget {
+        match (self.version, self.at) {
+            (Some(version), _) => RestoreTarget::Version(version),
+            (None, Some(at)) => RestoreTarget::At(at),
+            (None, None) => unreachable!("clap requires --version or --at"),
+        }
+    }
 }
 
 /// Which databases `verify` checks: one user's, or everyone's.
@@ -146,6 +207,13 @@ fn fraction(text: &str) -> Result<f64, String> {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
         _ => Err(format!("{text:?} is not a number from 0 to 1")),
     }
+}
+
+/// A moment in RFC 3339, with its offset (`2025-01-31T09:30:00Z`, `…+02:00`).
+fn rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time, such as 2025-01-31T09:30:00Z"))
 }
 
 /// A size in bytes: `1048576`, `512KiB`, `16MiB`, `1GiB`.
@@ -217,6 +285,34 @@ mod tests {
         assert!(Cli::try_parse_from(["cellar", "verify"]).is_err());
         assert!(Cli::try_parse_from(["cellar", "verify", "alice", "--all"]).is_err());
         assert!(Cli::try_parse_from(["cellar", "verify", "--all"]).is_ok());
+    }
+
+    #[test]
+    fn restore_takes_a_version_or_a_time_but_not_both() {
+        let target = |args: &[&str]| -> Result<RestoreTarget, clap::Error> {
+            let cli = Cli::try_parse_from([&["cellar", "restore", "alice"], args].concat())?;
+            match cli.command {
+                Command::Bucket(BucketCommand::Restore { target, .. }) => Ok(target.target()),
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        assert_eq!(
+            target(&["--version", "3"]).unwrap(),
+            RestoreTarget::Version(Version::new(3))
+        );
+        let at = "2025-01-31T10:30:00+01:00"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        assert_eq!(
+            target(&["--at", "2025-01-31T10:30:00+01:00"]).unwrap(),
+            RestoreTarget::At(at)
+        );
+        assert!(target(&[]).is_err());
+        assert!(target(&["--version", "3", "--at", "2025-01-31T09:30:00Z"]).is_err());
+        let err = target(&["--at", "yesterday"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("not an RFC 3339 time"), "{err}");
+        assert!(target(&["--version", "x"]).is_err());
     }
 
     #[test]

@@ -78,6 +78,29 @@ impl Output {
     }
 }
 
+/// `rows` (a header first) as columns aligned on their widest cell, two spaces apart.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        widths.resize(widths.len().max(row.len()), 0);
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, &width)| format!("{cell:width$}"))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// The error and its causes joined by `: `, skipping a cause whose message its parent
 /// already quotes (many errors print their source inside their own message).
 fn describe(err: &anyhow::Error) -> String {
@@ -98,6 +121,19 @@ fn describe(err: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_aligns_its_columns_without_trailing_spaces() {
+        let rows = [
+            vec!["VERSION".into(), "HELD BY".into(), "WRITER".into()],
+            vec!["12".into(), "change".into(), "-".into()],
+            vec!["3".into(), "kept snapshot".into(), String::new()],
+        ];
+        assert_eq!(
+            table(&rows),
+            "VERSION  HELD BY        WRITER\n12       change         -\n3        kept snapshot"
+        );
+    }
 
     #[test]
     fn a_cause_already_quoted_by_its_parent_is_not_repeated() {

@@ -2,13 +2,16 @@
 //! errors carry their cause up to `main`, which prints them.
 
 mod bench;
+mod gc;
 mod pull;
 mod push;
+mod restore;
 mod serve;
 mod status;
 mod token;
 mod users;
 mod verify;
+mod versions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -47,16 +50,31 @@ pub async fn run(
         BucketCommand::Status { user } => status::run(&bucket, &user, output).await,
         BucketCommand::Pull {
             user,
+            version,
             output: path,
             force,
         } => {
             let path = path.unwrap_or_else(|| format!("{user}.sqlite").into());
-            pull::run(&bucket, &user, &path, force, output).await
+            pull::run(&bucket, &user, version, &path, force, output).await
         }
         BucketCommand::Push { user, file } => push::run(&bucket, &user, &file, output).await,
         BucketCommand::Verify(VerifyTarget { user, .. }) => {
             verify::run(&bucket, user, output).await
         }
+        BucketCommand::Versions {
+            user,
+            writers,
+            limit,
+        } => versions::run(&bucket, &user, writers, limit, output).await,
+        BucketCommand::Restore { user, target } => {
+            restore::restore(&bucket, &user, target.target(), output).await
+        }
+        BucketCommand::Fork {
+            user,
+            new_user,
+            version,
+        } => restore::fork(&bucket, &user, &new_user, version, output).await,
+        BucketCommand::Gc { user } => gc::run(&bucket, user, output).await,
     }
 }
 
@@ -71,13 +89,13 @@ struct Bucket<'a> {
 }
 
 impl Bucket<'_> {
-    /// Opens the engine on the store (for `push`: it writes).
+    /// Opens the engine on the store (for `push`, `restore`, `fork` and `gc`: they write).
     async fn open(&self) -> anyhow::Result<Engine> {
         open_engine(self.settings, self.cache).await
     }
 
     /// Reads the store without an engine: no start-up probe (it writes), so read-only
-    /// keys are enough for `users`, `status`, `pull` and `verify`.
+    /// keys are enough for `users`, `status`, `pull`, `verify` and `versions`.
     fn reader(&self) -> anyhow::Result<BucketReader> {
         let layout = Layout::new(self.cache, self.settings.store_url.prefix());
         Ok(BucketReader::new(self.settings.open_store()?, layout))

@@ -1,4 +1,5 @@
-//! `cellar pull USER [-o FILE]`: download a user's database, checked against its checksum.
+//! `cellar pull USER [--version N] [-o FILE]`: download a user's database, its newest
+//! version or one from the history, checked against its checksums.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,10 +34,12 @@ impl Report for Pulled {
     }
 }
 
-/// Downloads `user`'s database into `path`; refuses to replace a file unless `force`.
+/// Downloads `user`'s database at `version` (the newest when `None`) into `path`; refuses
+/// to replace a file unless `force`.
 pub async fn run(
     bucket: &Bucket<'_>,
     user: &UserId,
+    version: Option<Version>,
     path: &Path,
     force: bool,
     output: Output,
@@ -48,8 +51,17 @@ pub async fn run(
         );
     }
     let reader = bucket.reader()?;
-    let spinner = output.spinner(format!("downloading {user}"));
-    let downloaded = reader.download(user).await;
+    let spinner = output.spinner(match version {
+        Some(version) => format!("rebuilding {user} version {version}"),
+        None => format!("downloading {user}"),
+    });
+    let downloaded = match version {
+        Some(version) => reader
+            .download_version(user, version)
+            .await
+            .map(|bytes| Some((version, bytes))),
+        None => reader.download(user).await,
+    };
     spinner.finish_and_clear();
     let (version, bytes) = downloaded
         .with_context(|| format!("cannot download the database of user {user}"))?
