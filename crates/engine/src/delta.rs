@@ -289,6 +289,55 @@ impl Delta {
         })
     }
 
+    /// The change from image `old` to image `new` (whole SQLite files), page by page: how a
+    /// restore or a push ships only the pages that differ from the copy it replaces.
+    /// Images of different page sizes are [`DeltaError::Unsupported`]. Its versions are
+    /// zero: the caller sets them.
+    pub(crate) fn between(old: &[u8], new: &[u8]) -> Result<Self, DeltaError> {
+        let page_size = image_page_size(new)?;
+        if image_page_size(old)? != page_size {
+            return Err(DeltaError::Unsupported("the page size changed".into()));
+        }
+        let size = page_size as usize;
+        let pages = |image: &[u8]| match image.len().is_multiple_of(size) {
+            true => u32::try_from(image.len() / size)
+                .map_err(|_| DeltaError::Corrupt("more pages than SQLite allows".into())),
+            false => Err(DeltaError::Corrupt(format!(
+                "an image of {} bytes is not whole pages of {page_size}",
+                image.len()
+            ))),
+        };
+        let (pages_before, pages_after) = (pages(old)?, pages(new)?);
+        let checksum_before = image_checksum(old, size);
+        let mut records = Records::new(checksum_before);
+        let page = |image: &[u8], pgno: u32| image[(pgno as usize - 1) * size..][..size].to_vec();
+        for pgno in 1..=pages_before.min(pages_after) {
+            let (mut before, mut after) = (page(old, pgno), page(new, pgno));
+            if pgno == 1 {
+                set_header_page_count(&mut before, pages_before);
+                set_header_page_count(&mut after, pages_after);
+            }
+            records.changed(pgno, &before, &after);
+        }
+        for pgno in pages_before + 1..=pages_after {
+            records.push(pgno, RecordKind::New, page(new, pgno));
+        }
+        for pgno in pages_after + 1..=pages_before {
+            records.push(pgno, RecordKind::Removed, page(old, pgno));
+        }
+        Ok(Self {
+            page_size,
+            base_version: Version::ZERO,
+            version: Version::ZERO,
+            pages_before,
+            pages_after,
+            checksum_before,
+            checksum_after: records.checksum,
+            replace: false,
+            records: records.records,
+        })
+    }
+
     /// Pages this delta changes (for logging and metrics).
     pub(crate) fn changed_pages(&self) -> usize {
         self.records.len()
@@ -1350,6 +1399,47 @@ mod tests {
             differing.is_empty(),
             "pages differ (at bytes): {differing:?}"
         );
+    }
+
+    #[test]
+    fn the_change_between_two_images_takes_one_to_the_other_grown_or_shrunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.sqlite"), dir.path().join("b.sqlite"));
+        let conn = open(&a);
+        conn.execute_batch(
+            "PRAGMA page_size = 1024; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+             INSERT INTO t SELECT i, printf('%0200d', i) FROM n;",
+        )
+        .unwrap();
+        drop(conn);
+        fs::copy(&a, &b).unwrap();
+        // Grown, then shrunk below the original, with another table and rows changed.
+        for work in [
+            "CREATE TABLE u(x); INSERT INTO u SELECT v FROM t; UPDATE t SET v = 'x' WHERE k % 7 = 0;",
+            "DROP TABLE u; DELETE FROM t WHERE k > 100; VACUUM;",
+        ] {
+            let conn = open(&b);
+            conn.execute_batch(work).unwrap();
+            drop(conn);
+            let (old, new) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+            let delta = Delta::between(&old, &new).unwrap();
+            assert!(!delta.replace);
+            assert_eq!(delta.checksum_after, image_checksum(&new, 1024));
+            let decoded = Delta::decode(&delta.encode().unwrap()).unwrap();
+            let conn = open(&a);
+            apply_committed(&conn, &decoded, image_checksum(&old, 1024)).unwrap();
+            assert_eq!(rows(&conn), rows(&open(&b)));
+            assert_eq!(integrity(&conn), "ok");
+            drop(conn);
+            assert_same_files(&a, &b, 1024);
+        }
+        let other = dir.path().join("c.sqlite");
+        open(&other)
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t(x);")
+            .unwrap();
+        let err = Delta::between(&fs::read(&a).unwrap(), &fs::read(&other).unwrap());
+        assert!(matches!(err, Err(DeltaError::Unsupported(_))), "{err:?}");
     }
 
     /// Two connections to two files that must hold the same database.

@@ -279,7 +279,23 @@ impl Session {
             restored_from,
             ..UploadPlan::on_top_of(self.base.version, self.base.etag.clone())
         };
-        let outgoing = Outgoing::image(image.clone(), &plan)?;
+        // The file at the base, to ship only the pages that differ from it.
+        let base = match (plan.base_version, self.base.checksum) {
+            (Version::ZERO, _) | (_, None) => None,
+            (_, Some(checksum)) => Some((self.file_path(), checksum)),
+        };
+        let (whole, planned) = (image.clone(), plan.clone());
+        let outgoing = blocking(move || {
+            let base = base
+                .map(|(path, checksum)| std::fs::read(&path).map(|bytes| (bytes, checksum)))
+                .transpose()
+                .map_err(Error::io("the local copy"))?;
+            let base = base
+                .as_ref()
+                .map(|(bytes, checksum)| (&bytes[..], *checksum));
+            Outgoing::image_over(whole, base, &planned)
+        })
+        .await?;
         let uploaded =
             match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {
                 Ok(uploaded) => uploaded,

@@ -62,14 +62,30 @@ impl Outgoing {
 
     /// `image`, a whole database, as the upload of `plan`: the snapshot for a first
     /// version, else a change that replaces every page.
-    pub fn image(mut image: Snapshot, plan: &UploadPlan) -> Result<Self, Error> {
+    pub fn image(image: Snapshot, plan: &UploadPlan) -> Result<Self, Error> {
+        Self::image_over(image, None, plan)
+    }
+
+    /// [`Outgoing::image`], as the pages that differ from `base` (the whole database at
+    /// the plan's base, and its recorded checksum) when it is given, matches its checksum
+    /// and compares page by page: a restore or a push ships what it changes, not the
+    /// database.
+    pub fn image_over(
+        mut image: Snapshot,
+        base: Option<(&[u8], u64)>,
+        plan: &UploadPlan,
+    ) -> Result<Self, Error> {
         image.stamp(plan.version);
         if plan.base_version == Version::ZERO {
             return Ok(Self::First(image));
         }
-        let delta = Delta::from_image(image.bytes()).map_err(|err| {
-            Error::internal(format!("a database image could not be encoded: {err}"))
-        })?;
+        let between = base.map(|(base, checksum)| (Delta::between(base, image.bytes()), checksum));
+        let delta = match between {
+            Some((Ok(delta), checksum)) if delta.checksum_before == checksum => delta,
+            _ => Delta::from_image(image.bytes()).map_err(|err| {
+                Error::internal(format!("a database image could not be encoded: {err}"))
+            })?,
+        };
         Self::change(delta, plan)
     }
 
