@@ -160,6 +160,18 @@ pub enum BucketCommand {
         #[arg(long, value_name = "N")]
         version: Option<Version>,
     },
+    /// Show how a user's database changed between two versions, row by row
+    Diff {
+        /// The user id
+        user: UserId,
+        /// The version to compare from
+        from: Version,
+        /// The version to compare to
+        to: Version,
+        /// Rows listed per table (0: counts only) [default: 100]
+        #[arg(long, value_name = "N")]
+        max_rows: Option<usize>,
+    },
     /// Delete the history the retention window (history.*) no longer keeps
     Gc {
         /// The user id [default: every user in the store]

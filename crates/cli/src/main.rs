@@ -6,8 +6,8 @@
 //! - [`settings`]: `cellar.toml`, then `CELLAR_*` variables, then flags (DESIGN §7); builds
 //!   the engine's config, the store and the server's options.
 //! - [`commands`]: one module per subcommand (`serve`, `bench`, `token`, `users`, `status`,
-//!   `pull`, `push`, `verify`), and per part of history (`versions`; `restore` and `fork`;
-//!   `gc`). The operator commands work on the store with a scratch cache, never on the
+//!   `pull`, `push`, `verify`), and per part of history (`versions`, `diff`; `restore` and
+//!   `fork`; `gc`). The operator commands work on the store with a scratch cache, never on the
 //!   server's `data_dir`, so they are safe beside a running server.
 //! - [`output`]: text or JSON on stdout, errors on stderr, progress bars for people only.
 //! - [`exit`]: the exit statuses scripts rely on: 0 ok, 1 a check failed or not found,

@@ -170,6 +170,53 @@ fn versions_pull_restore_undo_and_fork_round_trip() {
 }
 
 #[test]
+fn diff_lists_the_rows_between_two_versions() {
+    let cellar = Cellar::new();
+    push_versions(&cellar, "alice", &[3, 5]);
+
+    let diffed = cellar.json(&["diff", "alice", "1", "2"], &[], 0);
+    assert_eq!(
+        (diffed["from"].clone(), diffed["to"].clone()),
+        (json!(1), json!(2))
+    );
+    let table = &diffed["tables"][0];
+    assert_eq!(
+        (
+            table["table"].clone(),
+            table["added"].clone(),
+            table["removed"].clone()
+        ),
+        (json!("t"), json!(2), json!(0))
+    );
+    assert_eq!(
+        table["rows"][0]["after"],
+        json!({ "rowid": 4, "x": 3 }),
+        "{diffed}"
+    );
+    assert_eq!(diffed["schema"], json!([]));
+
+    let counts = cellar.json(&["diff", "alice", "1", "2", "--max-rows", "0"], &[], 0);
+    assert_eq!(counts["tables"][0]["rows"], json!([]));
+    assert_eq!(counts["tables"][0]["truncated"], true);
+
+    let text = cellar.run(&["diff", "alice", "2", "1", "--max-rows", "1"], &[]);
+    assert_exit(&text, 0);
+    assert_eq!(
+        String::from_utf8(text.stdout).unwrap().trim_end(),
+        "alice from version 2 to version 1\n\
+         table t: 0 added, 2 removed, 0 changed\n  \
+         - rowid=4: x=3\n  \
+         … 1 more (--max-rows)"
+    );
+    let same = cellar.run(&["diff", "alice", "2", "2"], &[]);
+    assert!(
+        String::from_utf8(same.stdout)
+            .unwrap()
+            .ends_with("no differences\n")
+    );
+}
+
+#[test]
 fn a_version_or_user_the_history_does_not_hold_is_not_found_in_words() {
     let cellar = Cellar::new();
     push_versions(&cellar, "alice", &[1, 2]);
@@ -189,6 +236,11 @@ fn a_version_or_user_the_history_does_not_hold_is_not_found_in_words() {
         &cellar,
         &["restore", "alice", "--at", "2000-01-01T00:00:00Z"],
         "nothing was written at or before 2000-01-01",
+    );
+    assert_refused(
+        &cellar,
+        &["diff", "alice", "1", "9"],
+        "user alice has no version 9 in its history",
     );
     assert_refused(
         &cellar,

@@ -2,6 +2,7 @@
 //! errors carry their cause up to `main`, which prints them.
 
 mod bench;
+mod diff;
 mod gc;
 mod pull;
 mod push;
@@ -74,6 +75,12 @@ pub async fn run(
             new_user,
             version,
         } => restore::fork(&bucket, &user, &new_user, version, output).await,
+        BucketCommand::Diff {
+            user,
+            from,
+            to,
+            max_rows,
+        } => diff::run(&bucket, &user, (from, to), max_rows, output).await,
         BucketCommand::Gc { user } => gc::run(&bucket, user, output).await,
     }
 }
@@ -95,7 +102,7 @@ impl Bucket<'_> {
     }
 
     /// Reads the store without an engine: no start-up probe (it writes), so read-only
-    /// keys are enough for `users`, `status`, `pull`, `verify` and `versions`.
+    /// keys are enough for `users`, `status`, `pull`, `verify`, `versions` and `diff`.
     fn reader(&self) -> anyhow::Result<BucketReader> {
         let layout = Layout::new(self.cache, self.settings.store_url.prefix());
         Ok(BucketReader::new(self.settings.open_store()?, layout))
