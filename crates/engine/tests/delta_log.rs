@@ -1,8 +1,9 @@
 //! The log of changes (`docs/delta-sync.md`), as a property: any sequence of writes (rows
-//! that grow, shrink and rewrite the file, indexes made and dropped), conflicts, compactions
-//! and cold starts, on two engines, reads back the same rows as a plain SQLite file given
-//! the acknowledged writes in version order. And the store calls of the steady state: one
-//! `PUT` per write, one `GET` per read.
+//! that grow, shrink and rewrite the file, indexes made and dropped), conflicts, compactions,
+//! cold starts, restores and retention (`docs/history.md`), on two engines, reads back the
+//! same rows as a plain SQLite file given the acknowledged writes in version order, and
+//! every version history still lists rebuilds to the rows it had. And the store calls of
+//! the steady state: one `PUT` per write, one `GET` per read.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -11,7 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cellar_engine::store::FaultyStore;
-use cellar_engine::{ConflictPolicy, Engine, EngineConfig, MemoryStore, Store, UserId, Version};
+use cellar_engine::{
+    ConflictPolicy, Engine, EngineConfig, MemoryStore, RestoreTarget, Store, UserId, Version,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
@@ -108,15 +111,71 @@ async fn read(engine: &Engine, user: &UserId) -> Vec<String> {
         .value
 }
 
-/// Replays the acknowledged writes in version order on a plain SQLite file.
-fn expected(acknowledged: &BTreeMap<Version, String>) -> Vec<String> {
+/// What an acknowledged version did.
+#[derive(Clone, Debug)]
+enum Op {
+    /// A write's SQL.
+    Sql(String),
+    /// A restore of the content of that version.
+    Restore(Version),
+}
+
+/// The writes whose replay gives the content at `at` (the newest when `None`).
+fn writes_up_to(acknowledged: &BTreeMap<Version, Op>, at: Option<Version>) -> Vec<String> {
+    let mut writes = Vec::new();
+    for (version, op) in acknowledged {
+        if at.is_some_and(|at| *version > at) {
+            break;
+        }
+        match op {
+            Op::Sql(sql) => writes.push(sql.clone()),
+            Op::Restore(from) => writes = writes_up_to(acknowledged, Some(*from)),
+        }
+    }
+    writes
+}
+
+/// Replays the acknowledged writes up to `at` in version order on a plain SQLite file.
+fn expected_at(acknowledged: &BTreeMap<Version, Op>, at: Option<Version>) -> Vec<String> {
     let conn = Connection::open_in_memory().unwrap();
     conn.execute_batch(SCHEMA).unwrap();
-    for sql in acknowledged.values() {
+    for sql in writes_up_to(acknowledged, at) {
         conn.execute_batch(&format!("BEGIN; {sql}; COMMIT;"))
             .unwrap();
     }
     rows(&conn).unwrap()
+}
+
+/// The rows at the newest acknowledged version.
+fn expected(acknowledged: &BTreeMap<Version, Op>) -> Vec<String> {
+    expected_at(acknowledged, None)
+}
+
+/// Every version history lists that the model knows rebuilds to the rows it had.
+async fn check_history(
+    engine: &Engine,
+    user: &UserId,
+    acknowledged: &BTreeMap<Version, Op>,
+    seed: u64,
+) {
+    let reader = engine.bucket_reader();
+    let listed = reader.versions(user, false).await.unwrap().unwrap();
+    for entry in listed
+        .iter()
+        .filter(|e| acknowledged.contains_key(&e.version))
+    {
+        let image = reader.download_version(user, entry.version).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("version.sqlite");
+        std::fs::write(&path, &image).unwrap();
+        let rebuilt = rows(&Connection::open(&path).unwrap()).unwrap();
+        assert_eq!(
+            rebuilt,
+            expected_at(acknowledged, Some(entry.version)),
+            "seed {seed}: version {}",
+            entry.version
+        );
+    }
 }
 
 async fn run_case(seed: u64, policy: ConflictPolicy) {
@@ -128,17 +187,54 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
         open(&store, dirs[0].path(), "a", policy).await,
         open(&store, dirs[1].path(), "b", policy).await,
     ];
-    let mut acknowledged: BTreeMap<Version, String> = BTreeMap::new();
-    let mut races_met = 0;
+    let mut acknowledged: BTreeMap<Version, Op> = BTreeMap::new();
+    let (mut races_met, mut restores) = (0, 0);
     let first = write(&engines[0], &alice, "SELECT 1".into()).await.unwrap();
-    acknowledged.insert(first, "SELECT 1".into());
+    acknowledged.insert(first, Op::Sql("SELECT 1".into()));
     for step in 0..40 {
-        match rng.random_range(0..10) {
+        match rng.random_range(0..12) {
             0..=5 => {
                 let sql = random_write(&mut rng);
                 let which = rng.random_range(0..2);
                 let version = write(&engines[which], &alice, sql.clone()).await.unwrap();
-                acknowledged.insert(version, sql);
+                acknowledged.insert(version, Op::Sql(sql));
+            }
+            10 => {
+                // A restore of a version history still lists, through either engine.
+                let which = rng.random_range(0..2);
+                let listed = engines[which]
+                    .bucket_reader()
+                    .versions(&alice, false)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let known: Vec<Version> = listed
+                    .iter()
+                    .map(|entry| entry.version)
+                    .filter(|version| acknowledged.contains_key(version))
+                    .collect();
+                let target = known[rng.random_range(0..known.len())];
+                let restored = engines[which]
+                    .restore(&alice, RestoreTarget::Version(target))
+                    .await
+                    .unwrap();
+                acknowledged.insert(restored.version, Op::Restore(target));
+                restores += 1;
+            }
+            11 => {
+                // Retention keeping the newest five versions, by a third instance (with
+                // no grace: both engines are current after every step).
+                engines[0].settle().await;
+                engines[1].settle().await;
+                dirs.push(tempfile::tempdir().unwrap());
+                let mut narrow = engine_config(dirs[dirs.len() - 1].path(), "gc", policy);
+                narrow.history.keep_versions = 5;
+                narrow.log_grace = std::time::Duration::ZERO;
+                let collector = Engine::open(narrow, store.clone() as Arc<dyn Store>)
+                    .await
+                    .unwrap();
+                collector.collect_history(&alice).await.unwrap();
+                check_history(&engines[0], &alice, &acknowledged, seed).await;
             }
             6 | 7 => {
                 // Two writers at once: one may lose the race (strict: refused; last
@@ -177,7 +273,7 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
             assert_eq!(read(engine, &alice).await, want, "seed {seed}, step {step}");
         }
     }
-    eprintln!("seed {seed} ({policy:?}): {races_met} races met a conflict");
+    eprintln!("seed {seed} ({policy:?}): {races_met} races met a conflict, {restores} restores");
     // Compaction folds the log: the snapshot then holds the newest version, nothing after it.
     engines[0].settle().await;
     let folded = engines[0].compact(&alice).await.unwrap();
@@ -208,6 +304,7 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
         expected(&acknowledged),
         "seed {seed}: pull"
     );
+    check_history(&engines[0], &alice, &acknowledged, seed).await;
 }
 
 /// Records the outcome of two writes that raced.
@@ -228,7 +325,7 @@ fn conflicts(engines: &[Engine]) -> u64 {
 /// Under last-write-wins the loser's database, its base and its own write, replaced the
 /// winner's: the winner's write is gone.
 fn settle_race(
-    acknowledged: &mut BTreeMap<Version, String>,
+    acknowledged: &mut BTreeMap<Version, Op>,
     policy: ConflictPolicy,
     raced: bool,
     outcomes: [(cellar_engine::Result<Version>, String); 2],
@@ -246,7 +343,7 @@ fn settle_race(
         .flatten();
     for (version, sql) in landed {
         if Some(version) != overwritten {
-            acknowledged.insert(version, sql);
+            acknowledged.insert(version, Op::Sql(sql));
         }
     }
 }
