@@ -272,13 +272,25 @@ fn a_version_or_user_the_history_does_not_hold_is_not_found_in_words() {
     assert_exit(&cellar.run(&["restore", "alice"], &[]), 2);
 }
 
-/// Compaction keeps the snapshots it replaces; only a long-lived engine compacts, so the
-/// history is written through `cellar serve`.
 #[cfg(unix)]
 #[tokio::test]
 async fn gc_keeps_the_newest_versions_of_the_window_and_deletes_the_rest() {
-    let cellar = Cellar::new();
-    let mut server = Server::start(&cellar, &[], &[("CELLAR_SYNC_COMPACT_AFTER_VERSIONS", "2")]);
+    gc_keeps_the_newest_versions(&Cellar::new()).await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn gc_keeps_the_newest_versions_on_seaweedfs() {
+    let s3 = cellar_testkit::S3Server::seaweedfs()
+        .await
+        .expect("SeaweedFS starts");
+    gc_keeps_the_newest_versions(&Cellar::on_s3(&s3)).await;
+}
+
+/// Compaction keeps the snapshots it replaces; only a long-lived engine compacts, so the
+/// history is written through `cellar serve`.
+async fn gc_keeps_the_newest_versions(cellar: &Cellar) {
+    let mut server = Server::start(cellar, &[], &[("CELLAR_SYNC_COMPACT_AFTER_VERSIONS", "2")]);
     let api = Api::new(&server.address);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut appended = 0;
@@ -287,7 +299,7 @@ async fn gc_keeps_the_newest_versions_of_the_window_and_deletes_the_rest() {
         let reply = api.append("alice", appended).await;
         assert!(matches!(reply, Reply::Ok { .. }), "{reply:?}");
         appended += 1;
-        let kept = versions(&cellar, "alice")
+        let kept = versions(cellar, "alice")
             .iter()
             .filter(|v| v["held_by"].to_string().contains("kept_snapshot"))
             .count();
@@ -298,7 +310,7 @@ async fn gc_keeps_the_newest_versions_of_the_window_and_deletes_the_rest() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     server.terminate();
-    let before = versions(&cellar, "alice");
+    let before = versions(cellar, "alice");
     assert_eq!(before.len() as i64, appended);
 
     // Unchanged with the default window (7 days): nothing is old enough.
@@ -321,20 +333,22 @@ async fn gc_keeps_the_newest_versions_of_the_window_and_deletes_the_rest() {
     let user = &collected["users"][0];
     assert_eq!(user["user_id"], "alice");
     assert_eq!(user["oldest_kept"], appended - 1);
-    let deleted = collected["deleted_changes"].as_u64().unwrap()
-        + collected["deleted_snapshots"].as_u64().unwrap();
+    let deleted = collected["deleted_changes"].as_u64().expect("a count")
+        + collected["deleted_snapshots"].as_u64().expect("a count");
     assert!(deleted > 0, "{collected}");
 
-    let after = versions(&cellar, "alice");
+    let after = versions(cellar, "alice");
     assert!(after.len() < before.len(), "{after:?}");
-    let first = after.last().unwrap()["version"].as_u64().unwrap();
+    let first = after.last().expect("a version kept")["version"]
+        .as_u64()
+        .expect("a count");
     assert!(first < appended as u64, "the newest two stay: {after:?}");
     for version in [appended - 1, appended] {
-        assert_eq!(rows_pulled(&cellar, "alice", Some(version as u64)), version);
+        assert_eq!(rows_pulled(cellar, "alice", Some(version as u64)), version);
     }
     let gone = (first - 1).to_string();
     assert_refused(
-        &cellar,
+        cellar,
         &["pull", "alice", "--version", &gone, "-o", "gone.sqlite"],
         &format!("user alice has no version {gone} in its history"),
     );
@@ -342,7 +356,7 @@ async fn gc_keeps_the_newest_versions_of_the_window_and_deletes_the_rest() {
     let again = cellar.run(&["gc"], &window);
     assert_exit(&again, 0);
     assert_eq!(
-        String::from_utf8(again.stdout).unwrap().trim_end(),
+        String::from_utf8(again.stdout).expect("UTF-8").trim_end(),
         "1 user(s): deleted 0 change(s) and 0 kept snapshot(s)"
     );
 }
