@@ -51,6 +51,12 @@ const POINT_FAULTS: [(&str, &str); 2] = [
 ];
 /// The log is folded every few changes, so compaction runs (and is crashed in) every round.
 const COMPACTION: (&str, &str) = ("CELLAR_SYNC_COMPACT_AFTER_VERSIONS", "4");
+/// A narrow history window and a short grace for folded changes, so that the retention
+/// run after each compaction deletes history too (and is crashed in).
+const RETENTION: [(&str, &str); 2] = [
+    ("CELLAR_HISTORY_KEEP_VERSIONS", "4"),
+    ("CELLAR_SYNC_LOG_GRACE_SECS", "1"),
+];
 /// Crash points one server writing alone never passes: it installs no download (a pending
 /// write that landed is applied as a change of the log). `crates/engine/tests/crash_points.rs`
 /// crashes at them with two engines on one bucket.
@@ -152,6 +158,7 @@ impl CrashRun {
         let seed = self.rng.random::<u64>();
         let seed_text = seed.to_string();
         let mut env = vec![COMPACTION];
+        env.extend(RETENTION);
         if let Crash::At(point) = crash {
             env.push(("CELLAR_CRASH_AT", point));
             env.extend(POINT_FAULTS);
