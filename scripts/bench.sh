@@ -9,6 +9,8 @@
 #   scripts/bench.sh cold-chain     first request for 64 MiB, log after the snapshot empty vs 63 changes
 #   scripts/bench.sh cold-small     first requests of 1 000 users of 128 KiB on a fresh server
 #   scripts/bench.sh memory         server VmRSS after 10 000 distinct users were served
+#   scripts/bench.sh history        restore and diff of 64 MiB with 100 changes in the log vs its
+#                                   cold start; versions of a user with 10 000 versions
 #   scripts/bench.sh all            every scenario above, in that order
 #
 # Each scenario builds the release binary (cargo build --release -p cellar-cli), starts
@@ -17,7 +19,7 @@
 # target/bench-results), and kills everything it started. SeaweedFS comes from the venv
 # that scripts/test.sh installs (or $CELLAR_VENV), started through the testkit.
 # STORE=folder runs cold-start and cold-small on the folder store instead of SeaweedFS;
-# cold-chain runs on the folder store unless STORE=seaweedfs;
+# cold-chain and history run on the folder store unless STORE=seaweedfs;
 # SYNC_CHECK_STORES=folder runs sync-check on the folder store only.
 # LINK_MIB_PER_S=N emulates a per-connection throughput limit like R2's: each connection to
 # SeaweedFS goes through a proxy that paces it to N MiB/s; curl's plain GET goes through it too.
@@ -310,6 +312,60 @@ cold_small() {
     jq -r --arg store "$store" '"cold-small \($store): 1000 users of 128 KiB, 16 in flight: \(1000 / .setup.seconds | floor) first requests/s, p50 \(.setup.first_request_ms.p50) ms, p99 \(.setup.first_request_ms.p99) ms"' "$report"
 }
 
+# timed CURL-ARGS...: the seconds one request took (it must succeed).
+timed() {
+    curl -sf -o /dev/null -w '%{time_total}' "$@"
+}
+
+history() {
+    local store=${STORE:-folder} runs=7 writes=100
+    use_store "$store"
+    # hist-0: 64 MiB, its first version the snapshot and 100 one-row updates in the log
+    # after it (the writer folds only past 1000 changes). small-0: 10 000 versions.
+    start_server history-writer CELLAR_SYNC_COMPACT_AFTER_VERSIONS=1000
+    bench history-writes --users 1 --user-prefix hist --preload-bytes 64MiB --preload-writes "$writes" --requests 0
+    bench history-many --users 1 --user-prefix small --preload-bytes 64KiB --preload-writes 10000 --requests 0
+    stop_server
+    wait_for_changes hist-0 "$writes"
+    local newest oldest
+    newest=$(store_status hist-0 | jq .version)
+    oldest=$(store_status hist-0 | jq .snapshot_version) # the 64 MiB before the updates
+    say "  hist-0: $(store_status hist-0 | jq -c '{version, snapshot_version, changes, size_bytes}')"
+    : >"$work/history-runs"
+    for run in $(seq $runs); do
+        # A cold start of it: a fresh data folder, its first request.
+        start_server "history-cold-$run" CELLAR_SYNC_COMPACT_AFTER_VERSIONS=1000
+        sync
+        local cold restore_old restore_mid diff versions
+        cold=$(timed -H 'x-user-id: hist-0' "$url/v1/db")
+        # The 100 updates, row by row: the version before them against the newest, which
+        # this instance holds (only the older one is rebuilt from the bucket).
+        diff=$(timed -H 'x-user-id: hist-0' "$url/v1/db/diff?from=$oldest&to=$newest")
+        # A restore by the instance serving the user (its copy warm): of the version before
+        # the updates (the snapshot's), then of one in the middle of the log; each makes a
+        # new version (two more small changes in the log per run).
+        restore_old=$(timed -X POST -H 'x-user-id: hist-0' -H 'content-type: application/json' \
+            -d "{\"version\": $oldest}" "$url/v1/db/restore")
+        restore_mid=$(timed -X POST -H 'x-user-id: hist-0' -H 'content-type: application/json' \
+            -d "{\"version\": $(((oldest + newest) / 2))}" "$url/v1/db/restore")
+        versions=$(timed -H 'x-user-id: small-0' "$url/v1/db/versions?limit=10000")
+        stop_server
+        jq -nc --argjson cold "$cold" --argjson old "$restore_old" --argjson mid "$restore_mid" \
+            --argjson diff "$diff" --argjson versions "$versions" \
+            '{cold: $cold, restore_old: $old, restore_mid: $mid, diff: $diff, versions: $versions}' >>"$work/history-runs"
+        rm -rf "$work/history-cold-$run"
+    done
+    say "  hist-0 after the runs: $(store_status hist-0 | jq -c '{version, snapshot_version, changes}')"
+    local listed
+    listed=$(env "${store_env[@]}" "$cellar" versions small-0 --json --limit 0 | jq '.versions | length')
+    say "  runs (seconds): $(jq -c '[.cold, .restore_old, .restore_mid, .diff, .versions]' "$work/history-runs" | tr '\n' ' ')"
+    jq -rs --arg store "$store" --argjson listed "$listed" '
+        def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+        (map(.cold) | median) as $cold
+        | "history \($store), 64 MiB with 100 changes in the log (2 more per run): cold start \($cold) s; restore of the snapshot version \(map(.restore_old) | median) s (\((map(.restore_old) | median) / $cold * 100 | round / 100)x, target <= 2), of a version mid-log \(map(.restore_mid) | median) s (\((map(.restore_mid) | median) / $cold * 100 | round / 100)x); diff of 100 one-row updates \(map(.diff) | median) s (target < 1); GET /v1/db/versions of a user with \($listed) versions \(map(.versions) | median) s (target < 1) (median of \(length) runs)"' \
+        "$work/history-runs"
+}
+
 memory() {
     use_store folder
     start_server memory
@@ -323,9 +379,9 @@ memory() {
 
 scenario=${1:-}
 case $scenario in
-read-heavy | write-heavy | sync-check | upload-bytes | cold-start | cold-chain | cold-small | memory | all) ;;
+read-heavy | write-heavy | sync-check | upload-bytes | cold-start | cold-chain | cold-small | memory | history | all) ;;
 *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
 esac
@@ -333,7 +389,7 @@ cargo build --release -q -p cellar-cli
 mkdir -p "$results"
 say "cellar bench on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -h | awk '/^Mem/ {print $2}') memory"
 if [[ $scenario == all ]]; then
-    for each in read_heavy write_heavy sync_check upload_bytes cold_start cold_chain cold_small memory; do $each; done
+    for each in read_heavy write_heavy sync_check upload_bytes cold_start cold_chain cold_small memory history; do $each; done
 else
     "${scenario//-/_}"
 fi

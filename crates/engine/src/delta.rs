@@ -338,6 +338,39 @@ impl Delta {
         })
     }
 
+    /// The change that undoes this one, from its version back to its base: XOR records
+    /// run both ways, a page it added goes and a page it removed comes back. `None` for a
+    /// replace, which does not carry the pages it replaced.
+    pub(crate) fn inverse(&self) -> Option<Self> {
+        if self.replace {
+            return None;
+        }
+        let records = self
+            .records
+            .iter()
+            .map(|record| PageRecord {
+                pgno: record.pgno,
+                kind: match record.kind {
+                    RecordKind::Xor => RecordKind::Xor,
+                    RecordKind::New => RecordKind::Removed,
+                    RecordKind::Removed => RecordKind::New,
+                },
+                bytes: record.bytes.clone(),
+            })
+            .collect();
+        Some(Self {
+            page_size: self.page_size,
+            base_version: self.version,
+            version: self.base_version,
+            pages_before: self.pages_after,
+            pages_after: self.pages_before,
+            checksum_before: self.checksum_after,
+            checksum_after: self.checksum_before,
+            replace: false,
+            records,
+        })
+    }
+
     /// Pages this delta changes (for logging and metrics).
     pub(crate) fn changed_pages(&self) -> usize {
         self.records.len()
@@ -1433,7 +1466,22 @@ mod tests {
             assert_eq!(integrity(&conn), "ok");
             drop(conn);
             assert_same_files(&a, &b, 1024);
+            // And back: the inverse takes the new image to the old one.
+            let back = dir.path().join("back.sqlite");
+            fs::write(&back, &new).unwrap();
+            let conn = open(&back);
+            let inverse = decoded.inverse().unwrap();
+            apply_committed(&conn, &inverse, image_checksum(&new, 1024)).unwrap();
+            assert_eq!(integrity(&conn), "ok");
+            drop(conn);
+            fs::write(&b, &old).unwrap();
+            assert_same_files(&back, &b, 1024);
+            fs::write(&b, &new).unwrap();
         }
+        assert_eq!(
+            Delta::from_image(&fs::read(&a).unwrap()).unwrap().inverse(),
+            None
+        );
         let other = dir.path().join("c.sqlite");
         open(&other)
             .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t(x);")

@@ -121,12 +121,12 @@ pub enum Error {
 
     /// The version asked for is not in the user's history (never written, or past the
     /// retention window).
-    #[error("user {user} has no version {version} in its history: {reason}")]
+    #[error("user {user} has no {wanted} in its history: {reason}")]
     NoSuchVersion {
         /// Whose database.
         user: UserId,
-        /// The version asked for.
-        version: Version,
+        /// What was asked for ("version 9", "version at or before …").
+        wanted: String,
         /// What the history holds instead.
         reason: String,
     },

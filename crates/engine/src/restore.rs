@@ -5,6 +5,8 @@
 //! version on top of the newest, like any write (the conflict policy applies to a writer
 //! that had not seen it), so the restore itself can be undone.
 
+use std::path::{Path, PathBuf};
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -14,7 +16,8 @@ use crate::context::blocking;
 use crate::diff::{DatabaseDiff, DiffOptions, diff_databases};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::history::{Catalog, VersionEntry, not_kept, rebuild};
+use crate::history::{Catalog, Newest, VersionEntry, not_kept, rebuild, rebuild_back};
+use crate::session::Session;
 use crate::user::UserId;
 use crate::version::Version;
 
@@ -40,31 +43,45 @@ pub struct Restored {
 
 impl BucketReader {
     /// `user`'s restorable versions, oldest first (`None`: no such user): two listings
-    /// and two `HEAD`s however many versions; `writers` adds a `HEAD` per change to tell
-    /// who wrote each.
+    /// and two `HEAD`s however many versions; `writers_of_newest` adds a `HEAD` for each
+    /// of that many newest versions, to tell who wrote it.
     pub async fn versions(
         &self,
         user: &UserId,
-        writers: bool,
+        writers_of_newest: usize,
     ) -> Result<Option<Vec<VersionEntry>>> {
         let Some(catalog) = Catalog::read(self.remote(), user).await? else {
             return Ok(None);
         };
-        let catalog = match writers {
-            true => catalog.with_writers(self.remote(), user).await?,
-            false => catalog,
+        let catalog = match writers_of_newest {
+            0 => catalog,
+            newest => catalog.with_writers(self.remote(), user, newest).await?,
         };
         Ok(Some(catalog.entries))
     }
 
     /// The version `target` names, checked to be in `user`'s history.
     pub async fn resolve(&self, user: &UserId, target: RestoreTarget) -> Result<Version> {
+        let (version, _) = self.resolve_in_catalog(user, target).await?;
+        Ok(version)
+    }
+
+    /// [`BucketReader::resolve`], with the catalog it read.
+    async fn resolve_in_catalog(
+        &self,
+        user: &UserId,
+        target: RestoreTarget,
+    ) -> Result<(Version, Catalog)> {
+        let wanted = match target {
+            RestoreTarget::Version(version) => format!("version {version}"),
+            RestoreTarget::At(at) => format!("version at or before {}", at.to_rfc3339()),
+        };
         let Some(catalog) = Catalog::read(self.remote(), user).await? else {
-            let version = match target {
-                RestoreTarget::Version(version) => version,
-                RestoreTarget::At(_) => Version::ZERO,
-            };
-            return Err(not_kept(user, version, "the user has no database".into()));
+            return Err(Error::NoSuchVersion {
+                user: user.clone(),
+                wanted,
+                reason: "the user has no database".into(),
+            });
         };
         let (first, newest) = (
             catalog.entries.first().map_or(Version::ZERO, |e| e.version),
@@ -77,17 +94,18 @@ impl BucketReader {
                     .entries
                     .binary_search_by_key(&version, |e| e.version)
                 {
-                    Ok(_) => Ok(version),
+                    Ok(_) => Ok((version, catalog)),
                     Err(_) => Err(not_kept(user, version, range)),
                 }
             }
-            RestoreTarget::At(at) => catalog.current_at(at).ok_or_else(|| {
-                not_kept(
-                    user,
-                    Version::ZERO,
-                    format!("nothing was written at or before {at}; {range}"),
-                )
-            }),
+            RestoreTarget::At(at) => match catalog.current_at(at) {
+                Some(version) => Ok((version, catalog)),
+                None => Err(Error::NoSuchVersion {
+                    user: user.clone(),
+                    wanted,
+                    reason: format!("its first version was written later; {range}"),
+                }),
+            },
         }
     }
 
@@ -104,7 +122,15 @@ impl BucketReader {
             self.download_version(user, from),
             self.download_version(user, to)
         )?;
-        compare(user, Side::Image(before), Side::Image(after), options).await
+        let scratch = scratch_dir()?;
+        let paths = [("before", before), ("after", after)].map(|(name, image)| {
+            let path = scratch.path().join(format!("{name}.sqlite"));
+            std::fs::write(&path, image).map(|()| path)
+        });
+        let [before, after] = paths;
+        let before = before.map_err(Error::io("a scratch file"))?;
+        let after = after.map_err(Error::io("a scratch file"))?;
+        compare(user, before, after, options).await
     }
 
     /// `user`'s database at `version`, rebuilt from the newest snapshot at or before it
@@ -123,11 +149,15 @@ impl Engine {
     /// which version it restored; other instances see it at their next request.
     pub async fn restore(&self, user: &UserId, target: RestoreTarget) -> Result<Restored> {
         let reader = self.bucket_reader();
-        let restored = reader.resolve(user, target).await?;
-        let image = reader.download_version(user, restored).await?;
+        let (restored, catalog) = reader.resolve_in_catalog(user, target).await?;
         let session = self.begin(user).await?;
         let undo = session.base().version;
-        let committed = session.commit_whole(image.to_vec(), Some(restored)).await?;
+        let scratch = scratch_dir()?;
+        let path = scratch.path().join("restored.sqlite");
+        self.version_into(&session, &catalog, restored, &path)
+            .await?;
+        let image = blocking(move || std::fs::read(&path).map_err(Error::io(&path))).await?;
+        let committed = session.commit_whole(image, Some(restored)).await?;
         Ok(Restored {
             version: committed.version,
             restored,
@@ -135,8 +165,8 @@ impl Engine {
         })
     }
 
-    /// [`BucketReader::diff`], with the version this instance holds read from its local
-    /// copy (after the version check) instead of the bucket.
+    /// [`BucketReader::diff`], with the versions read from this instance's copy where it
+    /// can: the version it holds copied, an older one rebuilt backwards from it.
     pub async fn diff(
         &self,
         user: &UserId,
@@ -144,23 +174,58 @@ impl Engine {
         to: Version,
         options: DiffOptions,
     ) -> Result<DatabaseDiff> {
-        let mut local = self.export(user).await?;
         let reader = self.bucket_reader();
-        let mut side = async |version: Version| -> Result<Side> {
-            match local.take_if(|export| export.version == version) {
-                Some(export) => Ok(Side::File(export.file)),
-                None => reader
-                    .download_version(user, version)
-                    .await
-                    .map(Side::Image),
-            }
+        let Some(catalog) = Catalog::read(reader.remote(), user).await? else {
+            return Err(not_kept(user, from, "the user has no database".into()));
         };
-        let before = side(from).await?;
-        let after = match (from == to, &before) {
-            (true, Side::Image(image)) => Side::Image(image.clone()),
-            _ => side(to).await?,
-        };
+        let scratch = scratch_dir()?;
+        let (before, after) = (
+            scratch.path().join("before.sqlite"),
+            scratch.path().join("after.sqlite"),
+        );
+        let session = self.begin(user).await?;
+        self.version_into(&session, &catalog, from, &before).await?;
+        self.version_into(&session, &catalog, to, &after).await?;
+        drop(session);
         compare(user, before, after, options).await
+    }
+
+    /// `session`'s user's database at `version` in the file `into`: this instance's copy
+    /// when it is at that version; else rebuilt backwards from it when the changes after
+    /// `version` can be undone; else rebuilt from the bucket. The session keeps the copy
+    /// from changing meanwhile.
+    async fn version_into(
+        &self,
+        session: &Session,
+        catalog: &Catalog,
+        version: Version,
+        into: &Path,
+    ) -> Result<()> {
+        let (user, base, path) = (session.user(), session.base(), session.file_path());
+        if base.version == version {
+            let into = into.to_path_buf();
+            return blocking(move || {
+                std::fs::copy(&path, &into)
+                    .map(drop)
+                    .map_err(Error::io(&into))
+            })
+            .await;
+        }
+        let reader = self.bucket_reader();
+        if let Some(checksum) = base.checksum
+            && catalog.newest() == base.version
+        {
+            let newest = Newest {
+                path: &path,
+                checksum,
+            };
+            if rebuild_back(reader.remote(), user, catalog, newest, version, into).await? {
+                return Ok(());
+            }
+        }
+        let image = reader.download_version(user, version).await?;
+        let into = into.to_path_buf();
+        blocking(move || std::fs::write(&into, image).map_err(Error::io(&into))).await
     }
 
     /// Starts `new_user`'s database from `user`'s at `version` (its newest when `None`).
@@ -194,36 +259,20 @@ impl Engine {
     }
 }
 
-/// One side of a diff: a rebuilt image, or this instance's exported copy.
-enum Side {
-    Image(Bytes),
-    File(std::fs::File),
+/// A scratch folder for the versions a restore or a diff rebuilds (removed when dropped).
+fn scratch_dir() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))
 }
 
-/// Compares two databases row by row, through temp files (SQLite reads files).
+/// Compares the databases at `before` and `after` row by row.
 async fn compare(
     user: &UserId,
-    before: Side,
-    after: Side,
+    before: PathBuf,
+    after: PathBuf,
     options: DiffOptions,
 ) -> Result<DatabaseDiff> {
     let owned = user.clone();
     blocking(move || {
-        let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
-        let write = |side: Side, name: &str| -> Result<std::path::PathBuf> {
-            let path = dir.path().join(name);
-            match side {
-                Side::Image(image) => std::fs::write(&path, image),
-                Side::File(mut file) => std::fs::File::create(&path)
-                    .and_then(|mut copy| std::io::copy(&mut file, &mut copy).map(drop)),
-            }
-            .map_err(Error::io(&path))?;
-            Ok(path)
-        };
-        let (before, after) = (
-            write(before, "before.sqlite")?,
-            write(after, "after.sqlite")?,
-        );
         diff_databases(&before, &after, &options).map_err(|err| Error::Inconsistent {
             user: owned,
             detail: format!("the versions could not be compared: {err}"),

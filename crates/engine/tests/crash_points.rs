@@ -137,7 +137,7 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
         // Every acknowledged version the window keeps is restorable with its rows.
         let reader = a.bucket_reader();
         let kept = reader
-            .versions(&alice, false)
+            .versions(&alice, 0)
             .await
             .unwrap()
             .unwrap_or_default();

@@ -159,7 +159,7 @@ async fn check_history(
     seed: u64,
 ) {
     let reader = engine.bucket_reader();
-    let listed = reader.versions(user, false).await.unwrap().unwrap();
+    let listed = reader.versions(user, 0).await.unwrap().unwrap();
     for entry in listed
         .iter()
         .filter(|e| acknowledged.contains_key(&e.version))
@@ -204,7 +204,7 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
                 let which = rng.random_range(0..2);
                 let listed = engines[which]
                     .bucket_reader()
-                    .versions(&alice, false)
+                    .versions(&alice, 0)
                     .await
                     .unwrap()
                     .unwrap();

@@ -77,7 +77,8 @@ pub async fn run(
 ) -> anyhow::Result<Exit> {
     let reader = bucket.reader()?;
     let spinner = output.spinner(format!("reading the history of {user}"));
-    let listed = reader.versions(user, writers).await;
+    let shown = if limit == 0 { usize::MAX } else { limit };
+    let listed = reader.versions(user, if writers { shown } else { 0 }).await;
     spinner.finish_and_clear();
     let mut versions = listed
         .with_context(|| format!("cannot list the versions of user {user}"))?

@@ -161,10 +161,23 @@ impl Catalog {
             .map(|entry| entry.version)
     }
 
-    /// Fills in the writer of every version held by a change, by the changes' `HEAD`s
-    /// (one request per version, a few side by side): only when asked for.
-    pub async fn with_writers(mut self, remote: &Remote, user: &UserId) -> Result<Self> {
-        let bases: Vec<_> = self.changes.iter().map(|change| change.version).collect();
+    /// Fills in the writer of the newest `newest` versions held by a change, by their
+    /// changes' `HEAD`s (one request per version, a few side by side): only when asked for.
+    pub async fn with_writers(
+        mut self,
+        remote: &Remote,
+        user: &UserId,
+        newest: usize,
+    ) -> Result<Self> {
+        // A change applies after the version before it in the chain.
+        let bases: Vec<_> = self
+            .entries
+            .windows(2)
+            .rev()
+            .take(newest)
+            .filter(|pair| pair[1].held_by.contains(&Holder::Change))
+            .map(|pair| pair[0].version)
+            .collect();
         let heads: Vec<_> = futures::stream::iter(bases)
             .map(|base| remote.change_head(user, base))
             .buffered(HEADS_IN_FLIGHT)

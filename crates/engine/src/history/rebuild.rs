@@ -1,13 +1,18 @@
 //! Any version of a user's database, rebuilt from the bucket: the newest snapshot at or
 //! before it (`database.sqlite` or one kept for history), with the log's changes after it
-//! applied up to that version, every one checked.
+//! applied up to that version, every one checked; or, from a copy of a later version, the
+//! changes after it undone.
+
+use std::path::Path;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::checksum::check_body;
 use crate::context::blocking;
 use crate::delta::{self, Delta};
 use crate::error::{Error, Result, delta_error};
+use crate::history::{Catalog, Holder};
 use crate::metadata::SnapshotMetadata;
 use crate::remote::{Change, Remote};
 use crate::user::UserId;
@@ -49,6 +54,93 @@ pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) ->
     let owned = user.clone();
     let image = blocking(move || apply_changes(&owned, &base, &body, &changes)).await?;
     Ok(Bytes::from(image))
+}
+
+/// Changes undone at most by [`rebuild_back`]: past that, a snapshot nearer the version is
+/// cheaper.
+const MAX_UNDONE: usize = 1000;
+/// Changes asked for side by side while walking back.
+const CHANGES_IN_FLIGHT: usize = 8;
+
+/// Where a backward rebuild starts: a file at the catalog's newest version (the caller
+/// keeps it from changing) and its rolling checksum.
+pub(crate) struct Newest<'a> {
+    pub path: &'a Path,
+    pub checksum: u64,
+}
+
+/// `user`'s database at `version`, rebuilt **backwards** into the file `into` from a copy
+/// of the newest version: the changes after `version` undone, newest first, so no snapshot
+/// is downloaded. False when the walk cannot be made (a change replaced the whole database,
+/// is gone, or the walk is long): the caller rebuilds forwards.
+pub(crate) async fn rebuild_back(
+    remote: &Remote,
+    user: &UserId,
+    catalog: &Catalog,
+    newest: Newest<'_>,
+    version: Version,
+    into: &Path,
+) -> Result<bool> {
+    let entries = &catalog.entries;
+    let Ok(start) = entries.binary_search_by_key(&version, |entry| entry.version) else {
+        return Ok(false);
+    };
+    // The change making each later version applies after the version before it.
+    let steps: Vec<(Version, Version)> = entries[start..]
+        .windows(2)
+        .map(|pair| (pair[0].version, pair[1].version))
+        .collect();
+    let walkable = steps.len() <= MAX_UNDONE
+        && entries[start + 1..]
+            .iter()
+            .all(|entry| entry.held_by.contains(&Holder::Change));
+    if !walkable {
+        return Ok(false);
+    }
+    let fetched: Vec<_> = futures::stream::iter(steps.iter().rev())
+        .map(|&(base, _)| remote.next_change(user, base))
+        .buffered(CHANGES_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    let mut changes = Vec::with_capacity(fetched.len());
+    for (change, (_, made)) in fetched.into_iter().zip(steps.iter().rev()) {
+        match change {
+            Some(change) if change.metadata.version == *made => changes.push(change),
+            _ => return Ok(false),
+        }
+    }
+    let inverses: Option<Vec<Delta>> = changes
+        .iter()
+        .map(|change| Delta::decode(&change.bytes).map(|delta| delta.inverse()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|err| delta_error(user, into, err))?;
+    let Some(inverses) = inverses else {
+        return Ok(false);
+    };
+    let (owned, from, into, checksum) = (
+        user.clone(),
+        newest.path.to_path_buf(),
+        into.to_path_buf(),
+        newest.checksum,
+    );
+    blocking(move || {
+        std::fs::copy(&from, &into).map_err(Error::io(&into))?;
+        apply_in_order(&owned, &into, checksum, &inverses)
+    })
+    .await?;
+    Ok(true)
+}
+
+/// Applies `deltas` in order to the scratch copy at `path` (at `checksum`), each checked
+/// against the rolling checksum. A scratch copy needs no durability: no fsync.
+fn apply_in_order(user: &UserId, path: &Path, mut checksum: u64, deltas: &[Delta]) -> Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY;")?;
+    for delta in deltas {
+        checksum = delta::apply_committed(&conn, delta, checksum)
+            .map_err(|err| delta_error(user, path, err))?;
+    }
+    Ok(())
 }
 
 /// The newest snapshot at or before `version`, checked: `database.sqlite` when it is not
@@ -128,10 +220,11 @@ fn decompress(user: &UserId, compressed: &[u8]) -> Result<Bytes> {
         })
 }
 
+/// [`Error::NoSuchVersion`] for `version`.
 pub(crate) fn not_kept(user: &UserId, version: Version, reason: String) -> Error {
     Error::NoSuchVersion {
         user: user.clone(),
-        version,
+        wanted: format!("version {version}"),
         reason,
     }
 }
@@ -147,16 +240,15 @@ pub(crate) fn apply_changes(
     let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
     let path = dir.path().join("database.sqlite");
     std::fs::write(&path, body).map_err(Error::io(&path))?;
-    let conn = rusqlite::Connection::open(&path)?;
-    let mut checksum = match snapshot.checksum {
+    let checksum = match snapshot.checksum {
         Some(checksum) => checksum,
-        None => delta::database_checksum(&conn)?,
+        None => delta::database_checksum(&rusqlite::Connection::open(&path)?)?,
     };
-    for change in changes {
-        checksum = Delta::decode(&change.bytes)
-            .and_then(|delta| delta::apply_committed(&conn, &delta, checksum))
-            .map_err(|err| delta_error(user, &path, err))?;
-    }
-    drop(conn);
+    let deltas: Vec<Delta> = changes
+        .iter()
+        .map(|change| Delta::decode(&change.bytes))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|err| delta_error(user, &path, err))?;
+    apply_in_order(user, &path, checksum, &deltas)?;
     std::fs::read(&path).map_err(Error::io(&path))
 }

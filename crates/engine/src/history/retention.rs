@@ -143,7 +143,7 @@ pub(crate) async fn collect(remote: &Remote, user: &UserId, window: Window) -> R
         .buffer_unordered(DELETES_IN_FLIGHT)
         .try_collect::<()>()
         .await?;
-    if deleted_changes > 0 && !snapshots.is_empty() {
+    if deleted_changes > 0 || !snapshots.is_empty() {
         crate::crash::crash_point("history-changes-collected");
     }
     let deleted_snapshots = snapshots.len() as u64;

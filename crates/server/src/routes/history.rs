@@ -38,8 +38,8 @@ pub(crate) struct VersionsQuery {
     /// The newest versions listed at most, 1–10 000; 100 when absent.
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
-    /// Also tell who wrote each version; costs one more store request per change in the
-    /// log, so it is off unless asked for.
+    /// Also tell who wrote each version listed; costs one more store request per version,
+    /// so it is off unless asked for.
     writers: Option<bool>,
 }
 
@@ -68,7 +68,8 @@ pub(crate) struct VersionBody {
     shipped_bytes: u64,
     /// The database's size at this version, where a snapshot of it tells; else `null`.
     size_bytes: Option<u64>,
-    /// The instance that wrote it, where known (`?writers=true` tells it for every change).
+    /// The instance that wrote it, where known (`?writers=true` tells it for every version
+    /// listed).
     writer: Option<String>,
 }
 
@@ -116,7 +117,14 @@ pub(crate) async fn versions(
     let entries = state
         .engine
         .bucket_reader()
-        .versions(&user, query.writers.unwrap_or(false))
+        .versions(
+            &user,
+            if query.writers.unwrap_or(false) {
+                limit
+            } else {
+                0
+            },
+        )
         .await?
         .unwrap_or_default();
     let versions: Vec<VersionBody> = entries
