@@ -154,7 +154,8 @@ impl Engine {
         let undo = session.base().version;
         let scratch = scratch_dir()?;
         let path = scratch.path().join("restored.sqlite");
-        self.version_into(&session, &catalog, restored, &path)
+        let local = LocalCopy::of(&session);
+        self.version_into(user, &local, &catalog, restored, &path)
             .await?;
         let image = blocking(move || std::fs::read(&path).map_err(Error::io(&path))).await?;
         let committed = session.commit_whole(image, Some(restored)).await?;
@@ -184,26 +185,29 @@ impl Engine {
             scratch.path().join("after.sqlite"),
         );
         let session = self.begin(user).await?;
-        self.version_into(&session, &catalog, from, &before).await?;
-        self.version_into(&session, &catalog, to, &after).await?;
+        let local = LocalCopy::of(&session);
+        self.version_into(user, &local, &catalog, from, &before)
+            .await?;
+        self.version_into(user, &local, &catalog, to, &after)
+            .await?;
         drop(session);
         compare(user, before, after, options).await
     }
 
-    /// `session`'s user's database at `version` in the file `into`: this instance's copy
-    /// when it is at that version; else rebuilt backwards from it when the changes after
-    /// `version` can be undone; else rebuilt from the bucket. The session keeps the copy
-    /// from changing meanwhile.
+    /// `user`'s database at `version` in the file `into`: the `local` copy when it is at
+    /// that version; else rebuilt backwards from it when the changes after `version` can
+    /// be undone; else rebuilt from the bucket. The caller's session keeps the copy from
+    /// changing meanwhile.
     async fn version_into(
         &self,
-        session: &Session,
+        user: &UserId,
+        local: &LocalCopy,
         catalog: &Catalog,
         version: Version,
         into: &Path,
     ) -> Result<()> {
-        let (user, base, path) = (session.user(), session.base(), session.file_path());
-        if base.version == version {
-            let into = into.to_path_buf();
+        if local.version == version {
+            let (path, into) = (local.path.clone(), into.to_path_buf());
             return blocking(move || {
                 std::fs::copy(&path, &into)
                     .map(drop)
@@ -212,11 +216,11 @@ impl Engine {
             .await;
         }
         let reader = self.bucket_reader();
-        if let Some(checksum) = base.checksum
-            && catalog.newest() == base.version
+        if let Some(checksum) = local.checksum
+            && catalog.newest() == local.version
         {
             let newest = Newest {
-                path: &path,
+                path: &local.path,
                 checksum,
             };
             if rebuild_back(reader.remote(), user, catalog, newest, version, into).await? {
@@ -256,6 +260,24 @@ impl Engine {
             },
         };
         self.push(new_user, image.to_vec()).await
+    }
+}
+
+/// What a session tells of this instance's copy, taken out so that no future holds a
+/// reference to the session across an await.
+struct LocalCopy {
+    version: Version,
+    checksum: Option<u64>,
+    path: PathBuf,
+}
+
+impl LocalCopy {
+    fn of(session: &Session) -> Self {
+        Self {
+            version: session.base().version,
+            checksum: session.base().checksum,
+            path: session.file_path(),
+        }
     }
 }
 

@@ -97,8 +97,9 @@ pub(crate) async fn rebuild_back(
     if !walkable {
         return Ok(false);
     }
-    let fetched: Vec<_> = futures::stream::iter(steps.iter().rev())
-        .map(|&(base, _)| remote.next_change(user, base))
+    let bases: Vec<Version> = steps.iter().rev().map(|&(base, _)| base).collect();
+    let fetched: Vec<_> = futures::stream::iter(bases)
+        .map(|base| remote.next_change(user, base))
         .buffered(CHANGES_IN_FLIGHT)
         .try_collect()
         .await?;
