@@ -235,7 +235,7 @@ fn a_version_or_user_the_history_does_not_hold_is_not_found_in_words() {
     assert_refused(
         &cellar,
         &["restore", "alice", "--at", "2000-01-01T00:00:00Z"],
-        "nothing was written at or before 2000-01-01",
+        "no version at 2000-01-01T00:00:00Z in its history: nothing was written at or before then",
     );
     assert_refused(
         &cellar,

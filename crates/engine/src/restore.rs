@@ -74,7 +74,10 @@ impl BucketReader {
     ) -> Result<(Version, Catalog)> {
         let wanted = match target {
             RestoreTarget::Version(version) => format!("version {version}"),
-            RestoreTarget::At(at) => format!("version at or before {}", at.to_rfc3339()),
+            RestoreTarget::At(at) => format!(
+                "version at {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
         };
         let Some(catalog) = Catalog::read(self.remote(), user).await? else {
             return Err(Error::NoSuchVersion {
@@ -103,7 +106,7 @@ impl BucketReader {
                 None => Err(Error::NoSuchVersion {
                     user: user.clone(),
                     wanted,
-                    reason: format!("its first version was written later; {range}"),
+                    reason: format!("nothing was written at or before then; {range}"),
                 }),
             },
         }
