@@ -16,12 +16,13 @@ use crate::delta::{self, DeltaError};
 use crate::error::{Error, Result, delta_error};
 use crate::events::Resolution;
 use crate::local::{PendingUpload, SyncState};
+use crate::metadata::ChangeMetadata;
 use crate::metrics::EngineMetrics;
-use crate::remote::RemoteHead;
+use crate::remote::{Change, RemoteHead};
 use crate::runtime;
 use crate::snapshot::Snapshot;
 use crate::sync::upload::{self, Outgoing, UploadFailure, UploadPlan};
-use crate::sync::{aside, compact, install, pull};
+use crate::sync::{aside, compact, install, log, pull};
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
 use crate::version::Version;
@@ -285,7 +286,7 @@ impl Session {
             (_, Some(checksum)) => Some((self.file_path(), checksum)),
         };
         let (whole, planned) = (image.clone(), plan.clone());
-        let outgoing = blocking(move || {
+        let (outgoing, page_by_page) = blocking(move || {
             let base = base
                 .map(|(path, checksum)| std::fs::read(&path).map(|bytes| (bytes, checksum)))
                 .transpose()
@@ -309,14 +310,44 @@ impl Session {
                 Err(UploadFailure::Unavailable { source, .. }) => return Err(Error::Store(source)),
                 Err(UploadFailure::Failed(err)) => return Err(err),
             };
-        install::install(
-            &self.shared,
-            &self.user,
-            &mut self.guard,
-            image.body(),
-            uploaded.state(),
-        )
-        .await?;
+        // A change of a few pages is applied here like anyone else's: no rewrite of the file.
+        let applied = match (&outgoing, page_by_page && self.guard.staged.is_none()) {
+            (Outgoing::Change { bytes, .. }, true) => {
+                let change = Change {
+                    metadata: ChangeMetadata {
+                        version: uploaded.version,
+                        base_version: plan.base_version,
+                        sha256: outgoing.sha256(),
+                        size: bytes.len() as u64,
+                        writer: self.shared.config.writer_id.clone(),
+                        updated_at: uploaded.updated_at,
+                        checksum: uploaded.checksum,
+                        restored_from,
+                    },
+                    bytes: bytes.clone(),
+                };
+                let base = self.base.clone();
+                match log::apply(&self.shared, &self.user, &mut self.guard, &base, change).await {
+                    Ok(applied) => applied.is_some(),
+                    Err(err) => {
+                        warn!(user = %self.user, error = %err,
+                            "the uploaded change was not applied here; installing the database");
+                        false
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !applied {
+            install::install(
+                &self.shared,
+                &self.user,
+                &mut self.guard,
+                image.body(),
+                uploaded.state(),
+            )
+            .await?;
+        }
         self.guard.last_upload = Some(std::time::Instant::now());
         self.shared
             .slots

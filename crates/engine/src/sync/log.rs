@@ -160,7 +160,7 @@ pub(crate) async fn known_checksum(
 }
 
 /// Applies one change; the new state, saved, or `None` when it does not fit the copy.
-async fn apply(
+pub(crate) async fn apply(
     shared: &Context,
     user: &UserId,
     slot: &mut SlotState,

@@ -63,30 +63,34 @@ impl Outgoing {
     /// `image`, a whole database, as the upload of `plan`: the snapshot for a first
     /// version, else a change that replaces every page.
     pub fn image(image: Snapshot, plan: &UploadPlan) -> Result<Self, Error> {
-        Self::image_over(image, None, plan)
+        Self::image_over(image, None, plan).map(|(outgoing, _)| outgoing)
     }
 
     /// [`Outgoing::image`], as the pages that differ from `base` (the whole database at
     /// the plan's base, and its recorded checksum) when it is given, matches its checksum
     /// and compares page by page: a restore or a push ships what it changes, not the
-    /// database.
+    /// database. True when it did (the change can be applied to the base like any other).
     pub fn image_over(
         mut image: Snapshot,
         base: Option<(&[u8], u64)>,
         plan: &UploadPlan,
-    ) -> Result<Self, Error> {
+    ) -> Result<(Self, bool), Error> {
         image.stamp(plan.version);
         if plan.base_version == Version::ZERO {
-            return Ok(Self::First(image));
+            return Ok((Self::First(image), false));
         }
         let between = base.map(|(base, checksum)| (Delta::between(base, image.bytes()), checksum));
-        let delta = match between {
-            Some((Ok(delta), checksum)) if delta.checksum_before == checksum => delta,
-            _ => Delta::from_image(image.bytes()).map_err(|err| {
-                Error::internal(format!("a database image could not be encoded: {err}"))
-            })?,
-        };
-        Self::change(delta, plan)
+        match between {
+            Some((Ok(delta), checksum)) if delta.checksum_before == checksum => {
+                Ok((Self::change(delta, plan)?, true))
+            }
+            _ => {
+                let whole = Delta::from_image(image.bytes()).map_err(|err| {
+                    Error::internal(format!("a database image could not be encoded: {err}"))
+                })?;
+                Ok((Self::change(whole, plan)?, false))
+            }
+        }
     }
 
     /// Hex SHA-256 of the bytes sent: how a landed try is recognised.
