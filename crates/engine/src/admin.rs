@@ -183,7 +183,7 @@ impl BucketReader {
 }
 
 /// The snapshot `body` with `changes` applied in order, each checked against the rolling
-/// checksum, in a temp file.
+/// checksum, in a temp file (in one transaction: see `delta::apply`).
 fn apply_changes(
     user: &UserId,
     snapshot: &SnapshotMetadata,
@@ -194,15 +194,12 @@ fn apply_changes(
     let path = dir.path().join("database.sqlite");
     std::fs::write(&path, body).map_err(Error::io(&path))?;
     let conn = rusqlite::Connection::open(&path)?;
-    let mut checksum = match snapshot.checksum {
+    let checksum = match snapshot.checksum {
         Some(checksum) => checksum,
         None => delta::database_checksum(&conn)?,
     };
-    for change in changes {
-        checksum = Delta::decode(&change.bytes)
-            .and_then(|delta| delta::apply_committed(&conn, &delta, checksum))
-            .map_err(|err| delta_error(user, &path, err))?;
-    }
+    let deltas = changes.iter().map(|change| Delta::decode(&change.bytes));
+    delta::apply_committed(&conn, deltas, checksum).map_err(|err| delta_error(user, &path, err))?;
     drop(conn);
     std::fs::read(&path).map_err(Error::io(&path))
 }
