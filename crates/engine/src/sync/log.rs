@@ -32,12 +32,12 @@ pub(crate) enum Followed {
     Diverged,
 }
 
-/// What the caller already knows of the change after the state it follows the log from.
+/// What the caller already knows of the changes after the state it follows the log from.
 pub(crate) enum Next {
-    /// Nothing: it is asked for.
+    /// Nothing: the change after it is asked for.
     Unknown,
-    /// It was asked for (`None`: there is none).
-    Known(Option<Change>),
+    /// Every change after it, asked for to the log's end (empty: none); see [`all_after`].
+    Known(Vec<Change>),
 }
 
 /// Applies every change after `state` to the local copy, until the bucket has no newer
@@ -50,17 +50,17 @@ pub(crate) async fn follow(
     next: Next,
 ) -> Result<Followed> {
     let mut newest = None;
-    // A download the log follows is behind by a change at least, and costs a whole object
-    // already: the changes after it are asked for as many at once as a copy ever asks.
     let mut ahead = Ahead::default();
-    if slot.staged.is_some() {
-        ahead.window = MAX_AHEAD;
-    }
-    let mut next = match next {
-        Next::Known(change) => change,
-        Next::Unknown => shared.remote.next_change(user, state.version).await?,
+    // Changes known to be the log's last need no `GET` after them.
+    let (mut run, at_end) = match next {
+        Next::Known(changes) => (changes, true),
+        Next::Unknown => (
+            Vec::from_iter(shared.remote.next_change(user, state.version).await?),
+            false,
+        ),
     };
-    while let Some(change) = next {
+    while let Some(last) = run.last() {
+        let after = last.metadata.version;
         let writable = slot
             .staged
             .as_ref()
@@ -77,22 +77,17 @@ pub(crate) async fn follow(
                 });
             }
         }
-        let after = change.metadata.version;
-        let mut run = vec![change];
-        if slot.staged.is_some() {
-            // A download's state is saved once, at its install: a crash anywhere in a run
-            // leaves the old copy and state. (The local copy saves its state after each
-            // change, so that one already in the file is known for it, one at a time.)
-            ahead.ask(shared, user, after).await?;
-            run.extend(ahead.fetched_after(after));
-        }
+        run.extend(ahead.fetched_after(after));
         let writer = run.last().map(|change| change.metadata.writer.clone());
         match apply_run(shared, user, slot, &state, run).await? {
             Some(applied) => state = applied,
             None => return Ok(Followed::Diverged),
         }
         newest = writer;
-        next = ahead.next(shared, user, state.version).await?;
+        run = match at_end {
+            true => Vec::new(),
+            false => Vec::from_iter(ahead.next(shared, user, state.version).await?),
+        };
     }
     if let Some(writer) = newest {
         shared.publish(crate::events::Event::Version {
@@ -102,6 +97,31 @@ pub(crate) async fn follow(
         });
     }
     Ok(Followed::Newest(state))
+}
+
+/// Every change after version `after`, to the log's end, asked for [`MAX_AHEAD`] side by
+/// side at a time: for a download, alongside it. They are held in memory until applied,
+/// which compaction bounds (`sync.compact_after_versions` changes, or a quarter of the
+/// database in bytes).
+pub(crate) async fn all_after(
+    shared: &Context,
+    user: &UserId,
+    mut after: Version,
+) -> Result<Vec<Change>> {
+    let mut ahead = Ahead {
+        window: MAX_AHEAD,
+        ..Ahead::default()
+    };
+    let mut changes = Vec::new();
+    loop {
+        ahead.ask(shared, user, after).await?;
+        let more = ahead.fetched_after(after);
+        match more.last() {
+            Some(last) => after = last.metadata.version,
+            None => return Ok(changes),
+        }
+        changes.extend(more);
+    }
 }
 
 /// Changes asked for at most at once by a copy behind.
@@ -196,9 +216,9 @@ pub(crate) async fn known_checksum(
 }
 
 /// Applies `run`, changes that follow one another after `state`: the new state, saved, or
-/// `None` when a change does not fit the copy. Several are applied in one SQLite
-/// transaction; if that fails they are applied one at a time, which finds the change at
-/// fault and does with it what it would alone (skip it if the copy already holds it).
+/// `None` when a change does not fit the copy. On a download they are applied in one
+/// SQLite transaction; if that fails, or on the local copy, one at a time, which finds a
+/// change at fault and does with it what it would alone (skip it if the copy holds it).
 async fn apply_run(
     shared: &Context,
     user: &UserId,
@@ -206,8 +226,12 @@ async fn apply_run(
     state: &SyncState,
     run: Vec<Change>,
 ) -> Result<Option<SyncState>> {
+    // A download's state is saved once, at its install: a crash anywhere in a run leaves
+    // the old copy and state. The local copy saves its state after each change, so that
+    // one already in the file (a crash before its state was saved) is known, one at a time.
     if let [.., last] = run.as_slice()
         && run.len() > 1
+        && slot.staged.is_some()
         && let Ok(Applied::Now(checksum)) = apply(shared, user, slot, state, &run).await
     {
         return advance(shared, user, slot, state, last, checksum)
