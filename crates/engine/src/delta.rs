@@ -15,9 +15,9 @@
 //!   connection; the bundled SQLite is built with `secure_delete` on (`.cargo/config.toml`).
 //! - In `auto_vacuum = FULL`, COMMIT moves pages to drop free ones; capture does it first.
 //!
-//! [`apply`] writes a delta through `sqlite_dbpage` in the receiver's own transaction,
-//! underneath SQLite's b-tree layer: nothing else runs in that transaction, and
-//! [`forget_cached_pages`] follows its end.
+//! [`apply`] writes a run of deltas (one or more, composed in memory) through
+//! `sqlite_dbpage` in the receiver's own transaction, underneath SQLite's b-tree layer:
+//! nothing else runs in that transaction, and [`forget_cached_pages`] follows its end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
