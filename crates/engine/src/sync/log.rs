@@ -129,9 +129,9 @@ const MAX_AHEAD: u64 = 8;
 
 /// Changes asked for ahead of the one being applied: a copy many changes behind asks for up
 /// to [`MAX_AHEAD`] side by side (the window doubles from one, so a copy one change behind
-/// still costs two `GET`s; onto a download it starts whole), each assuming the change before
-/// it makes the next version. It does, unless an `async` upload skipped versions: then the
-/// rest is asked for again.
+/// still costs two `GET`s; [`all_after`], alongside a download, starts at the most), each
+/// assuming the change before it makes the next version. It does, unless an `async` upload
+/// skipped versions: then the rest is asked for again.
 #[derive(Default)]
 struct Ahead {
     /// Each change asked for, by the version it applies to, in order.
