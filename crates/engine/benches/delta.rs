@@ -154,9 +154,9 @@ fn deltas(c: &mut Criterion) {
     let mut current = checksum;
     let mut apply_next = |replica: &Connection| {
         let next = if current == forward.checksum_before {
-            &forward
+            [Ok(forward.clone())]
         } else {
-            &backward
+            [Ok(backward.clone())]
         };
         replica.execute_batch("BEGIN IMMEDIATE").expect("begin");
         let started = Instant::now();

@@ -15,9 +15,9 @@
 //!   connection; the bundled SQLite is built with `secure_delete` on (`.cargo/config.toml`).
 //! - In `auto_vacuum = FULL`, COMMIT moves pages to drop free ones; capture does it first.
 //!
-//! [`apply`] writes a delta through `sqlite_dbpage` in the receiver's own transaction,
-//! underneath SQLite's b-tree layer: nothing else runs in that transaction, and
-//! [`forget_cached_pages`] follows its end.
+//! [`apply`] writes a run of deltas (one or more, composed in memory) through
+//! `sqlite_dbpage` in the receiver's own transaction, underneath SQLite's b-tree layer:
+//! nothing else runs in that transaction, and [`forget_cached_pages`] follows its end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -1077,53 +1077,60 @@ impl Records {
     }
 }
 
-/// Applies `delta` to the database `conn` opened, inside the transaction the caller
-/// opened (and commits or rolls back), checking `checksum` (the database's current
-/// checksum) against the delta's `checksum_before` unless it is a replace, and the result
-/// against its `checksum_after`; returns the new checksum. Everything is checked before
-/// anything is written. Reads only the pages the delta changes (for a replace, page 1).
+/// Applies `deltas` (as they are decoded), in order, to the database `conn` opened, inside
+/// the transaction the caller opened (and commits or rolls back), checking `checksum` (the
+/// database's current checksum) against each delta's `checksum_before` unless it is a
+/// replace, and each result against its `checksum_after`; returns the checksum after the
+/// last. Everything is checked before anything is written: a delta that fails (or fails to
+/// decode) leaves the database as it was, the deltas before it too. Reads only the pages the
+/// deltas change (for a replace, page 1).
 ///
-/// The pages are written through `sqlite_dbpage`, a shorter file is truncated at COMMIT;
-/// page 1 keeps this copy's commit counters. One delta per transaction, and nothing else
-/// in it: SQLite's b-tree layer does not see these writes before [`forget_cached_pages`]
-/// (and a second delta could not read the pages the first added).
-pub(crate) fn apply(conn: &Connection, delta: &Delta, checksum: u64) -> Result<u64, DeltaError> {
+/// The deltas are composed in memory, each dropped once added (so a run holds the pages it
+/// changed and one delta), and the final pages are written once, through `sqlite_dbpage`; a
+/// shorter file is truncated at COMMIT; page 1 keeps this copy's commit counters. One call
+/// per transaction, and nothing else in it: SQLite's b-tree layer does not see these writes
+/// before [`forget_cached_pages`] (and a second call could not read the pages the first
+/// added). A run of changes so costs one transaction and one reset of the cache and schema,
+/// not one per change.
+pub(crate) fn apply(
+    conn: &Connection,
+    deltas: impl IntoIterator<Item = Result<Delta, DeltaError>>,
+    checksum: u64,
+) -> Result<u64, DeltaError> {
     let page_size = page_size(conn)?;
-    if page_size != delta.page_size {
-        return Err(DeltaError::Unsupported(format!(
-            "the delta has pages of {} bytes, the database pages of {page_size}",
-            delta.page_size
-        )));
-    }
     let receiver = Receiver {
         conn,
         pages: committed_page_count(conn)?,
     };
-    let writes = if delta.replace {
-        receiver.replacement(delta)?
-    } else {
-        receiver.changes(delta, checksum)?
+    let mut run = Run {
+        receiver: &receiver,
+        pages: BTreeMap::new(),
+        count: receiver.pages,
+        checksum,
     };
-    if writes.checksum != delta.checksum_after {
-        return Err(DeltaError::Mismatch {
-            expected: delta.checksum_after,
-            found: writes.checksum,
-            stage: "after",
-        });
+    for delta in deltas {
+        let delta = delta?;
+        if delta.page_size != page_size {
+            return Err(DeltaError::Unsupported(format!(
+                "the delta has pages of {} bytes, the database pages of {page_size}",
+                delta.page_size
+            )));
+        }
+        run.add(&delta)?;
     }
-    receiver.write(&writes.pages, delta)?;
-    Ok(writes.checksum)
+    receiver.write(&run.pages, page_size, run.count)?;
+    Ok(run.checksum)
 }
 
 /// [`apply`] in a transaction of its own on a connection the engine alone uses (a copy
 /// being rebuilt), committed, with the cached pages forgotten after it.
 pub(crate) fn apply_committed(
     conn: &Connection,
-    delta: &Delta,
+    deltas: impl IntoIterator<Item = Result<Delta, DeltaError>>,
     checksum: u64,
 ) -> Result<u64, DeltaError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let applied = apply(conn, delta, checksum);
+    let applied = apply(conn, deltas, checksum);
     let ended = match applied {
         Ok(_) => conn.execute_batch("COMMIT"),
         Err(_) => conn.execute_batch("ROLLBACK"),
@@ -1154,87 +1161,124 @@ fn committed_page_count(conn: &Connection) -> Result<u32, DeltaError> {
     Ok(pages)
 }
 
-/// The pages applying a delta writes, ascending, and the checksum after them.
-struct Writes {
-    pages: Vec<(u32, Vec<u8>)>,
-    checksum: u64,
-}
-
-/// The database a delta is applied to, with its page count as committed.
+/// The database deltas are applied to, with its page count as committed.
 struct Receiver<'c> {
     conn: &'c Connection,
     pages: u32,
 }
 
-impl Receiver<'_> {
-    /// The pages an ordinary delta writes, and the checksum after it.
-    fn changes(&self, delta: &Delta, checksum: u64) -> Result<Writes, DeltaError> {
-        if checksum != delta.checksum_before {
+/// Deltas applied in memory, one after another, on top of a receiver: what their pages are
+/// after the last, the page count and the checksum.
+struct Run<'r> {
+    receiver: &'r Receiver<'r>,
+    /// Every page a delta wrote and no later one removed, page 1 with the run's page count.
+    /// Every page past the receiver's end is here: only a New record (or a replace) adds one.
+    pages: BTreeMap<u32, Vec<u8>>,
+    count: u32,
+    checksum: u64,
+}
+
+impl Run<'_> {
+    fn add(&mut self, delta: &Delta) -> Result<(), DeltaError> {
+        if delta.replace {
+            self.replace(delta)?;
+        } else {
+            self.change(delta)?;
+        }
+        if self.checksum != delta.checksum_after {
+            return Err(DeltaError::Mismatch {
+                expected: delta.checksum_after,
+                found: self.checksum,
+                stage: "after",
+            });
+        }
+        Ok(())
+    }
+
+    /// An ordinary delta: each record on the page as the run left it.
+    fn change(&mut self, delta: &Delta) -> Result<(), DeltaError> {
+        if self.checksum != delta.checksum_before {
             return Err(DeltaError::Mismatch {
                 expected: delta.checksum_before,
-                found: checksum,
+                found: self.checksum,
                 stage: "before",
             });
         }
-        if self.pages != delta.pages_before {
+        if self.count != delta.pages_before {
             return Err(DeltaError::Corrupt(format!(
                 "the delta starts from {} pages, the database has {}",
-                delta.pages_before, self.pages
+                delta.pages_before, self.count
             )));
         }
-        let mut checksum = checksum;
-        let mut writes = Vec::with_capacity(delta.records.len());
         for record in &delta.records {
+            let pgno = record.pgno;
             match record.kind {
                 RecordKind::Xor => {
-                    let current = self.page(record.pgno)?;
+                    let current = self.page(pgno)?;
                     let mut new: Vec<u8> = current
                         .iter()
                         .zip(&record.bytes)
                         .map(|(a, b)| a ^ b)
                         .collect();
-                    if record.pgno == 1 {
+                    if pgno == 1 {
                         keep_commit_counters(&mut new, &current);
                     }
-                    checksum ^=
-                        page_checksum(record.pgno, &current) ^ page_checksum(record.pgno, &new);
-                    writes.push((record.pgno, new));
+                    self.checksum ^= page_checksum(pgno, &current) ^ page_checksum(pgno, &new);
+                    self.pages.insert(pgno, new);
                 }
                 RecordKind::New => {
                     let new = self.new_page(record)?;
-                    checksum ^= page_checksum(record.pgno, &new);
-                    writes.push((record.pgno, new));
+                    self.checksum ^= page_checksum(pgno, &new);
+                    self.pages.insert(pgno, new);
                 }
                 RecordKind::Removed => {
-                    checksum ^= page_checksum(record.pgno, &self.page(record.pgno)?)
+                    self.checksum ^= page_checksum(pgno, &self.page(pgno)?);
+                    self.pages.remove(&pgno);
                 }
             }
         }
-        Ok(Writes {
-            pages: writes,
-            checksum,
-        })
+        self.count = delta.pages_after;
+        Ok(())
     }
 
-    /// The pages a replace writes (all of them), and their checksum.
-    fn replacement(&self, delta: &Delta) -> Result<Writes, DeltaError> {
+    /// A replace: every page anew, whatever the run held; the checksum is theirs.
+    fn replace(&mut self, delta: &Delta) -> Result<(), DeltaError> {
         let mut checksum = 0;
-        let mut writes = Vec::with_capacity(delta.records.len());
+        let mut pages = BTreeMap::new();
         for record in &delta.records {
             let mut new = self.new_page(record)?;
             if record.pgno == 1 {
                 set_header_page_count(&mut new, delta.pages_after);
-                self.check_auto_vacuum(&new)?;
+                self.receiver.check_auto_vacuum(&new)?;
             }
             checksum ^= page_checksum(record.pgno, &new);
-            writes.push((record.pgno, new));
+            pages.insert(record.pgno, new);
         }
-        Ok(Writes {
-            pages: writes,
-            checksum,
-        })
+        self.pages = pages;
+        self.count = delta.pages_after;
+        self.checksum = checksum;
+        Ok(())
     }
 
+    /// A record's page whole; page 1 keeps this copy's commit counters.
+    fn new_page(&self, record: &PageRecord) -> Result<Vec<u8>, DeltaError> {
+        let mut new = record.bytes.clone();
+        if record.pgno == 1 && self.count >= 1 {
+            keep_commit_counters(&mut new, &self.page(1)?);
+        }
+        Ok(new)
+    }
+
+    /// The page as the run left it, page 1 with the run's page count.
+    fn page(&self, pgno: u32) -> Result<Vec<u8>, DeltaError> {
+        match self.pages.get(&pgno) {
+            Some(page) => Ok(page.clone()),
+            None => self.receiver.page(pgno),
+        }
+    }
+}
+
+impl Receiver<'_> {
     /// In `auto_vacuum = FULL` SQLite moves free pages out at COMMIT, going by what it
     /// knew of the file when the transaction began: an image written under it must have no
     /// free page.
@@ -1253,16 +1297,7 @@ impl Receiver<'_> {
         Ok(())
     }
 
-    /// A record's page whole; page 1 keeps this copy's commit counters.
-    fn new_page(&self, record: &PageRecord) -> Result<Vec<u8>, DeltaError> {
-        let mut new = record.bytes.clone();
-        if record.pgno == 1 && self.pages >= 1 {
-            keep_commit_counters(&mut new, &self.page(1)?);
-        }
-        Ok(new)
-    }
-
-    /// The page now, page 1 with its page count as committed.
+    /// The page as committed, page 1 with its page count as committed.
     fn page(&self, pgno: u32) -> Result<Vec<u8>, DeltaError> {
         let mut page = current_page(self.conn, pgno)?;
         if pgno == 1 {
@@ -1271,14 +1306,19 @@ impl Receiver<'_> {
         Ok(page)
     }
 
-    /// Writes the pages, page 1 last but with the schema cookie it has now, then truncates
-    /// to the delta's page count, then sets the schema cookie. The truncation must follow
+    /// Writes `pages` (ascending), page 1 with the schema cookie it has now, then
+    /// truncates to `pages_after`, then sets the schema cookie. The truncation must follow
     /// every page written (SQLite forgets it at the next one, and does it at COMMIT); and
     /// a statement run once the cookie changed would reload the schema through the b-tree's
     /// stale pages (see [`forget_cached_pages`]), except `PRAGMA schema_version`, which
     /// sets the cookie itself.
-    fn write(&self, writes: &[(u32, Vec<u8>)], delta: &Delta) -> Result<(), DeltaError> {
-        let pending = pending_byte_page(delta.page_size);
+    fn write(
+        &self,
+        pages: &BTreeMap<u32, Vec<u8>>,
+        page_size: u32,
+        pages_after: u32,
+    ) -> Result<(), DeltaError> {
+        let pending = pending_byte_page(page_size);
         let cookie: u32 = self
             .conn
             .pragma_query_value(None, "schema_version", |row| row.get::<_, i32>(0))?
@@ -1287,7 +1327,7 @@ impl Receiver<'_> {
             .conn
             .prepare_cached("INSERT INTO sqlite_dbpage(pgno, data) VALUES (?1, ?2)")?;
         let mut new_cookie = cookie;
-        for (pgno, page) in writes.iter().filter(|(pgno, _)| *pgno != pending) {
+        for (pgno, page) in pages.iter().filter(|(pgno, _)| **pgno != pending) {
             if *pgno == 1 {
                 new_cookie = be32(page, SCHEMA_COOKIE);
                 let mut page = page.clone();
@@ -1297,12 +1337,9 @@ impl Receiver<'_> {
                 insert.execute(rusqlite::params![pgno, page])?;
             }
         }
-        if delta.pages_after < self.pages {
+        if pages_after < self.pages {
             // Writing NULL at page N keeps the pages before it.
-            insert.execute(rusqlite::params![
-                delta.pages_after + 1,
-                rusqlite::types::Null
-            ])?;
+            insert.execute(rusqlite::params![pages_after + 1, rusqlite::types::Null])?;
         }
         if new_cookie != cookie {
             let cookie = new_cookie.cast_signed();
@@ -1362,20 +1399,6 @@ mod tests {
         let decoded = Delta::decode(&delta.encode().unwrap()).unwrap();
         assert_eq!(decoded, delta);
         decoded
-    }
-
-    /// Applies `delta` in a transaction of its own, committed if it applied.
-    fn apply_committed(conn: &Connection, delta: &Delta, checksum: u64) -> Result<u64, DeltaError> {
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let applied = apply(conn, delta, checksum);
-        conn.execute_batch(if applied.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        })
-        .unwrap();
-        forget_cached_pages(conn).unwrap();
-        applied
     }
 
     /// Every table's rows, in rowid order.
@@ -1461,7 +1484,7 @@ mod tests {
             assert_eq!(delta.checksum_after, image_checksum(&new, 1024));
             let decoded = Delta::decode(&delta.encode().unwrap()).unwrap();
             let conn = open(&a);
-            apply_committed(&conn, &decoded, image_checksum(&old, 1024)).unwrap();
+            apply_committed(&conn, [Ok(decoded.clone())], image_checksum(&old, 1024)).unwrap();
             assert_eq!(rows(&conn), rows(&open(&b)));
             assert_eq!(integrity(&conn), "ok");
             drop(conn);
@@ -1471,7 +1494,7 @@ mod tests {
             fs::write(&back, &new).unwrap();
             let conn = open(&back);
             let inverse = decoded.inverse().unwrap();
-            apply_committed(&conn, &inverse, image_checksum(&new, 1024)).unwrap();
+            apply_committed(&conn, [Ok(inverse)], image_checksum(&new, 1024)).unwrap();
             assert_eq!(integrity(&conn), "ok");
             drop(conn);
             fs::write(&b, &old).unwrap();
@@ -1525,7 +1548,8 @@ mod tests {
         /// Writes on the origin, ships the delta to the replica, checks they agree.
         fn round(&mut self, work: impl FnOnce(&Connection)) -> Delta {
             let delta = write_and_capture(&self.origin, &self.origin_path, self.checksum, work);
-            let applied = apply_committed(&self.replica, &delta, self.checksum).unwrap();
+            let applied =
+                apply_committed(&self.replica, [Ok(delta.clone())], self.checksum).unwrap();
             assert_eq!(applied, delta.checksum_after);
             self.checksum = applied;
             self.assert_same();
@@ -1588,21 +1612,34 @@ mod tests {
         outcome.unwrap();
     }
 
-    fn replay(seed: u64, auto_vacuum: &str, page_size: u64, rounds: usize) {
-        let mut pair = Pair::new(&format!(
+    /// A pair for random transactions: one table of two rows.
+    fn random_pair(auto_vacuum: &str, page_size: u64) -> Pair {
+        Pair::new(&format!(
             "PRAGMA page_size = {page_size}; PRAGMA auto_vacuum = {auto_vacuum};
              CREATE TABLE t0(id INTEGER PRIMARY KEY, v BLOB);
              INSERT INTO t0(v) VALUES (randomblob(1000)), (randomblob(10));"
-        ));
+        ))
+    }
+
+    /// Up to four random statements (see [`random_write`]).
+    fn random_transaction(
+        conn: &Connection,
+        rng: &mut Rng,
+        tables: &mut Vec<String>,
+        page_size: u64,
+    ) {
+        for _ in 0..rng.below(5) {
+            random_write(conn, rng, tables, page_size);
+        }
+    }
+
+    fn replay(seed: u64, auto_vacuum: &str, page_size: u64, rounds: usize) {
+        let mut pair = random_pair(auto_vacuum, page_size);
         let mut rng = Rng(seed);
         let mut tables = vec!["t0".to_owned()];
         for round in 0..rounds {
-            let statements = rng.below(5);
-            let delta = pair.round(|conn| {
-                for _ in 0..statements {
-                    random_write(conn, &mut rng, &mut tables, page_size);
-                }
-            });
+            let delta =
+                pair.round(|conn| random_transaction(conn, &mut rng, &mut tables, page_size));
             eprintln!(
                 "seed {seed} ({auto_vacuum}, {page_size}) round {round}: {} -> {} pages, {} records",
                 delta.pages_before,
@@ -1619,6 +1656,99 @@ mod tests {
             let page_size = [4096, 1024, 512][(seed / 3 % 3) as usize];
             replay(seed, auto_vacuum, page_size, 25);
         }
+    }
+
+    /// `rounds` random transactions on the origin, captured and not applied; with a whole
+    /// image of the origin after round `image_after`, as an overwrite leaves in the log.
+    fn random_run(
+        pair: &Pair,
+        seed: u64,
+        page_size: u64,
+        rounds: usize,
+        image_after: Option<usize>,
+    ) -> Vec<Delta> {
+        let mut rng = Rng(seed);
+        let mut tables = vec!["t0".to_owned()];
+        let mut checksum = pair.checksum;
+        let mut run = Vec::new();
+        for round in 0..rounds {
+            let delta = write_and_capture(&pair.origin, &pair.origin_path, checksum, |conn| {
+                random_transaction(conn, &mut rng, &mut tables, page_size)
+            });
+            checksum = delta.checksum_after;
+            run.push(delta);
+            if image_after == Some(round) {
+                let image = fs::read(&pair.origin_path).unwrap();
+                run.push(Delta::from_image(&image).unwrap());
+            }
+        }
+        run
+    }
+
+    #[test]
+    fn a_run_of_random_transactions_applies_as_one() {
+        for seed in 1..=9u64 {
+            let auto_vacuum = ["NONE", "FULL", "INCREMENTAL"][(seed % 3) as usize];
+            let page_size = [4096, 1024, 512][(seed / 3 % 3) as usize];
+            let mut pair = random_pair(auto_vacuum, page_size);
+            let image_after = (seed % 2 == 0).then_some(12);
+            let run = random_run(&pair, seed, page_size, 25, image_after);
+            let applied =
+                apply_committed(&pair.replica, run.iter().cloned().map(Ok), pair.checksum).unwrap();
+            assert_eq!(applied, run.last().unwrap().checksum_after, "seed {seed}");
+            pair.checksum = applied;
+            pair.assert_same();
+        }
+    }
+
+    #[test]
+    fn a_run_with_a_delta_that_does_not_fit_is_refused_whole() {
+        let mut pair = random_pair("NONE", 4096);
+        let mut checksum = pair.checksum;
+        let run: Vec<Delta> = (1..=6)
+            .map(|i| {
+                let delta = write_and_capture(&pair.origin, &pair.origin_path, checksum, |conn| {
+                    conn.execute("INSERT INTO t0(v) VALUES (randomblob(?1))", [i * 700])
+                        .unwrap();
+                });
+                checksum = delta.checksum_after;
+                delta
+            })
+            .collect();
+        let untouched = fs::read(&pair.replica_path).unwrap();
+        let mut skipped = run.clone();
+        skipped.remove(3);
+        let mut spoiled = run.clone();
+        let record = &mut spoiled[3].records[0];
+        let middle = record.bytes.len() / 2;
+        record.bytes[middle] ^= 1;
+        let unreadable = run
+            .iter()
+            .enumerate()
+            .map(|(i, delta)| match i {
+                3 => Delta::decode(b"not a delta"),
+                _ => Ok(delta.clone()),
+            })
+            .collect::<Vec<_>>();
+        let bad_runs = [
+            (skipped.into_iter().map(Ok).collect(), "before"),
+            (spoiled.into_iter().map(Ok).collect(), "after"),
+            (unreadable, "readable"),
+        ];
+        for (bad, what) in bad_runs {
+            let refused = apply_committed(&pair.replica, bad, pair.checksum).unwrap_err();
+            let expected = match &refused {
+                DeltaError::Mismatch { stage, .. } => *stage == what,
+                DeltaError::Corrupt(_) => what == "readable",
+                _ => false,
+            };
+            assert!(expected, "{what}: {refused}");
+            assert_eq!(fs::read(&pair.replica_path).unwrap(), untouched);
+            assert_eq!(database_checksum(&pair.replica).unwrap(), pair.checksum);
+        }
+        pair.checksum =
+            apply_committed(&pair.replica, run.iter().cloned().map(Ok), pair.checksum).unwrap();
+        pair.assert_same();
     }
 
     #[test]
@@ -1738,7 +1868,7 @@ mod tests {
         });
         let untouched = fs::read(&pair.replica_path).unwrap();
         let own = database_checksum(&pair.replica).unwrap();
-        let before = apply_committed(&pair.replica, &delta, own).unwrap_err();
+        let before = apply_committed(&pair.replica, [Ok(delta.clone())], own).unwrap_err();
         assert!(
             matches!(
                 before,
@@ -1750,7 +1880,8 @@ mod tests {
             "{before}"
         );
         // A caller claiming the right base is caught by the result, still before writing.
-        let after = apply_committed(&pair.replica, &delta, delta.checksum_before).unwrap_err();
+        let after =
+            apply_committed(&pair.replica, [Ok(delta.clone())], delta.checksum_before).unwrap_err();
         assert!(
             matches!(after, DeltaError::Mismatch { stage: "after", .. }),
             "{after}"
@@ -1910,7 +2041,7 @@ mod tests {
             "CREATE TABLE other(v); INSERT INTO other VALUES (1)",
         ] {
             let target = Pair::new(setup);
-            let applied = apply_committed(&target.origin, &delta, 12345).unwrap();
+            let applied = apply_committed(&target.origin, [Ok(delta.clone())], 12345).unwrap();
             assert_eq!(applied, delta.checksum_after);
             assert_eq!(database_checksum(&target.origin).unwrap(), applied);
             assert_eq!(rows(&target.origin), rows(&source.origin));

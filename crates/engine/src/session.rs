@@ -327,7 +327,14 @@ impl Session {
                     bytes: bytes.clone(),
                 };
                 let base = self.base.clone();
-                match log::apply(&self.shared, &self.user, &mut self.guard, &base, change).await {
+                let applied = log::apply_run(
+                    &self.shared,
+                    &self.user,
+                    &mut self.guard,
+                    &base,
+                    vec![change],
+                );
+                match applied.await {
                     Ok(applied) => applied.is_some(),
                     Err(err) => {
                         warn!(user = %self.user, error = %err,

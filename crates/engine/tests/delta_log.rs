@@ -274,8 +274,11 @@ async fn run_case(seed: u64, policy: ConflictPolicy) {
         }
     }
     eprintln!("seed {seed} ({policy:?}): {races_met} races met a conflict, {restores} restores");
-    // Compaction folds the log: the snapshot then holds the newest version, nothing after it.
-    engines[0].settle().await;
+    // Compaction folds the log: the snapshot then holds the newest version, nothing after it
+    // (both engines settled: one folding in the background would make this one's refused).
+    for engine in &engines {
+        engine.settle().await;
+    }
     let folded = engines[0].compact(&alice).await.unwrap();
     let status = engines[0]
         .bucket_reader()

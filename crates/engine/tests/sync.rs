@@ -252,4 +252,17 @@ async fn a_read_asks_the_store_once_and_a_write_once_more() {
     assert_eq!(values(&b, &alice).await, (1..26).collect::<Vec<i64>>());
     let gets = watched.calls().get("get").copied().unwrap_or(0);
     assert!((21..=21 + 8).contains(&gets), "{:?}", watched.calls());
+
+    // A new instance behind the 24 changes after the snapshot: the log is asked for while
+    // the snapshot downloads, eight at a time to its end, and nothing after it.
+    let dir = tempfile::tempdir().unwrap();
+    let c = engine(watched.clone(), dir.path(), ConflictPolicy::Strict, "c").await;
+    watched.forget();
+    assert_eq!(values(&c, &alice).await, (1..26).collect::<Vec<i64>>());
+    let cold = BTreeMap::from([("get_range", 1), ("get", 1 + 24)]);
+    assert_eq!(
+        watched.calls(),
+        cold,
+        "the snapshot, the first change, three windows"
+    );
 }

@@ -132,16 +132,14 @@ pub(crate) async fn rebuild_back(
     Ok(true)
 }
 
-/// Applies `deltas` in order to the scratch copy at `path` (at `checksum`), each checked
-/// against the rolling checksum. A scratch copy needs no durability: no fsync.
-fn apply_in_order(user: &UserId, path: &Path, mut checksum: u64, deltas: &[Delta]) -> Result<()> {
+/// Applies `deltas` in order to the scratch copy at `path` (at `checksum`) as one run,
+/// each checked against the rolling checksum. A scratch copy needs no durability: no fsync.
+fn apply_in_order(user: &UserId, path: &Path, checksum: u64, deltas: &[Delta]) -> Result<()> {
     let conn = rusqlite::Connection::open(path)?;
     conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY;")?;
-    for delta in deltas {
-        checksum = delta::apply_committed(&conn, delta, checksum)
-            .map_err(|err| delta_error(user, path, err))?;
-    }
-    Ok(())
+    delta::apply_committed(&conn, deltas.iter().cloned().map(Ok), checksum)
+        .map(drop)
+        .map_err(|err| delta_error(user, path, err))
 }
 
 /// The newest snapshot at or before `version`, checked: `database.sqlite` when it is not

@@ -188,6 +188,13 @@ async fn read_snapshot(
                 .remote
                 .next_change(user, incoming.metadata.version)
                 .await?;
+            // The rest of the log is asked for while the download comes.
+            let rest = async {
+                match &next {
+                    Some(change) => log::all_after(shared, user, change.metadata.version).await,
+                    None => Ok(Vec::new()),
+                }
+            };
             let new_state = SyncState {
                 version: incoming.metadata.version,
                 etag: Some(incoming.etag.clone()),
@@ -203,7 +210,10 @@ async fn read_snapshot(
                 first,
                 log_follows: next.is_some(),
             };
-            staged::stage(shared, user, slot, download).await?;
+            let (staged, rest) =
+                futures::future::join(staged::stage(shared, user, slot, download), rest).await;
+            staged?;
+            let changes = next.into_iter().chain(rest?).collect();
             EngineMetrics::add(&shared.metrics.downloads, 1);
             shared.publish(Event::Version {
                 user_id: user.to_string(),
@@ -211,7 +221,7 @@ async fn read_snapshot(
                 writer,
                 restored_from: None,
             });
-            Ok((new_state, Next::Known(next)))
+            Ok((new_state, Next::Known(changes)))
         }
     }
 }
