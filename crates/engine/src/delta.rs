@@ -1122,6 +1122,79 @@ pub(crate) fn apply(
     Ok(run.checksum)
 }
 
+/// The one change a run of `deltas` makes to the database `conn` opened (at `checksum`),
+/// every delta checked as [`apply`] checks it, nothing written: how a restore that undoes
+/// many changes ships them as one, and applies it like any other. Its versions are zero.
+pub(crate) fn compose(
+    conn: &Connection,
+    deltas: impl IntoIterator<Item = Result<Delta, DeltaError>>,
+    checksum: u64,
+) -> Result<Delta, DeltaError> {
+    let page_size = page_size(conn)?;
+    let receiver = Receiver {
+        conn,
+        pages: committed_page_count(conn)?,
+    };
+    let mut run = Run {
+        receiver: &receiver,
+        pages: BTreeMap::new(),
+        count: receiver.pages,
+        checksum,
+    };
+    for delta in deltas {
+        let delta = delta?;
+        if delta.page_size != page_size {
+            return Err(DeltaError::Unsupported(format!(
+                "the delta has pages of {} bytes, the database pages of {page_size}",
+                delta.page_size
+            )));
+        }
+        run.add(&delta)?;
+    }
+    let (pages_before, pages_after) = (receiver.pages, run.count);
+    let mut records = Records::new(checksum);
+    // Page 1 holds the page count: compared whenever the count changed.
+    let both: BTreeSet<u32> = run
+        .pages
+        .range(..=pages_before.min(pages_after))
+        .map(|(&pgno, _)| pgno)
+        .chain((pages_before != pages_after).then_some(1))
+        .collect();
+    for pgno in both {
+        let mut old = receiver.page(pgno)?;
+        let mut new = run.page(pgno)?;
+        if pgno == 1 {
+            set_header_page_count(&mut old, pages_before);
+            set_header_page_count(&mut new, pages_after);
+        }
+        records.changed(pgno, &old, &new);
+    }
+    for pgno in pages_before + 1..=pages_after {
+        records.push(pgno, RecordKind::New, run.page(pgno)?);
+    }
+    for pgno in pages_after + 1..=pages_before {
+        records.push(pgno, RecordKind::Removed, receiver.page(pgno)?);
+    }
+    if records.checksum != run.checksum {
+        return Err(DeltaError::Mismatch {
+            expected: run.checksum,
+            found: records.checksum,
+            stage: "after",
+        });
+    }
+    Ok(Delta {
+        page_size,
+        base_version: Version::ZERO,
+        version: Version::ZERO,
+        pages_before,
+        pages_after,
+        checksum_before: checksum,
+        checksum_after: run.checksum,
+        replace: false,
+        records: records.records,
+    })
+}
+
 /// [`apply`] in a transaction of its own on a connection the engine alone uses (a copy
 /// being rebuilt), committed, with the cached pages forgotten after it.
 pub(crate) fn apply_committed(
@@ -1511,6 +1584,56 @@ mod tests {
             .unwrap();
         let err = Delta::between(&fs::read(&a).unwrap(), &fs::read(&other).unwrap());
         assert!(matches!(err, Err(DeltaError::Unsupported(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_composed_run_is_one_change_that_does_what_the_run_does_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live.sqlite");
+        let conn = open(&live);
+        conn.execute_batch(
+            "PRAGMA page_size = 1024; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+             INSERT INTO t SELECT i, printf('%0150d', i) FROM n;",
+        )
+        .unwrap();
+        drop(conn);
+        let mut images = vec![fs::read(&live).unwrap()];
+        for work in [
+            "UPDATE t SET v = 'changed' WHERE k % 5 = 0;",
+            "CREATE TABLE u(x); INSERT INTO u SELECT v FROM t;",
+            "DROP TABLE u; DELETE FROM t WHERE k > 200; VACUUM;",
+        ] {
+            open(&live).execute_batch(work).unwrap();
+            images.push(fs::read(&live).unwrap());
+        }
+        let deltas: Vec<Delta> = images
+            .windows(2)
+            .map(|pair| Delta::between(&pair[0], &pair[1]).unwrap())
+            .collect();
+        let copy = dir.path().join("copy.sqlite");
+        // Forwards from the first image, and back from the last with the inverses.
+        for (from, to, run) in [
+            (&images[0], &images[3], deltas.clone()),
+            (
+                &images[3],
+                &images[0],
+                deltas.iter().rev().map(|d| d.inverse().unwrap()).collect(),
+            ),
+        ] {
+            fs::write(&copy, from).unwrap();
+            let conn = open(&copy);
+            let checksum = image_checksum(from, 1024);
+            let composed = compose(&conn, run.into_iter().map(Ok), checksum).unwrap();
+            assert_eq!(fs::read(&copy).unwrap(), *from, "compose wrote nothing");
+            assert_eq!(composed.checksum_after, image_checksum(to, 1024));
+            apply_committed(&conn, [Ok(composed)], checksum).unwrap();
+            assert_eq!(integrity(&conn), "ok");
+            drop(conn);
+            let expected = dir.path().join("expected.sqlite");
+            fs::write(&expected, to).unwrap();
+            assert_same_files(&copy, &expected, 1024);
+        }
     }
 
     /// Two connections to two files that must hold the same database.

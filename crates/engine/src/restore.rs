@@ -16,7 +16,7 @@ use crate::context::blocking;
 use crate::diff::{DatabaseDiff, DiffOptions, diff_databases};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::history::{Catalog, Newest, VersionEntry, not_kept, rebuild, rebuild_back};
+use crate::history::{Catalog, VersionEntry, apply_to_copy, changes_back, not_kept, rebuild};
 use crate::session::Session;
 use crate::user::UserId;
 use crate::version::Version;
@@ -150,18 +150,28 @@ impl Engine {
     /// Brings back the content of the version `target` names as a new, newest version of
     /// `user`'s database (`docs/history.md`). Subscribers get a `version` event saying
     /// which version it restored; other instances see it at their next request.
+    ///
+    /// When this instance's copy is the newest version and the changes after the restored
+    /// one can be undone, the restore is those changes undone, shipped and applied as one
+    /// change (no snapshot read, no database rewritten); else the version is rebuilt from
+    /// the bucket and shipped as the pages that differ.
     pub async fn restore(&self, user: &UserId, target: RestoreTarget) -> Result<Restored> {
         let reader = self.bucket_reader();
         let (restored, catalog) = reader.resolve_in_catalog(user, target).await?;
         let session = self.begin(user).await?;
-        let undo = session.base().version;
-        let scratch = scratch_dir()?;
-        let path = scratch.path().join("restored.sqlite");
         let local = LocalCopy::of(&session);
-        self.version_into(user, &local, &catalog, restored, &path)
-            .await?;
-        let image = blocking(move || std::fs::read(&path).map_err(Error::io(&path))).await?;
-        let committed = session.commit_whole(image, Some(restored)).await?;
+        let undo = local.version;
+        let back = match local.checksum.is_some() && catalog.newest() == undo {
+            true => changes_back(reader.remote(), user, &catalog, restored).await?,
+            false => None,
+        };
+        let committed = match back {
+            Some(inverses) => session.commit_changes(inverses, restored).await?,
+            None => {
+                let image = reader.download_version(user, restored).await?;
+                session.commit_whole(image.to_vec(), Some(restored)).await?
+            }
+        };
         Ok(Restored {
             version: committed.version,
             restored,
@@ -221,14 +231,9 @@ impl Engine {
         let reader = self.bucket_reader();
         if let Some(checksum) = local.checksum
             && catalog.newest() == local.version
+            && let Some(inverses) = changes_back(reader.remote(), user, catalog, version).await?
         {
-            let newest = Newest {
-                path: &local.path,
-                checksum,
-            };
-            if rebuild_back(reader.remote(), user, catalog, newest, version, into).await? {
-                return Ok(());
-            }
+            return apply_to_copy(user, &local.path, checksum, inverses, into).await;
         }
         let image = reader.download_version(user, version).await?;
         let into = into.to_path_buf();

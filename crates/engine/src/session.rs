@@ -40,6 +40,14 @@ enum Finished {
     Broken,
 }
 
+/// How a commit that runs no request SQL brings the local copy to what it uploaded.
+enum Settle {
+    /// Apply the uploaded change, like another writer's.
+    Apply,
+    /// Install this whole database (it was sent whole).
+    Install(Snapshot),
+}
+
 /// How running pieces of queued work in one transaction ended.
 pub(crate) enum Ran {
     /// Every piece ran; those that failed were rolled back alone.
@@ -268,18 +276,8 @@ impl Session {
         image: Vec<u8>,
         restored_from: Option<Version>,
     ) -> Result<Committed<()>> {
-        if let Some(conn) = self.conn.take() {
-            conn.rollback();
-            self.guard.conn = Some(conn);
-        }
-        if let Some(slot) = self.upload_slot() {
-            tokio::time::sleep_until(slot).await;
-        }
+        let plan = self.plan_outside_sql(restored_from).await;
         let image = Snapshot::from_bytes(image);
-        let plan = UploadPlan {
-            restored_from,
-            ..UploadPlan::on_top_of(self.base.version, self.base.etag.clone())
-        };
         // The file at the base, to ship only the pages that differ from it.
         let base = match (plan.base_version, self.base.checksum) {
             (Version::ZERO, _) | (_, None) => None,
@@ -297,8 +295,66 @@ impl Session {
             Outgoing::image_over(whole, base, &planned)
         })
         .await?;
+        let local = match page_by_page {
+            true => Settle::Apply,
+            false => Settle::Install(image),
+        };
+        self.send_outside_sql(outgoing, &plan, local).await
+    }
+
+    /// Commits the change `deltas` make to the base, composed into one (a restore that
+    /// undoes them), as the next version recorded as the restore of `restored_from`:
+    /// shipped and applied here like any change.
+    pub(crate) async fn commit_changes(
+        mut self,
+        deltas: Vec<delta::Delta>,
+        restored_from: Version,
+    ) -> Result<Committed<()>> {
+        let plan = self.plan_outside_sql(Some(restored_from)).await;
+        let Some(checksum) = self.base.checksum else {
+            return Err(Error::internal("the base's checksum is unknown"));
+        };
+        let conn = log::connection(&self.shared, &self.user, &mut self.guard).await?;
+        let (user, journal) = (self.user.clone(), self.journal_path());
+        let planned = plan.clone();
+        let (conn, outgoing) = blocking(move || {
+            let composed = conn
+                .engine(|raw| delta::compose(raw, deltas.into_iter().map(Ok), checksum))
+                .map_err(|err| delta_error(&user, &journal, err))
+                .and_then(|composed| Outgoing::change(composed, &planned));
+            Ok((conn, composed))
+        })
+        .await?;
+        self.guard.conn = Some(conn);
+        self.send_outside_sql(outgoing?, &plan, Settle::Apply).await
+    }
+
+    /// The plan of a commit that runs no request SQL ([`Session::commit_whole`],
+    /// [`Session::commit_changes`]): the session's transaction is given up, pacing waited.
+    async fn plan_outside_sql(&mut self, restored_from: Option<Version>) -> UploadPlan {
+        if let Some(conn) = self.conn.take() {
+            conn.rollback();
+            self.guard.conn = Some(conn);
+        }
+        if let Some(slot) = self.upload_slot() {
+            tokio::time::sleep_until(slot).await;
+        }
+        UploadPlan {
+            restored_from,
+            ..UploadPlan::on_top_of(self.base.version, self.base.etag.clone())
+        }
+    }
+
+    /// Uploads `outgoing` as `plan` says (a lost conflict refused whatever the policy: there
+    /// is no work to run again), then brings the local copy to it as `local` says.
+    async fn send_outside_sql(
+        mut self,
+        outgoing: Outgoing,
+        plan: &UploadPlan,
+        local: Settle,
+    ) -> Result<Committed<()>> {
         let uploaded =
-            match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, &plan).await {
+            match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, plan).await {
                 Ok(uploaded) => uploaded,
                 Err(UploadFailure::Refused { remote }) => {
                     return Err(Error::Conflict {
@@ -311,8 +367,13 @@ impl Session {
                 Err(UploadFailure::Failed(err)) => return Err(err),
             };
         // A change of a few pages is applied here like anyone else's: no rewrite of the file.
-        let applied = match (&outgoing, page_by_page && self.guard.staged.is_none()) {
-            (Outgoing::Change { bytes, .. }, true) => {
+        let image = match local {
+            Settle::Install(image) => Some(image),
+            Settle::Apply if self.guard.staged.is_some() => None,
+            Settle::Apply => {
+                let Outgoing::Change { bytes, .. } = &outgoing else {
+                    return Err(Error::internal("a first version has no base to apply to"));
+                };
                 let change = Change {
                     metadata: ChangeMetadata {
                         version: uploaded.version,
@@ -322,7 +383,7 @@ impl Session {
                         writer: self.shared.config.writer_id.clone(),
                         updated_at: uploaded.updated_at,
                         checksum: uploaded.checksum,
-                        restored_from,
+                        restored_from: plan.restored_from,
                     },
                     bytes: bytes.clone(),
                 };
@@ -334,18 +395,15 @@ impl Session {
                     &base,
                     vec![change],
                 );
-                match applied.await {
-                    Ok(applied) => applied.is_some(),
-                    Err(err) => {
-                        warn!(user = %self.user, error = %err,
-                            "the uploaded change was not applied here; installing the database");
-                        false
-                    }
+                if let Err(err) = applied.await {
+                    // The bucket has it: the next request follows the log to it.
+                    warn!(user = %self.user, error = %err,
+                        "the uploaded change was not applied here; the next request reads it");
                 }
+                None
             }
-            _ => false,
         };
-        if !applied {
+        if let Some(image) = image {
             install::install(
                 &self.shared,
                 &self.user,

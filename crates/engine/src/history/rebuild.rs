@@ -62,28 +62,19 @@ const MAX_UNDONE: usize = 1000;
 /// Changes asked for side by side while walking back.
 const CHANGES_IN_FLIGHT: usize = 8;
 
-/// Where a backward rebuild starts: a file at the catalog's newest version (the caller
-/// keeps it from changing) and its rolling checksum.
-pub(crate) struct Newest<'a> {
-    pub path: &'a Path,
-    pub checksum: u64,
-}
-
-/// `user`'s database at `version`, rebuilt **backwards** into the file `into` from a copy
-/// of the newest version: the changes after `version` undone, newest first, so no snapshot
-/// is downloaded. False when the walk cannot be made (a change replaced the whole database,
-/// is gone, or the walk is long): the caller rebuilds forwards.
-pub(crate) async fn rebuild_back(
+/// The changes that take `user`'s database from the catalog's newest version back to
+/// `version`, newest first, each inverted (no snapshot needed). `None` when the walk cannot
+/// be made (a change replaced the whole database, is gone, or the walk is long): the
+/// caller rebuilds forwards.
+pub(crate) async fn changes_back(
     remote: &Remote,
     user: &UserId,
     catalog: &Catalog,
-    newest: Newest<'_>,
     version: Version,
-    into: &Path,
-) -> Result<bool> {
+) -> Result<Option<Vec<Delta>>> {
     let entries = &catalog.entries;
     let Ok(start) = entries.binary_search_by_key(&version, |entry| entry.version) else {
-        return Ok(false);
+        return Ok(None);
     };
     // The change making each later version applies after the version before it.
     let steps: Vec<(Version, Version)> = entries[start..]
@@ -95,7 +86,7 @@ pub(crate) async fn rebuild_back(
             .iter()
             .all(|entry| entry.held_by.contains(&Holder::Change));
     if !walkable {
-        return Ok(false);
+        return Ok(None);
     }
     let bases: Vec<Version> = steps.iter().rev().map(|&(base, _)| base).collect();
     let fetched: Vec<_> = futures::stream::iter(bases)
@@ -103,33 +94,37 @@ pub(crate) async fn rebuild_back(
         .buffered(CHANGES_IN_FLIGHT)
         .try_collect()
         .await?;
-    let mut changes = Vec::with_capacity(fetched.len());
+    let mut inverses = Vec::with_capacity(fetched.len());
     for (change, (_, made)) in fetched.into_iter().zip(steps.iter().rev()) {
-        match change {
-            Some(change) if change.metadata.version == *made => changes.push(change),
-            _ => return Ok(false),
+        let Some(change) = change.filter(|change| change.metadata.version == *made) else {
+            return Ok(None);
+        };
+        let delta = Delta::decode(&change.bytes).map_err(|err| Error::Inconsistent {
+            user: user.clone(),
+            detail: format!("the change making version {made}: {err}"),
+        })?;
+        match delta.inverse() {
+            Some(inverse) => inverses.push(inverse),
+            None => return Ok(None),
         }
     }
-    let inverses: Option<Vec<Delta>> = changes
-        .iter()
-        .map(|change| Delta::decode(&change.bytes).map(|delta| delta.inverse()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|err| delta_error(user, into, err))?;
-    let Some(inverses) = inverses else {
-        return Ok(false);
-    };
-    let (owned, from, into, checksum) = (
-        user.clone(),
-        newest.path.to_path_buf(),
-        into.to_path_buf(),
-        newest.checksum,
-    );
+    Ok(Some(inverses))
+}
+
+/// A copy of the database at `from` (at `checksum`) with `deltas` applied, in `into`.
+pub(crate) async fn apply_to_copy(
+    user: &UserId,
+    from: &Path,
+    checksum: u64,
+    deltas: Vec<Delta>,
+    into: &Path,
+) -> Result<()> {
+    let (owned, from, into) = (user.clone(), from.to_path_buf(), into.to_path_buf());
     blocking(move || {
         std::fs::copy(&from, &into).map_err(Error::io(&into))?;
-        apply_in_order(&owned, &into, checksum, &inverses)
+        apply_in_order(&owned, &into, checksum, &deltas)
     })
-    .await?;
-    Ok(true)
+    .await
 }
 
 /// Applies `deltas` in order to the scratch copy at `path` (at `checksum`) as one run,

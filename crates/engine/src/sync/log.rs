@@ -405,7 +405,7 @@ pub(crate) async fn image_after(
 }
 
 /// The user's warm connection, opened on the local file if there is none.
-async fn connection(
+pub(crate) async fn connection(
     shared: &Context,
     user: &UserId,
     slot: &mut SlotState,
