@@ -353,6 +353,7 @@ impl Session {
         plan: &UploadPlan,
         local: Settle,
     ) -> Result<Committed<()>> {
+        crash_point("before-upload");
         let uploaded =
             match upload::sync_on_mutation(&self.shared, &self.user, &outgoing, plan).await {
                 Ok(uploaded) => uploaded,
@@ -366,6 +367,7 @@ impl Session {
                 Err(UploadFailure::Unavailable { source, .. }) => return Err(Error::Store(source)),
                 Err(UploadFailure::Failed(err)) => return Err(err),
             };
+        crash_point("after-upload-before-commit");
         // A change of a few pages is applied here like anyone else's: no rewrite of the file.
         let image = match local {
             Settle::Install(image) => Some(image),

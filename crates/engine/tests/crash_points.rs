@@ -20,6 +20,7 @@ use cellar_engine::{ConflictPolicy, LocalStore, RestoreTarget, Version};
 use common::*;
 
 const CHILD: &str = "CELLAR_CRASH_CHILD";
+const RESTORE_CHILD: &str = "CELLAR_CRASH_RESTORE_CHILD";
 
 /// The child's script; aborts at the crash point, or finishes and exits normally.
 #[tokio::test]
@@ -77,7 +78,7 @@ async fn crash_child() {
 
 #[tokio::test]
 async fn every_crash_point_recovers_with_every_acknowledged_write() {
-    if std::env::var(CHILD).is_ok() {
+    if std::env::var(CHILD).is_ok() || std::env::var(RESTORE_CHILD).is_ok() {
         return;
     }
     for point in CRASH_POINTS {
@@ -161,5 +162,112 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
             "{point}: {} acknowledged, recovered at version {remote} with {found:?}",
             acked.len()
         );
+    }
+}
+
+/// The engine of the restore suite: the log folded every two changes, deletes at once.
+async fn restore_engine(root: &Path, dir: &str) -> cellar_engine::Engine {
+    let store = Arc::new(LocalStore::new(root.join("bucket")));
+    let mut config = config(&root.join(dir), ConflictPolicy::Strict, dir);
+    config.compact_after_versions = 2;
+    config.log_grace = std::time::Duration::ZERO;
+    cellar_engine::Engine::open(config, store).await.unwrap()
+}
+
+/// The restore suite's child: a new instance reads the user (a cold start), restores
+/// version 2's content, and lets the compaction that follows finish.
+#[tokio::test]
+async fn restore_child() {
+    let Ok(root) = std::env::var(RESTORE_CHILD) else {
+        return;
+    };
+    let engine = restore_engine(Path::new(&root), "r").await;
+    let alice = user("alice");
+    assert_eq!(values(&engine, &alice).await, [1, 2, 3, 4, 5]);
+    engine.settle().await;
+    let restored = engine
+        .restore(&alice, RestoreTarget::Version(Version::new(2)))
+        .await
+        .unwrap();
+    println!("RESTORED {}", restored.version);
+    engine.settle().await;
+    println!("FINISHED");
+}
+
+/// A crash at any point of a restore (and of the cold start and compaction around it)
+/// leaves the bucket at the version before it or at the restore, the local copy whole,
+/// and every version still rebuilt from the bucket as it was.
+#[tokio::test]
+async fn a_crash_anywhere_in_a_restore_recovers() {
+    if std::env::var(CHILD).is_ok() || std::env::var(RESTORE_CHILD).is_ok() {
+        return;
+    }
+    let alice = user("alice");
+    let mut crashed = Vec::new();
+    for point in CRASH_POINTS {
+        let root = tempfile::tempdir().unwrap();
+        let writer = restore_engine(root.path(), "w").await;
+        for value in 1..=5 {
+            append(&writer, &alice, value).await.unwrap();
+            writer.settle().await;
+        }
+        drop(writer);
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "restore_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(RESTORE_CHILD, root.path())
+            .env("CELLAR_CRASH_AT", point)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !stdout.contains("FINISHED") {
+            crashed.push(*point);
+        }
+        let restored: Option<u64> = stdout
+            .lines()
+            .find_map(|line| line.split_once("RESTORED ").map(|(_, rest)| rest))
+            .map(|version| version.trim().parse().unwrap());
+
+        let reader = restore_engine(root.path(), "r").await;
+        let found = values(&reader, &alice).await;
+        reader.settle().await;
+        let remote = remote_version(&reader, &alice).await;
+        match restored {
+            Some(version) => {
+                assert_eq!(found, [1, 2], "{point}: acknowledged restore missing");
+                assert!(
+                    remote >= version,
+                    "{point}: bucket at {remote} below {version}"
+                );
+            }
+            None => assert!(
+                found == [1, 2] || found == [1, 2, 3, 4, 5],
+                "{point}: neither before nor after the restore: {found:?}"
+            ),
+        }
+        assert!(
+            cellar_engine::is_intact(&root.path().join("r/alice/database.sqlite")),
+            "{point}: torn database"
+        );
+        let cold = restore_engine(root.path(), &format!("cold-{point}")).await;
+        assert_eq!(values(&cold, &alice).await, found, "{point}: cold start");
+        let bucket = reader.bucket_reader();
+        for (version, rows) in [(2, vec![1, 2]), (5, vec![1, 2, 3, 4, 5])] {
+            let image = bucket
+                .download_version(&alice, Version::new(version))
+                .await
+                .unwrap();
+            assert_eq!(values_in_image(&image), rows, "{point}: version {version}");
+        }
+        eprintln!("{point}: restored {restored:?}, bucket at {remote}, rows {found:?}");
+    }
+    // The restore's own points (the cold start before it passes the install points, the
+    // compaction after it the compaction points).
+    for point in ["before-upload", "after-upload-before-commit"] {
+        assert!(crashed.contains(&point), "{point} not passed: {crashed:?}");
     }
 }

@@ -146,7 +146,10 @@ async fn run(store: Arc<dyn Store>, name: &str) {
     // It shipped the pages that differ, not the database.
     let listed = reader.versions(&alice, 0).await.unwrap().unwrap();
     let shipped = listed.last().unwrap().shipped_bytes;
-    assert!(shipped < 1024, "{name}: the restore shipped {shipped} bytes");
+    assert!(
+        shipped < 1024,
+        "{name}: the restore shipped {shipped} bytes"
+    );
     let mut b_events = b.subscribe();
     assert_eq!(
         values(&b, &alice).await,
