@@ -8,6 +8,8 @@
 //! restarts an engine on the same folders and checks: the database is intact, every
 //! acknowledged write is there, and the bucket's version never went below an acknowledged one.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
