@@ -1102,22 +1102,7 @@ pub(crate) fn apply(
         conn,
         pages: committed_page_count(conn)?,
     };
-    let mut run = Run {
-        receiver: &receiver,
-        pages: BTreeMap::new(),
-        count: receiver.pages,
-        checksum,
-    };
-    for delta in deltas {
-        let delta = delta?;
-        if delta.page_size != page_size {
-            return Err(DeltaError::Unsupported(format!(
-                "the delta has pages of {} bytes, the database pages of {page_size}",
-                delta.page_size
-            )));
-        }
-        run.add(&delta)?;
-    }
+    let run = Run::of(&receiver, page_size, deltas, checksum)?;
     receiver.write(&run.pages, page_size, run.count)?;
     Ok(run.checksum)
 }
@@ -1135,22 +1120,7 @@ pub(crate) fn compose(
         conn,
         pages: committed_page_count(conn)?,
     };
-    let mut run = Run {
-        receiver: &receiver,
-        pages: BTreeMap::new(),
-        count: receiver.pages,
-        checksum,
-    };
-    for delta in deltas {
-        let delta = delta?;
-        if delta.page_size != page_size {
-            return Err(DeltaError::Unsupported(format!(
-                "the delta has pages of {} bytes, the database pages of {page_size}",
-                delta.page_size
-            )));
-        }
-        run.add(&delta)?;
-    }
+    let run = Run::of(&receiver, page_size, deltas, checksum)?;
     let (pages_before, pages_after) = (receiver.pages, run.count);
     let mut records = Records::new(checksum);
     // Page 1 holds the page count: compared whenever the count changed.
@@ -1251,7 +1221,33 @@ struct Run<'r> {
     checksum: u64,
 }
 
-impl Run<'_> {
+impl<'r> Run<'r> {
+    /// `deltas` composed in memory over `receiver`'s pages (at `checksum`), each checked.
+    fn of(
+        receiver: &'r Receiver<'r>,
+        page_size: u32,
+        deltas: impl IntoIterator<Item = Result<Delta, DeltaError>>,
+        checksum: u64,
+    ) -> Result<Self, DeltaError> {
+        let mut run = Run {
+            receiver,
+            pages: BTreeMap::new(),
+            count: receiver.pages,
+            checksum,
+        };
+        for delta in deltas {
+            let delta = delta?;
+            if delta.page_size != page_size {
+                return Err(DeltaError::Unsupported(format!(
+                    "the delta has pages of {} bytes, the database pages of {page_size}",
+                    delta.page_size
+                )));
+            }
+            run.add(&delta)?;
+        }
+        Ok(run)
+    }
+
     fn add(&mut self, delta: &Delta) -> Result<(), DeltaError> {
         if delta.replace {
             self.replace(delta)?;
