@@ -24,14 +24,13 @@ fn history_config(dir: &std::path::Path, writer: &str) -> EngineConfig {
     config
 }
 
-async fn open(store: &Arc<dyn Store>, dir: &std::path::Path, config: EngineConfig) -> Engine {
-    let _ = dir;
+async fn open(store: &Arc<dyn Store>, config: EngineConfig) -> Engine {
     Engine::open(config, store.clone()).await.unwrap()
 }
 
 async fn run(store: Arc<dyn Store>, name: &str) {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = open(&store, dirs[0].path(), history_config(dirs[0].path(), "a")).await;
+    let a = open(&store, history_config(dirs[0].path(), "a")).await;
     let alice = user("alice");
     let mut expected: BTreeMap<Version, Vec<i64>> = BTreeMap::new();
     let mut rows = Vec::new();
@@ -116,7 +115,7 @@ async fn run(store: Arc<dyn Store>, name: &str) {
 
     // A restore is a new version holding the old content; another instance sees it, and
     // subscribers are told which version it brought back.
-    let b = open(&store, dirs[1].path(), history_config(dirs[1].path(), "b")).await;
+    let b = open(&store, history_config(dirs[1].path(), "b")).await;
     assert_eq!(
         values(&b, &alice).await,
         expected[&Version::new(10)],
@@ -210,7 +209,7 @@ async fn run(store: Arc<dyn Store>, name: &str) {
     a.compact(&alice).await.unwrap();
     let mut narrow = history_config(dirs[2].path(), "c");
     narrow.history.keep_versions = 3;
-    let c = open(&store, dirs[2].path(), narrow).await;
+    let c = open(&store, narrow).await;
     let collected = c.collect_history(&alice).await.unwrap();
     assert_eq!(
         collected.oldest_kept,
@@ -256,7 +255,7 @@ async fn run(store: Arc<dyn Store>, name: &str) {
     // With history off, compaction keeps nothing and older versions are not restorable.
     let mut off = history_config(dirs[3].path(), "d");
     off.history.keep_days = 0;
-    let d = open(&store, dirs[3].path(), off).await;
+    let d = open(&store, off).await;
     let bob = user("bob");
     for i in 1..=4 {
         append(&d, &bob, i).await.unwrap();
@@ -290,4 +289,97 @@ async fn history_on_s3_servers() {
         let store: Arc<dyn Store> = Arc::new(S3Store::from_object_store(server.object_store()));
         run(store, kind.name()).await;
     }
+}
+
+/// Retention racing restores, writes and cold starts on one bucket removes nothing the
+/// window keeps and nothing a reader needs: after every round both instances read the
+/// model's rows and every version still listed rebuilds to the rows it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_racing_restores_and_cold_starts_loses_nothing() {
+    let bucket = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::new(bucket.path()));
+    let grace = std::time::Duration::from_millis(500);
+    let configured = |dir: &std::path::Path, writer: &str, keep: u64| {
+        let mut config = common::config(dir, ConflictPolicy::Strict, writer);
+        config.log_grace = grace;
+        config.compact_after_versions = 3;
+        config.history.keep_versions = keep;
+        config
+    };
+    let dirs: Vec<_> = (0..8).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = open(&store, configured(dirs[0].path(), "a", 100_000)).await;
+    let collector = open(&store, configured(dirs[1].path(), "gc", 4)).await;
+    let alice = user("alice");
+    let mut rows: BTreeMap<Version, Vec<i64>> = BTreeMap::new();
+    let mut current = Vec::new();
+    for value in 1..=9 {
+        current.push(value);
+        rows.insert(
+            append(&a, &alice, value).await.unwrap().version,
+            current.clone(),
+        );
+    }
+    for round in 0..5 {
+        a.settle().await;
+        tokio::time::sleep(grace + grace / 2).await; // what the last round folded may go
+        let newest = *rows.keys().last().unwrap();
+        let target = *rows.keys().rev().nth(1).unwrap();
+        let fresh = open(&store, configured(dirs[round + 2].path(), "fresh", 100_000)).await;
+        let (collected, restored, read) = tokio::join!(
+            collector.collect_history(&alice),
+            a.restore(&alice, RestoreTarget::Version(target)),
+            values(&fresh, &alice),
+        );
+        collected.unwrap();
+        let restored = restored.unwrap();
+        assert_eq!(restored.undo, newest, "round {round}");
+        assert!(
+            read == rows[&newest] || read == rows[&target],
+            "round {round}: a cold start read {read:?}"
+        );
+        current = rows[&target].clone();
+        rows.insert(restored.version, current.clone());
+        current.push(100 + round as i64);
+        rows.insert(
+            append(&a, &alice, 100 + round as i64)
+                .await
+                .unwrap()
+                .version,
+            current.clone(),
+        );
+        assert_eq!(values(&a, &alice).await, current, "round {round}");
+        assert_eq!(values(&fresh, &alice).await, current, "round {round}");
+        let reader = a.bucket_reader();
+        let listed = reader.versions(&alice, 0).await.unwrap().unwrap();
+        let newest_four: Vec<Version> = rows.keys().rev().take(4).copied().collect();
+        for version in &newest_four {
+            assert!(
+                listed.iter().any(|entry| entry.version == *version),
+                "round {round}: version {version} left the window early"
+            );
+        }
+        for entry in &listed {
+            let image = reader
+                .download_version(&alice, entry.version)
+                .await
+                .unwrap();
+            assert_eq!(
+                values_in_image(&image),
+                rows[&entry.version],
+                "round {round}: version {}",
+                entry.version
+            );
+        }
+    }
+    let gone = collector.collect_history(&alice).await.unwrap();
+    let listed = a
+        .bucket_reader()
+        .versions(&alice, 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        listed.first().unwrap().version > Version::new(1),
+        "retention removed nothing: {gone:?}"
+    );
 }
