@@ -356,6 +356,18 @@ history() {
         rm -rf "$work/history-cold-$run"
     done
     say "  hist-0 after the runs: $(store_status hist-0 | jq -c '{version, snapshot_version, changes}')"
+    # A version rebuilt from the bucket (what a restore does when it cannot walk back from
+    # its copy): `cellar pull --version`, against `cellar pull` of the newest, 3 runs each.
+    local pulls=()
+    for run in 1 2 3; do
+        for version in "$oldest" $(((oldest + newest) / 2)) ""; do
+            local args=(pull hist-0 --output "$work/pulled.sqlite" --force --json)
+            [[ -n $version ]] && args+=(--version "$version")
+            pulls+=("${version:-newest}=$({ TIMEFORMAT=%R; time env "${store_env[@]}" "$cellar" "${args[@]}" >/dev/null 2>&1; } 2>&1)")
+            rm -f "$work/pulled.sqlite"
+        done
+    done
+    say "  cellar pull (seconds, version=time): ${pulls[*]}"
     local listed
     listed=$(env "${store_env[@]}" "$cellar" versions small-0 --json --limit 0 | jq '.versions | length')
     say "  runs (seconds): $(jq -c '[.cold, .restore_old, .restore_mid, .diff, .versions]' "$work/history-runs" | tr '\n' ' ')"

@@ -8,7 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::checksum::check_body;
+use crate::checksum::BodyCheck;
 use crate::context::blocking;
 use crate::delta::{self, Delta};
 use crate::error::{Error, Result, delta_error};
@@ -174,13 +174,18 @@ async fn base_snapshot(
     checked(user, metadata, body)
 }
 
+/// `body` checked against `metadata` as a download is: its CRC-64/NVME when the metadata
+/// has one (the changes applied after it are checked against the rolling checksum), else
+/// its SHA-256.
 fn checked(
     user: &UserId,
     metadata: SnapshotMetadata,
     body: Bytes,
 ) -> Result<(SnapshotMetadata, Bytes)> {
-    match check_body(&metadata, &body) {
-        Ok(()) => Ok((metadata, body)),
+    let mut check = BodyCheck::arriving(&metadata);
+    check.update(0, 0, &body);
+    match check.finish() {
+        Ok(_) => Ok((metadata, body)),
         Err(mismatch) => Err(Error::Inconsistent {
             user: user.clone(),
             detail: format!("the snapshot of version {}: {mismatch}", metadata.version),
