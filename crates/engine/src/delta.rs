@@ -1213,7 +1213,7 @@ struct Receiver<'c> {
 /// Deltas applied in memory, one after another, on top of a receiver: what their pages are
 /// after the last, the page count and the checksum.
 struct Run<'r> {
-    receiver: &'r Receiver<'r>,
+    receiver: &'r dyn Pages,
     /// Every page a delta wrote and no later one removed, page 1 with the run's page count.
     /// Every page past the receiver's end is here: only a New record (or a replace) adds one.
     pages: BTreeMap<u32, Vec<u8>>,
@@ -1224,7 +1224,7 @@ struct Run<'r> {
 impl<'r> Run<'r> {
     /// `deltas` composed in memory over `receiver`'s pages (at `checksum`), each checked.
     fn of(
-        receiver: &'r Receiver<'r>,
+        receiver: &'r dyn Pages,
         page_size: u32,
         deltas: impl IntoIterator<Item = Result<Delta, DeltaError>>,
         checksum: u64,
@@ -1232,7 +1232,7 @@ impl<'r> Run<'r> {
         let mut run = Run {
             receiver,
             pages: BTreeMap::new(),
-            count: receiver.pages,
+            count: receiver.count(),
             checksum,
         };
         for delta in deltas {
@@ -1345,6 +1345,93 @@ impl<'r> Run<'r> {
             None => self.receiver.page(pgno),
         }
     }
+}
+
+/// The pages a run starts from: a database through SQLite, or an image in memory.
+trait Pages {
+    /// The page count.
+    fn count(&self) -> u32;
+    /// The page, page 1 with [`Pages::count`] as its page count.
+    fn page(&self, pgno: u32) -> Result<Vec<u8>, DeltaError>;
+    /// Refuses a whole image these pages cannot take.
+    fn check_auto_vacuum(&self, new_page_one: &[u8]) -> Result<(), DeltaError>;
+}
+
+impl Pages for Receiver<'_> {
+    fn count(&self) -> u32 {
+        self.pages
+    }
+
+    fn page(&self, pgno: u32) -> Result<Vec<u8>, DeltaError> {
+        Receiver::page(self, pgno)
+    }
+
+    fn check_auto_vacuum(&self, new_page_one: &[u8]) -> Result<(), DeltaError> {
+        Receiver::check_auto_vacuum(self, new_page_one)
+    }
+}
+
+/// A whole database image in memory (a scratch copy being rebuilt).
+struct Image<'a> {
+    bytes: &'a [u8],
+    page_size: usize,
+}
+
+impl Pages for Image<'_> {
+    fn count(&self) -> u32 {
+        (self.bytes.len() / self.page_size) as u32
+    }
+
+    fn page(&self, pgno: u32) -> Result<Vec<u8>, DeltaError> {
+        let start = (pgno as usize - 1) * self.page_size;
+        let mut page = self
+            .bytes
+            .get(start..start + self.page_size)
+            .ok_or_else(|| DeltaError::Corrupt(format!("no page {pgno} in the image")))?
+            .to_vec();
+        if pgno == 1 {
+            set_header_page_count(&mut page, self.count());
+        }
+        Ok(page)
+    }
+
+    /// An image is no live database: nothing moves its pages at a commit.
+    fn check_auto_vacuum(&self, _: &[u8]) -> Result<(), DeltaError> {
+        Ok(())
+    }
+}
+
+/// `deltas` applied in order to `image` (a whole database at `checksum`), in memory, each
+/// checked as [`apply`] checks it: how a version is rebuilt from a snapshot without a file
+/// or a transaction. Answers the new image and its checksum.
+pub(crate) fn apply_to_image(
+    image: &[u8],
+    deltas: impl IntoIterator<Item = Result<Delta, DeltaError>>,
+    checksum: u64,
+) -> Result<(Vec<u8>, u64), DeltaError> {
+    let page_size = image_page_size(image)?;
+    let size = page_size as usize;
+    if !image.len().is_multiple_of(size) {
+        return Err(DeltaError::Corrupt(format!(
+            "an image of {} bytes is not whole pages of {page_size}",
+            image.len()
+        )));
+    }
+    let source = Image {
+        bytes: image,
+        page_size: size,
+    };
+    let run = Run::of(&source, page_size, deltas, checksum)?;
+    let mut out = image[..image.len().min(run.count as usize * size)].to_vec();
+    out.resize(run.count as usize * size, 0);
+    for (pgno, page) in &run.pages {
+        let start = (*pgno as usize - 1) * size;
+        out[start..start + size].copy_from_slice(page);
+    }
+    if run.count >= 1 {
+        set_header_page_count(&mut out[..size], run.count);
+    }
+    Ok((out, run.checksum))
 }
 
 impl Receiver<'_> {
@@ -1620,14 +1707,21 @@ mod tests {
             fs::write(&copy, from).unwrap();
             let conn = open(&copy);
             let checksum = image_checksum(from, 1024);
+            // In memory, the run gives the same image.
+            let (image, after) =
+                apply_to_image(from, run.iter().cloned().map(Ok), checksum).unwrap();
+            assert_eq!(after, image_checksum(to, 1024));
+            let in_memory = dir.path().join("in-memory.sqlite");
+            fs::write(&in_memory, &image).unwrap();
+            let expected = dir.path().join("expected.sqlite");
+            fs::write(&expected, to).unwrap();
+            assert_same_files(&in_memory, &expected, 1024);
             let composed = compose(&conn, run.into_iter().map(Ok), checksum).unwrap();
             assert_eq!(fs::read(&copy).unwrap(), *from, "compose wrote nothing");
             assert_eq!(composed.checksum_after, image_checksum(to, 1024));
             apply_committed(&conn, [Ok(composed)], checksum).unwrap();
             assert_eq!(integrity(&conn), "ok");
             drop(conn);
-            let expected = dir.path().join("expected.sqlite");
-            fs::write(&expected, to).unwrap();
             assert_same_files(&copy, &expected, 1024);
         }
     }

@@ -228,26 +228,24 @@ pub(crate) fn not_kept(user: &UserId, version: Version, reason: String) -> Error
     }
 }
 
-/// The snapshot `body` with `changes` applied in order, each checked against the rolling
-/// checksum, in a temp file.
+/// The snapshot `body` with `changes` applied in order, in memory, each checked against
+/// the rolling checksum (the snapshot's recorded one, else computed).
 pub(crate) fn apply_changes(
     user: &UserId,
     snapshot: &SnapshotMetadata,
     body: &[u8],
     changes: &[Change],
 ) -> Result<Vec<u8>> {
-    let dir = tempfile::tempdir().map_err(Error::io(std::env::temp_dir()))?;
-    let path = dir.path().join("database.sqlite");
-    std::fs::write(&path, body).map_err(Error::io(&path))?;
+    let refused = |err| delta_error(user, Path::new("a rebuilt version"), err);
     let checksum = match snapshot.checksum {
         Some(checksum) => checksum,
-        None => delta::database_checksum(&rusqlite::Connection::open(&path)?)?,
+        None => delta::image_checksum(
+            body,
+            delta::image_page_size(body).map_err(refused)? as usize,
+        ),
     };
-    let deltas: Vec<Delta> = changes
-        .iter()
-        .map(|change| Delta::decode(&change.bytes))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|err| delta_error(user, &path, err))?;
-    apply_in_order(user, &path, checksum, &deltas)?;
-    std::fs::read(&path).map_err(Error::io(&path))
+    let deltas = changes.iter().map(|change| Delta::decode(&change.bytes));
+    delta::apply_to_image(body, deltas, checksum)
+        .map(|(image, _)| image)
+        .map_err(refused)
 }
