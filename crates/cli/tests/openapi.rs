@@ -14,11 +14,14 @@ use serde_json::Value;
 use support::Cellar;
 use support::server::Server;
 
-const ROUTES: [&str; 7] = [
+const ROUTES: [&str; 10] = [
     "/healthz",
     "/metrics",
     "/v1/db",
+    "/v1/db/diff",
     "/v1/db/file",
+    "/v1/db/restore",
+    "/v1/db/versions",
     "/v1/events",
     "/v1/openapi.json",
     "/v1/query",
