@@ -350,10 +350,19 @@ history() {
             -d "{\"version\": $(((oldest + newest) / 2))}" "$url/v1/db/restore")
         versions=$(timed -H 'x-user-id: small-0' "$url/v1/db/versions?limit=10000")
         stop_server
+        # The same restore rebuilt from the snapshot (history.walk_back_changes = 0), what a
+        # restore does when it cannot walk back from its copy; after that server's cold start.
+        start_server "history-far-$run" CELLAR_SYNC_COMPACT_AFTER_VERSIONS=1000 CELLAR_HISTORY_WALK_BACK_CHANGES=0
+        sync
+        local far_cold far
+        far_cold=$(timed -H 'x-user-id: hist-0' "$url/v1/db")
+        far=$(timed -X POST -H 'x-user-id: hist-0' -H 'content-type: application/json' \
+            -d "{\"version\": $(((oldest + newest) / 2))}" "$url/v1/db/restore")
+        stop_server
         jq -nc --argjson cold "$cold" --argjson old "$restore_old" --argjson mid "$restore_mid" \
-            --argjson diff "$diff" --argjson versions "$versions" \
-            '{cold: $cold, restore_old: $old, restore_mid: $mid, diff: $diff, versions: $versions}' >>"$work/history-runs"
-        rm -rf "$work/history-cold-$run"
+            --argjson diff "$diff" --argjson versions "$versions" --argjson far_cold "$far_cold" --argjson far "$far" \
+            '{cold: $cold, restore_old: $old, restore_mid: $mid, diff: $diff, versions: $versions, far_cold: $far_cold, far: $far}' >>"$work/history-runs"
+        rm -rf "$work/history-cold-$run" "$work/history-far-$run"
     done
     say "  hist-0 after the runs: $(store_status hist-0 | jq -c '{version, snapshot_version, changes}')"
     # A version rebuilt from the bucket (what a restore does when it cannot walk back from
@@ -370,11 +379,11 @@ history() {
     say "  cellar pull (seconds, version=time): ${pulls[*]}"
     local listed
     listed=$(env "${store_env[@]}" "$cellar" versions small-0 --json --limit 0 | jq '.versions | length')
-    say "  runs (seconds): $(jq -c '[.cold, .restore_old, .restore_mid, .diff, .versions]' "$work/history-runs" | tr '\n' ' ')"
+    say "  runs (seconds: cold, restore old, restore mid, diff, versions, cold, restore mid from the snapshot): $(jq -c '[.cold, .restore_old, .restore_mid, .diff, .versions, .far_cold, .far]' "$work/history-runs" | tr '\n' ' ')"
     jq -rs --arg store "$store" --argjson listed "$listed" '
         def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
         (map(.cold) | median) as $cold
-        | "history \($store), 64 MiB with 100 changes in the log (2 more per run): cold start \($cold) s; restore of the snapshot version \(map(.restore_old) | median) s (\((map(.restore_old) | median) / $cold * 100 | round / 100)x, target <= 2), of a version mid-log \(map(.restore_mid) | median) s (\((map(.restore_mid) | median) / $cold * 100 | round / 100)x); diff of 100 one-row updates \(map(.diff) | median) s (target < 1); GET /v1/db/versions of a user with \($listed) versions \(map(.versions) | median) s (target < 1) (median of \(length) runs)"' \
+        | "history \($store), 64 MiB with 100 changes in the log (2 more per run): cold start \($cold) s; restore of the snapshot version \(map(.restore_old) | median) s (\((map(.restore_old) | median) / $cold * 100 | round / 100)x, target <= 2), of a version mid-log \(map(.restore_mid) | median) s (\((map(.restore_mid) | median) / $cold * 100 | round / 100)x), the same rebuilt from the snapshot \(map(.far) | median) s (\((map(.far / .far_cold) | median) * 100 | round / 100)x its server'"'"'s cold start); diff of 100 one-row updates \(map(.diff) | median) s (target < 1); GET /v1/db/versions of a user with \($listed) versions \(map(.versions) | median) s (target < 1) (median of \(length) runs)"' \
         "$work/history-runs"
 }
 

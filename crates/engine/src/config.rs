@@ -155,6 +155,10 @@ pub struct HistoryConfig {
     pub keep_versions: u64,
     /// Whether users may restore their own database over HTTP (`POST /v1/db/restore`).
     pub user_restore: bool,
+    /// How many changes a restore or a diff undoes at most to walk back from the local copy;
+    /// farther, the version is rebuilt from a snapshot. 0: always from a snapshot (each
+    /// change is one request: on a store far away a snapshot may come sooner).
+    pub walk_back_changes: usize,
 }
 
 impl HistoryConfig {
@@ -170,6 +174,7 @@ impl Default for HistoryConfig {
             keep_days: 7,
             keep_versions: 100_000,
             user_restore: true,
+            walk_back_changes: 1000,
         }
     }
 }

@@ -162,7 +162,10 @@ impl Engine {
         let local = LocalCopy::of(&session);
         let undo = local.version;
         let back = match local.checksum.is_some() && catalog.newest() == undo {
-            true => changes_back(reader.remote(), user, &catalog, restored).await?,
+            true => {
+                let most = self.config().history.walk_back_changes;
+                changes_back(reader.remote(), user, &catalog, restored, most).await?
+            }
             false => None,
         };
         let committed = match back {
@@ -231,7 +234,14 @@ impl Engine {
         let reader = self.bucket_reader();
         if let Some(checksum) = local.checksum
             && catalog.newest() == local.version
-            && let Some(inverses) = changes_back(reader.remote(), user, catalog, version).await?
+            && let Some(inverses) = changes_back(
+                reader.remote(),
+                user,
+                catalog,
+                version,
+                self.config().history.walk_back_changes,
+            )
+            .await?
         {
             return apply_to_copy(user, &local.path, checksum, inverses, into).await;
         }

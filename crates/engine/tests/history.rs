@@ -252,8 +252,23 @@ async fn run(store: Arc<dyn Store>, name: &str) {
         "{name}"
     );
 
+    // A restore that does not walk back from its copy rebuilds the version from a snapshot
+    // and ships the pages that differ.
+    let mut far = history_config(dirs[3].path(), "far");
+    far.history.walk_back_changes = 0;
+    let far = open(&store, far).await;
+    let rebuilt = far
+        .restore(&alice, RestoreTarget::Version(Version::new(12)))
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.version, Version::new(14), "{name}");
+    assert_eq!(values(&a, &alice).await, after_restore, "{name}");
+    let listed = reader.versions(&alice, 0).await.unwrap().unwrap();
+    let shipped = listed.last().unwrap().shipped_bytes;
+    assert!(shipped < 1024, "{name}: the restore shipped {shipped} bytes");
+
     // With history off, compaction keeps nothing and older versions are not restorable.
-    let mut off = history_config(dirs[3].path(), "d");
+    let mut off = history_config(dirs[2].path(), "d");
     off.history.keep_days = 0;
     let d = open(&store, off).await;
     let bob = user("bob");

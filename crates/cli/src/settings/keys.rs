@@ -196,6 +196,9 @@ pub const KEYS: &[Key] = &[
     Key::integer("history.keep_versions", |s, v| {
         parse_whole(v, "versions").map(|n| s.history.keep_versions = n)
     }),
+    Key::integer("history.walk_back_changes", |s, v| {
+        parse_whole(v, "changes").map(|n| s.history.walk_back_changes = n)
+    }),
     Key::boolean("history.user_restore", |s, v| {
         parse_bool(v).map(|b| s.history.user_restore = b)
     }),

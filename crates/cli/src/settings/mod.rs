@@ -154,7 +154,8 @@ pub struct Settings {
     /// commit, uploading in the background (`async`).
     pub durability: Durability,
     /// `history.keep_days`, `history.keep_versions` (either 0 turns history off),
-    /// `history.user_restore`: which versions stay restorable, and who may restore them.
+    /// `history.user_restore`: which versions stay restorable, and who may restore them;
+    /// `history.walk_back_changes`: how far a restore walks back from the local copy.
     pub history: HistoryConfig,
     /// `auth.mode`.
     pub auth_mode: AuthKind,

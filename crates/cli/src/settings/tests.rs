@@ -680,7 +680,12 @@ fn history_keys_reach_the_engine_and_zero_turns_history_off() {
             ("CELLAR_HISTORY_KEEP_DAYS", "0"),
             ("CELLAR_HISTORY_KEEP_VERSIONS", "2"),
             ("CELLAR_HISTORY_USER_RESTORE", "true"),
+            ("CELLAR_HISTORY_WALK_BACK_CHANGES", "0"),
         ],
+    );
+    assert_eq!(
+        (defaults.walk_back_changes, from_env.walk_back_changes),
+        (1000, 0)
     );
     assert_eq!(
         (

@@ -56,21 +56,19 @@ pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) ->
     Ok(Bytes::from(image))
 }
 
-/// Changes undone at most by [`rebuild_back`]: past that, a snapshot nearer the version is
-/// cheaper.
-const MAX_UNDONE: usize = 1000;
 /// Changes asked for side by side while walking back.
 const CHANGES_IN_FLIGHT: usize = 8;
 
 /// The changes that take `user`'s database from the catalog's newest version back to
 /// `version`, newest first, each inverted (no snapshot needed). `None` when the walk cannot
-/// be made (a change replaced the whole database, is gone, or the walk is long): the
-/// caller rebuilds forwards.
+/// be made (a change replaced the whole database, is gone, or there are more than `most`):
+/// the caller rebuilds forwards.
 pub(crate) async fn changes_back(
     remote: &Remote,
     user: &UserId,
     catalog: &Catalog,
     version: Version,
+    most: usize,
 ) -> Result<Option<Vec<Delta>>> {
     let entries = &catalog.entries;
     let Ok(start) = entries.binary_search_by_key(&version, |entry| entry.version) else {
@@ -81,7 +79,7 @@ pub(crate) async fn changes_back(
         .windows(2)
         .map(|pair| (pair[0].version, pair[1].version))
         .collect();
-    let walkable = steps.len() <= MAX_UNDONE
+    let walkable = steps.len() <= most
         && entries[start + 1..]
             .iter()
             .all(|entry| entry.held_by.contains(&Holder::Change));
