@@ -29,7 +29,7 @@ async fn open(store: &Arc<dyn Store>, config: EngineConfig) -> Engine {
 }
 
 async fn run(store: Arc<dyn Store>, name: &str) {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let a = open(&store, history_config(dirs[0].path(), "a")).await;
     let alice = user("alice");
     let mut expected: BTreeMap<Version, Vec<i64>> = BTreeMap::new();
@@ -268,7 +268,7 @@ async fn run(store: Arc<dyn Store>, name: &str) {
     assert!(shipped < 1024, "{name}: the restore shipped {shipped} bytes");
 
     // With history off, compaction keeps nothing and older versions are not restorable.
-    let mut off = history_config(dirs[2].path(), "d");
+    let mut off = history_config(dirs[4].path(), "d");
     off.history.keep_days = 0;
     let d = open(&store, off).await;
     let bob = user("bob");
