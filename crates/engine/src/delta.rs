@@ -293,7 +293,7 @@ impl Delta {
     /// restore or a push ships only the pages that differ from the copy it replaces.
     /// Images of different page sizes are [`DeltaError::Unsupported`]. Its versions are
     /// zero: the caller sets them.
-    pub(crate) fn between(old: &[u8], new: &[u8]) -> Result<Self, DeltaError> {
+    pub(crate) fn between<'a>(old: &'a [u8], new: &'a [u8]) -> Result<Self, DeltaError> {
         let page_size = image_page_size(new)?;
         if image_page_size(old)? != page_size {
             return Err(DeltaError::Unsupported("the page size changed".into()));
@@ -310,8 +310,13 @@ impl Delta {
         let (pages_before, pages_after) = (pages(old)?, pages(new)?);
         let checksum_before = image_checksum(old, size);
         let mut records = Records::new(checksum_before);
-        let page = |image: &[u8], pgno: u32| image[(pgno as usize - 1) * size..][..size].to_vec();
+        let slice = |image: &'a [u8], pgno: u32| &image[(pgno as usize - 1) * size..][..size];
+        let page = |image: &'a [u8], pgno: u32| slice(image, pgno).to_vec();
         for pgno in 1..=pages_before.min(pages_after) {
+            // Most pages are the same: compared in place before anything is copied.
+            if pgno != 1 && slice(old, pgno) == slice(new, pgno) {
+                continue;
+            }
             let (mut before, mut after) = (page(old, pgno), page(new, pgno));
             if pgno == 1 {
                 set_header_page_count(&mut before, pages_before);

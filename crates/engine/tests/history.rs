@@ -265,7 +265,10 @@ async fn run(store: Arc<dyn Store>, name: &str) {
     assert_eq!(values(&a, &alice).await, after_restore, "{name}");
     let listed = reader.versions(&alice, 0).await.unwrap().unwrap();
     let shipped = listed.last().unwrap().shipped_bytes;
-    assert!(shipped < 1024, "{name}: the restore shipped {shipped} bytes");
+    assert!(
+        shipped < 1024,
+        "{name}: the restore shipped {shipped} bytes"
+    );
 
     // With history off, compaction keeps nothing and older versions are not restorable.
     let mut off = history_config(dirs[4].path(), "d");

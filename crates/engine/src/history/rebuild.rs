@@ -26,9 +26,32 @@ const MAX_SNAPSHOT_BYTES: usize = 1 << 40;
 pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) -> Result<Bytes> {
     let (base, body) = base_snapshot(remote, user, version).await?;
     let mut at = base.version;
+    // The changes a listing shows between the two, asked for side by side; the chain is
+    // followed through them, and one at a time past them (a listing may be behind).
+    let listed: Vec<Version> = match at < version {
+        true => remote.list_changes(user).await?,
+        false => Vec::new(),
+    }
+    .into_iter()
+    .map(|change| change.version)
+    .filter(|&after| after >= at && after < version)
+    .collect();
+    let mut fetched: std::collections::BTreeMap<Version, Change> = futures::stream::iter(listed)
+        .map(|after| remote.next_change(user, after))
+        .buffered(CHANGES_IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .map(|change| (change.metadata.base_version, change))
+        .collect();
     let mut changes = Vec::new();
     while at < version {
-        let Some(change) = remote.next_change(user, at).await? else {
+        let next = match fetched.remove(&at) {
+            Some(change) => Some(change),
+            None => remote.next_change(user, at).await?,
+        };
+        let Some(change) = next else {
             return Err(not_kept(
                 user,
                 version,
