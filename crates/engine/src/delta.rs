@@ -1406,15 +1406,15 @@ impl Pages for Image<'_> {
     }
 }
 
-/// `deltas` applied in order to `image` (a whole database at `checksum`), in memory, each
-/// checked as [`apply`] checks it: how a version is rebuilt from a snapshot without a file
-/// or a transaction. Answers the new image and its checksum.
+/// `deltas` applied in order to `image` (a whole database at `checksum`), in memory and in
+/// place, each checked as [`apply`] checks it: how a version is rebuilt from a snapshot
+/// without a file, a transaction or a copy. Answers the new image and its checksum.
 pub(crate) fn apply_to_image(
-    image: &[u8],
+    mut image: Vec<u8>,
     deltas: impl IntoIterator<Item = Result<Delta, DeltaError>>,
     checksum: u64,
 ) -> Result<(Vec<u8>, u64), DeltaError> {
-    let page_size = image_page_size(image)?;
+    let page_size = image_page_size(&image)?;
     let size = page_size as usize;
     if !image.len().is_multiple_of(size) {
         return Err(DeltaError::Corrupt(format!(
@@ -1423,20 +1423,24 @@ pub(crate) fn apply_to_image(
         )));
     }
     let source = Image {
-        bytes: image,
+        bytes: &image,
         page_size: size,
     };
-    let run = Run::of(&source, page_size, deltas, checksum)?;
-    let mut out = image[..image.len().min(run.count as usize * size)].to_vec();
-    out.resize(run.count as usize * size, 0);
-    for (pgno, page) in &run.pages {
+    let Run {
+        pages,
+        count,
+        checksum,
+        ..
+    } = Run::of(&source, page_size, deltas, checksum)?;
+    image.resize(count as usize * size, 0);
+    for (pgno, page) in &pages {
         let start = (*pgno as usize - 1) * size;
-        out[start..start + size].copy_from_slice(page);
+        image[start..start + size].copy_from_slice(page);
     }
-    if run.count >= 1 {
-        set_header_page_count(&mut out[..size], run.count);
+    if count >= 1 {
+        set_header_page_count(&mut image[..size], count);
     }
-    Ok((out, run.checksum))
+    Ok((image, checksum))
 }
 
 impl Receiver<'_> {
@@ -1714,7 +1718,7 @@ mod tests {
             let checksum = image_checksum(from, 1024);
             // In memory, the run gives the same image.
             let (image, after) =
-                apply_to_image(from, run.iter().cloned().map(Ok), checksum).unwrap();
+                apply_to_image(from.clone(), run.iter().cloned().map(Ok), checksum).unwrap();
             assert_eq!(after, image_checksum(to, 1024));
             let in_memory = dir.path().join("in-memory.sqlite");
             fs::write(&in_memory, &image).unwrap();

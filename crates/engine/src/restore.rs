@@ -172,7 +172,9 @@ impl Engine {
             Some(inverses) => session.commit_changes(inverses, restored).await?,
             None => {
                 let image = reader.download_version(user, restored).await?;
-                session.commit_whole(image.to_vec(), Some(restored)).await?
+                session
+                    .commit_whole(Vec::from(image), Some(restored))
+                    .await?
             }
         };
         Ok(Restored {

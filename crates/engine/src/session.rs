@@ -283,8 +283,8 @@ impl Session {
             (Version::ZERO, _) | (_, None) => None,
             (_, Some(checksum)) => Some((self.file_path(), checksum)),
         };
-        let (whole, planned) = (image.clone(), plan.clone());
-        let (outgoing, page_by_page) = blocking(move || {
+        let planned = plan.clone();
+        let (outgoing, page_by_page, image) = blocking(move || {
             let base = base
                 .map(|(path, checksum)| std::fs::read(&path).map(|bytes| (bytes, checksum)))
                 .transpose()
@@ -292,7 +292,9 @@ impl Session {
             let base = base
                 .as_ref()
                 .map(|(bytes, checksum)| (&bytes[..], *checksum));
-            Outgoing::image_over(whole, base, &planned)
+            let mut image = image;
+            let (outgoing, page_by_page) = Outgoing::image_over(&mut image, base, &planned)?;
+            Ok((outgoing, page_by_page, image))
         })
         .await?;
         let local = match page_by_page {

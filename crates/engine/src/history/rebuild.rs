@@ -75,7 +75,7 @@ pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) ->
         return Ok(body);
     }
     let owned = user.clone();
-    let image = blocking(move || apply_changes(&owned, &base, &body, &changes)).await?;
+    let image = blocking(move || apply_changes(&owned, &base, body, &changes)).await?;
     Ok(Bytes::from(image))
 }
 
@@ -254,19 +254,20 @@ pub(crate) fn not_kept(user: &UserId, version: Version, reason: String) -> Error
 pub(crate) fn apply_changes(
     user: &UserId,
     snapshot: &SnapshotMetadata,
-    body: &[u8],
+    body: Bytes,
     changes: &[Change],
 ) -> Result<Vec<u8>> {
     let refused = |err| delta_error(user, Path::new("a rebuilt version"), err);
     let checksum = match snapshot.checksum {
         Some(checksum) => checksum,
         None => delta::image_checksum(
-            body,
-            delta::image_page_size(body).map_err(refused)? as usize,
+            &body,
+            delta::image_page_size(&body).map_err(refused)? as usize,
         ),
     };
     let deltas = changes.iter().map(|change| Delta::decode(&change.bytes));
-    delta::apply_to_image(body, deltas, checksum)
+    // The body read from the store is held nowhere else: no copy.
+    delta::apply_to_image(Vec::from(body), deltas, checksum)
         .map(|(image, _)| image)
         .map_err(refused)
 }

@@ -62,22 +62,23 @@ impl Outgoing {
 
     /// `image`, a whole database, as the upload of `plan`: the snapshot for a first
     /// version, else a change that replaces every page.
-    pub fn image(image: Snapshot, plan: &UploadPlan) -> Result<Self, Error> {
-        Self::image_over(image, None, plan).map(|(outgoing, _)| outgoing)
+    pub fn image(mut image: Snapshot, plan: &UploadPlan) -> Result<Self, Error> {
+        Self::image_over(&mut image, None, plan).map(|(outgoing, _)| outgoing)
     }
 
     /// [`Outgoing::image`], as the pages that differ from `base` (the whole database at
     /// the plan's base, and its recorded checksum) when it is given, matches its checksum
     /// and compares page by page: a restore or a push ships what it changes, not the
     /// database. True when it did (the change can be applied to the base like any other).
+    /// `image` is stamped in place (not copied when nothing else holds it).
     pub fn image_over(
-        mut image: Snapshot,
+        image: &mut Snapshot,
         base: Option<(&[u8], u64)>,
         plan: &UploadPlan,
     ) -> Result<(Self, bool), Error> {
         image.stamp(plan.version);
         if plan.base_version == Version::ZERO {
-            return Ok((Self::First(image), false));
+            return Ok((Self::First(image.clone()), false));
         }
         let between = base.map(|(base, checksum)| (Delta::between(base, image.bytes()), checksum));
         match between {
