@@ -289,46 +289,49 @@ impl Delta {
         })
     }
 
-    /// The change from image `old` to image `new` (whole SQLite files), page by page: how a
-    /// restore or a push ships only the pages that differ from the copy it replaces.
-    /// Images of different page sizes are [`DeltaError::Unsupported`]. Its versions are
-    /// zero: the caller sets them.
-    pub(crate) fn between<'a>(old: &'a [u8], new: &'a [u8]) -> Result<Self, DeltaError> {
+    /// The change from the database `old` (read once, page by page, `old_len` bytes) to the
+    /// image `new` (whole SQLite files): how a restore or a push ships only the pages that
+    /// differ from the copy it replaces, without holding that copy in memory. Databases of
+    /// different page sizes are [`DeltaError::Unsupported`]. Its versions are zero: the
+    /// caller sets them.
+    pub(crate) fn between(
+        mut old: impl Read,
+        old_len: u64,
+        new: &[u8],
+    ) -> Result<Self, DeltaError> {
         let page_size = image_page_size(new)?;
-        if image_page_size(old)? != page_size {
-            return Err(DeltaError::Unsupported("the page size changed".into()));
-        }
         let size = page_size as usize;
-        let pages = |image: &[u8]| match image.len().is_multiple_of(size) {
-            true => u32::try_from(image.len() / size)
+        let pages = |len: u64| match len.is_multiple_of(size as u64) {
+            true => u32::try_from(len / size as u64)
                 .map_err(|_| DeltaError::Corrupt("more pages than SQLite allows".into())),
             false => Err(DeltaError::Corrupt(format!(
-                "an image of {} bytes is not whole pages of {page_size}",
-                image.len()
+                "a database of {len} bytes is not whole pages of {page_size}"
             ))),
         };
-        let (pages_before, pages_after) = (pages(old)?, pages(new)?);
-        let checksum_before = image_checksum(old, size);
-        let mut records = Records::new(checksum_before);
-        let slice = |image: &'a [u8], pgno: u32| &image[(pgno as usize - 1) * size..][..size];
-        let page = |image: &'a [u8], pgno: u32| slice(image, pgno).to_vec();
-        for pgno in 1..=pages_before.min(pages_after) {
-            // Most pages are the same: compared in place before anything is copied.
-            if pgno != 1 && slice(old, pgno) == slice(new, pgno) {
-                continue;
+        let (pages_before, pages_after) = (pages(old_len)?, pages(new.len() as u64)?);
+        let new_page = |pgno: u32| &new[(pgno as usize - 1) * size..][..size];
+        // The checksum before is summed on the way; the records' changes to it after.
+        let (mut checksum_before, mut records) = (0, Records::new(0));
+        let mut page = vec![0; size];
+        for pgno in 1..=pages_before {
+            old.read_exact(&mut page)?;
+            if pgno == 1 && image_page_size(&page)? != page_size {
+                return Err(DeltaError::Unsupported("the page size changed".into()));
             }
-            let (mut before, mut after) = (page(old, pgno), page(new, pgno));
-            if pgno == 1 {
-                set_header_page_count(&mut before, pages_before);
-                set_header_page_count(&mut after, pages_after);
+            checksum_before ^= committed_page_checksum(pgno, &page, pages_before);
+            if pgno > pages_after {
+                records.push(pgno, RecordKind::Removed, page.clone());
+            } else if pgno == 1 || page != new_page(pgno) {
+                let (mut before, mut after) = (page.clone(), new_page(pgno).to_vec());
+                if pgno == 1 {
+                    set_header_page_count(&mut before, pages_before);
+                    set_header_page_count(&mut after, pages_after);
+                }
+                records.changed(pgno, &before, &after);
             }
-            records.changed(pgno, &before, &after);
         }
         for pgno in pages_before + 1..=pages_after {
-            records.push(pgno, RecordKind::New, page(new, pgno));
-        }
-        for pgno in pages_after + 1..=pages_before {
-            records.push(pgno, RecordKind::Removed, page(old, pgno));
+            records.push(pgno, RecordKind::New, new_page(pgno).to_vec());
         }
         Ok(Self {
             page_size,
@@ -337,7 +340,7 @@ impl Delta {
             pages_before,
             pages_after,
             checksum_before,
-            checksum_after: records.checksum,
+            checksum_after: checksum_before ^ records.checksum,
             replace: false,
             records: records.records,
         })
@@ -1644,7 +1647,7 @@ mod tests {
             conn.execute_batch(work).unwrap();
             drop(conn);
             let (old, new) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
-            let delta = Delta::between(&old, &new).unwrap();
+            let delta = Delta::between(&old[..], old.len() as u64, &new).unwrap();
             assert!(!delta.replace);
             assert_eq!(delta.checksum_after, image_checksum(&new, 1024));
             let decoded = Delta::decode(&delta.encode().unwrap()).unwrap();
@@ -1674,7 +1677,8 @@ mod tests {
         open(&other)
             .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t(x);")
             .unwrap();
-        let err = Delta::between(&fs::read(&a).unwrap(), &fs::read(&other).unwrap());
+        let old = fs::read(&a).unwrap();
+        let err = Delta::between(&old[..], old.len() as u64, &fs::read(&other).unwrap());
         assert!(matches!(err, Err(DeltaError::Unsupported(_))), "{err:?}");
     }
 
@@ -1701,7 +1705,7 @@ mod tests {
         }
         let deltas: Vec<Delta> = images
             .windows(2)
-            .map(|pair| Delta::between(&pair[0], &pair[1]).unwrap())
+            .map(|pair| Delta::between(&pair[0][..], pair[0].len() as u64, &pair[1]).unwrap())
             .collect();
         let copy = dir.path().join("copy.sqlite");
         // Forwards from the first image, and back from the last with the inverses.

@@ -21,7 +21,7 @@ use crate::metrics::EngineMetrics;
 use crate::remote::{Change, RemoteHead};
 use crate::runtime;
 use crate::snapshot::Snapshot;
-use crate::sync::upload::{self, Outgoing, UploadFailure, UploadPlan};
+use crate::sync::upload::{self, Base, Outgoing, UploadFailure, UploadPlan};
 use crate::sync::{aside, compact, install, log, pull};
 use crate::tracked::TrackedConnection;
 use crate::user::UserId;
@@ -286,12 +286,17 @@ impl Session {
         let planned = plan.clone();
         let (outgoing, page_by_page, image) = blocking(move || {
             let base = base
-                .map(|(path, checksum)| std::fs::read(&path).map(|bytes| (bytes, checksum)))
+                .map(|(path, checksum)| {
+                    let file = std::fs::File::open(&path)?;
+                    let len = file.metadata()?.len();
+                    Ok::<_, std::io::Error>(Base {
+                        file,
+                        len,
+                        checksum,
+                    })
+                })
                 .transpose()
                 .map_err(Error::io("the local copy"))?;
-            let base = base
-                .as_ref()
-                .map(|(bytes, checksum)| (&bytes[..], *checksum));
             let mut image = image;
             let (outgoing, page_by_page) = Outgoing::image_over(&mut image, base, &planned)?;
             Ok((outgoing, page_by_page, image))

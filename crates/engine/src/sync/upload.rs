@@ -66,21 +66,27 @@ impl Outgoing {
         Self::image_over(&mut image, None, plan).map(|(outgoing, _)| outgoing)
     }
 
-    /// [`Outgoing::image`], as the pages that differ from `base` (the whole database at
-    /// the plan's base, and its recorded checksum) when it is given, matches its checksum
-    /// and compares page by page: a restore or a push ships what it changes, not the
-    /// database. True when it did (the change can be applied to the base like any other).
-    /// `image` is stamped in place (not copied when nothing else holds it).
+    /// [`Outgoing::image`], as the pages that differ from `base` (the database at the
+    /// plan's base, read page by page) when it is given, matches its recorded checksum and
+    /// compares page by page: a restore or a push ships what it changes, not the database.
+    /// True when it did (the change can be applied to the base like any other). `image` is
+    /// stamped in place (not copied when nothing else holds it).
     pub fn image_over(
         image: &mut Snapshot,
-        base: Option<(&[u8], u64)>,
+        base: Option<Base>,
         plan: &UploadPlan,
     ) -> Result<(Self, bool), Error> {
         image.stamp(plan.version);
         if plan.base_version == Version::ZERO {
             return Ok((Self::First(image.clone()), false));
         }
-        let between = base.map(|(base, checksum)| (Delta::between(base, image.bytes()), checksum));
+        let between = base.map(|base| {
+            let pages = std::io::BufReader::with_capacity(1 << 20, base.file);
+            (
+                Delta::between(pages, base.len, image.bytes()),
+                base.checksum,
+            )
+        });
         match between {
             Some((Ok(delta), checksum)) if delta.checksum_before == checksum => {
                 Ok((Self::change(delta, plan)?, true))
@@ -109,6 +115,16 @@ impl Outgoing {
             Self::Change { database_bytes, .. } => *database_bytes,
         }
     }
+}
+
+/// The database at an upload's base, for [`Outgoing::image_over`].
+pub(crate) struct Base {
+    /// The file, read from its start.
+    pub file: std::fs::File,
+    /// Its length.
+    pub len: u64,
+    /// Its recorded rolling checksum: a file that does not match is not a base.
+    pub checksum: u64,
 }
 
 /// What an upload is to carry and on what it is based.
