@@ -356,6 +356,7 @@ history() {
         sync
         local far_cold far
         far_cold=$(timed -H 'x-user-id: hist-0' "$url/v1/db")
+        sleep 1 # the download's install after the answer, as the first server's diff waits for it
         far=$(timed -X POST -H 'x-user-id: hist-0' -H 'content-type: application/json' \
             -d "{\"version\": $(((oldest + newest) / 2))}" "$url/v1/db/restore")
         stop_server
