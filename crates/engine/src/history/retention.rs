@@ -126,7 +126,7 @@ impl Window {
 }
 
 /// Removes what `window` no longer keeps of `user`'s history, at most [`MAX_DELETES`]
-/// objects: changes first, oldest first, then snapshots (a snapshot goes only once
+/// objects, eight at a time: changes first, asked oldest first, then snapshots (a snapshot goes only once
 /// nothing older than it is needed).
 pub(crate) async fn collect(remote: &Remote, user: &UserId, window: Window) -> Result<Collected> {
     let Some(catalog) = Catalog::read(remote, user).await? else {
