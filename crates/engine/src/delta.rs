@@ -301,14 +301,8 @@ impl Delta {
     ) -> Result<Self, DeltaError> {
         let page_size = image_page_size(new)?;
         let size = page_size as usize;
-        let pages = |len: u64| match len.is_multiple_of(size as u64) {
-            true => u32::try_from(len / size as u64)
-                .map_err(|_| DeltaError::Corrupt("more pages than SQLite allows".into())),
-            false => Err(DeltaError::Corrupt(format!(
-                "a database of {len} bytes is not whole pages of {page_size}"
-            ))),
-        };
-        let (pages_before, pages_after) = (pages(old_len)?, pages(new.len() as u64)?);
+        let pages_before = whole_pages(old_len, page_size)?;
+        let pages_after = whole_pages(new.len() as u64, page_size)?;
         let new_page = |pgno: u32| &new[(pgno as usize - 1) * size..][..size];
         // The checksum before is summed on the way; the records' changes to it after.
         let (mut checksum_before, mut records) = (0, Records::new(0));
@@ -341,6 +335,150 @@ impl Delta {
             pages_after,
             checksum_before,
             checksum_after: checksum_before ^ records.checksum,
+            replace: false,
+            records: records.records,
+        })
+    }
+
+    /// The change from the database `old` (read once, page by page: `old_len` bytes at the
+    /// rolling checksum `old_checksum`) to the version the run `deltas` makes of `snapshot`
+    /// (read once, page by page, to its end; at `snapshot_checksum`, summed on the way when
+    /// unknown): how a restore rebuilt from a snapshot ships only the pages that differ from
+    /// the copy without the version ever being whole in memory. Only the pages the run
+    /// touches, and those where the copy differs, are held. Checked: the copy's checksum
+    /// with the records must give the run's, so a copy that drifted from `old_checksum` is
+    /// refused. Databases of different page sizes are [`DeltaError::Unsupported`]. Its
+    /// versions are zero: the caller sets them.
+    pub(crate) fn between_rebuilt(
+        mut old: impl Read,
+        old_len: u64,
+        old_checksum: u64,
+        mut snapshot: impl Read,
+        snapshot_checksum: Option<u64>,
+        deltas: Vec<Delta>,
+    ) -> Result<Self, DeltaError> {
+        let mut page = vec![0; 100];
+        if !read_page(&mut snapshot, &mut page)? {
+            return Err(DeltaError::Corrupt("an empty snapshot".into()));
+        }
+        let page_size = image_page_size(&page)?;
+        let size = page_size as usize;
+        page.resize(size, 0);
+        if !read_page(&mut snapshot, &mut page[100..])? {
+            return Err(DeltaError::Corrupt("a snapshot shorter than a page".into()));
+        }
+        let mut old_page = vec![0; size];
+        if old_len > 0 {
+            old.read_exact(&mut old_page[..100])?;
+            if image_page_size(&old_page[..100])? != page_size {
+                return Err(DeltaError::Unsupported("the page size changed".into()));
+            }
+        }
+        let pages_before = whole_pages(old_len, page_size)?;
+        let touched: BTreeSet<u32> = deltas
+            .iter()
+            .flat_map(|delta| delta.records.iter().map(|record| record.pgno))
+            .chain([1])
+            .collect();
+        // The snapshot's pages the run reads, and the copy's beside them; pages the run leaves
+        // as the snapshot has them where the copy differs (each side `None` past its end).
+        let (mut held, mut held_old) = (BTreeMap::new(), BTreeMap::new());
+        let mut differing: BTreeMap<u32, Sides> = BTreeMap::new();
+        let (mut snapshot_pages, mut summed) = (0, 0);
+        for pgno in 1..u32::MAX {
+            let in_snapshot =
+                pgno == snapshot_pages + 1 && (pgno == 1 || read_page(&mut snapshot, &mut page)?);
+            let in_old = pgno <= pages_before;
+            if !in_snapshot && !in_old {
+                break;
+            }
+            if in_old {
+                // Page 1's header was read with its page size.
+                let from = if pgno == 1 { 100 } else { 0 };
+                old.read_exact(&mut old_page[from..])?;
+            }
+            if in_snapshot {
+                snapshot_pages = pgno;
+                if snapshot_checksum.is_none() && pgno > 1 {
+                    summed ^= page_checksum(pgno, &page);
+                }
+            }
+            if touched.contains(&pgno) {
+                if in_snapshot {
+                    held.insert(pgno, page.clone());
+                }
+                if in_old {
+                    held_old.insert(pgno, old_page.clone());
+                }
+            } else if !(in_snapshot && in_old && page == old_page) {
+                let sides = (
+                    in_old.then(|| old_page.clone()),
+                    in_snapshot.then(|| page.clone()),
+                );
+                differing.insert(pgno, sides);
+            }
+        }
+        let checksum = match snapshot_checksum {
+            Some(checksum) => checksum,
+            None => summed ^ committed_page_checksum(1, &held[&1], snapshot_pages),
+        };
+        let source = Held {
+            pages: &held,
+            count: snapshot_pages,
+        };
+        let run = Run::of(&source, page_size, deltas.into_iter().map(Ok), checksum)?;
+        let pages_after = run.count;
+        let mut records = Records::new(old_checksum);
+        for pgno in 1..=pages_before.max(pages_after) {
+            let (old, new) = match touched.contains(&pgno) {
+                true => {
+                    let new = (pgno <= pages_after).then(|| run.page(pgno)).transpose()?;
+                    (held_old.remove(&pgno), new)
+                }
+                false => match differing.remove(&pgno) {
+                    Some(sides) => sides,
+                    None => continue, // the same page on both sides
+                },
+            };
+            // A page the run did not touch is where the snapshot has it: the page counts
+            // only differ by pages the run added or removed.
+            let sides_due = (pgno <= pages_before, pgno <= pages_after);
+            match (old, new) {
+                (Some(mut old), Some(mut new)) if sides_due == (true, true) => {
+                    if pgno == 1 {
+                        set_header_page_count(&mut old, pages_before);
+                        set_header_page_count(&mut new, pages_after);
+                    }
+                    records.changed(pgno, &old, &new);
+                }
+                (Some(old), None) if sides_due == (true, false) => {
+                    records.push(pgno, RecordKind::Removed, old);
+                }
+                (None, Some(new)) if sides_due == (false, true) => {
+                    records.push(pgno, RecordKind::New, new);
+                }
+                _ => {
+                    return Err(DeltaError::Corrupt(format!(
+                        "page {pgno} of the rebuilt version is not where its page count says"
+                    )));
+                }
+            }
+        }
+        if records.checksum != run.checksum {
+            return Err(DeltaError::Mismatch {
+                expected: run.checksum,
+                found: records.checksum,
+                stage: "after",
+            });
+        }
+        Ok(Self {
+            page_size,
+            base_version: Version::ZERO,
+            version: Version::ZERO,
+            pages_before,
+            pages_after,
+            checksum_before: old_checksum,
+            checksum_after: run.checksum,
             replace: false,
             records: records.records,
         })
@@ -412,6 +550,40 @@ impl Fields<'_> {
 /// The big-endian u32 at `at` of `bytes` (which must hold it).
 fn be32(bytes: &[u8], at: usize) -> u32 {
     Fields(&bytes[at..]).u32()
+}
+
+/// A page of two databases, the old and the new (`None` past that one's end).
+type Sides = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// How many pages of `page_size` a database of `len` bytes holds.
+fn whole_pages(len: u64, page_size: u32) -> Result<u32, DeltaError> {
+    match len.is_multiple_of(u64::from(page_size)) {
+        true => u32::try_from(len / u64::from(page_size))
+            .map_err(|_| DeltaError::Corrupt("more pages than SQLite allows".into())),
+        false => Err(DeltaError::Corrupt(format!(
+            "a database of {len} bytes is not whole pages of {page_size}"
+        ))),
+    }
+}
+
+/// Fills `page` from `from`: `false` at its end, an error when it ends inside the page.
+fn read_page(from: &mut impl Read, page: &mut [u8]) -> Result<bool, DeltaError> {
+    let mut filled = 0;
+    while filled < page.len() {
+        match from.read(&mut page[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    match filled {
+        0 => Ok(false),
+        full if full == page.len() => Ok(true),
+        part => Err(DeltaError::Corrupt(format!(
+            "a database that ends {part} bytes into a page"
+        ))),
+    }
 }
 
 fn read_exactly(plain: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), DeltaError> {
@@ -1409,6 +1581,36 @@ impl Pages for Image<'_> {
     }
 }
 
+/// The pages of a database a run reads, kept as the database streamed past
+/// ([`Delta::between_rebuilt`]).
+struct Held<'a> {
+    pages: &'a BTreeMap<u32, Vec<u8>>,
+    count: u32,
+}
+
+impl Pages for Held<'_> {
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    fn page(&self, pgno: u32) -> Result<Vec<u8>, DeltaError> {
+        let mut page = self
+            .pages
+            .get(&pgno)
+            .ok_or_else(|| DeltaError::Corrupt(format!("page {pgno} is not among those kept")))?
+            .clone();
+        if pgno == 1 {
+            set_header_page_count(&mut page, self.count);
+        }
+        Ok(page)
+    }
+
+    /// A snapshot is no live database: nothing moves its pages at a commit.
+    fn check_auto_vacuum(&self, _: &[u8]) -> Result<(), DeltaError> {
+        Ok(())
+    }
+}
+
 /// `deltas` applied in order to `image` (a whole database at `checksum`), in memory and in
 /// place, each checked as [`apply`] checks it: how a version is rebuilt from a snapshot
 /// without a file, a transaction or a copy. Answers the new image and its checksum.
@@ -1737,6 +1939,143 @@ mod tests {
             drop(conn);
             assert_same_files(&copy, &expected, 1024);
         }
+    }
+
+    #[test]
+    fn the_change_to_a_version_rebuilt_from_a_snapshot_takes_any_copy_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live.sqlite");
+        open(&live)
+            .execute_batch(
+                "PRAGMA page_size = 1024; CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+                 INSERT INTO t SELECT i, printf('%0150d', i) FROM n;",
+            )
+            .unwrap();
+        let mut images = vec![fs::read(&live).unwrap()];
+        // Rows changed, grown, shrunk below the start, grown again.
+        for work in [
+            "UPDATE t SET v = 'changed' WHERE k % 5 = 0;",
+            "CREATE TABLE u(x); INSERT INTO u SELECT v FROM t;",
+            "DROP TABLE u; DELETE FROM t WHERE k > 200; VACUUM;",
+            "INSERT INTO t(v) SELECT v || v FROM t WHERE k < 50;",
+        ] {
+            open(&live).execute_batch(work).unwrap();
+            images.push(fs::read(&live).unwrap());
+        }
+        let checksums: Vec<u64> = images.iter().map(|i| image_checksum(i, 1024)).collect();
+        let mut deltas: Vec<Delta> = images
+            .windows(2)
+            .map(|pair| Delta::between(&pair[0][..], pair[0].len() as u64, &pair[1]).unwrap())
+            .collect();
+        for (delta, checksum) in deltas.iter_mut().zip(&checksums) {
+            delta.checksum_before = *checksum;
+        }
+        let copy = dir.path().join("copy.sqlite");
+        let expected = dir.path().join("expected.sqlite");
+        // Every version from every snapshot at or before it, onto every copy, with the
+        // snapshot's checksum recorded or summed.
+        for snapshot in 0..images.len() {
+            for version in snapshot..images.len() {
+                for (held, old) in images.iter().enumerate() {
+                    for recorded in [Some(checksums[snapshot]), None] {
+                        let delta = Delta::between_rebuilt(
+                            &old[..],
+                            old.len() as u64,
+                            checksums[held],
+                            &images[snapshot][..],
+                            recorded,
+                            deltas[snapshot..version].to_vec(),
+                        )
+                        .unwrap();
+                        assert_eq!(delta.checksum_after, checksums[version]);
+                        fs::write(&copy, old).unwrap();
+                        let conn = open(&copy);
+                        let decoded = Delta::decode(&delta.encode().unwrap()).unwrap();
+                        apply_committed(&conn, [Ok(decoded)], checksums[held]).unwrap();
+                        assert_eq!(integrity(&conn), "ok");
+                        drop(conn);
+                        fs::write(&expected, &images[version]).unwrap();
+                        assert_same_files(&copy, &expected, 1024);
+                    }
+                }
+            }
+        }
+        // A run through a whole image.
+        let mut whole = Delta::from_image(&images[2]).unwrap();
+        whole.checksum_before = checksums[1];
+        let run = vec![deltas[0].clone(), whole, deltas[2].clone()];
+        let delta = Delta::between_rebuilt(
+            &images[4][..],
+            images[4].len() as u64,
+            checksums[4],
+            &images[0][..],
+            None,
+            run,
+        )
+        .unwrap();
+        assert_eq!(delta.checksum_after, checksums[3]);
+        // A copy that is not at the checksum it claims is refused, wherever it drifted.
+        for pgno in [1, 7, images[1].len() / 1024] {
+            let mut drifted = images[1].clone();
+            drifted[(pgno - 1) * 1024 + 512] ^= 1;
+            let refused = Delta::between_rebuilt(
+                &drifted[..],
+                drifted.len() as u64,
+                checksums[1],
+                &images[0][..],
+                Some(checksums[0]),
+                deltas[..2].to_vec(),
+            );
+            assert!(
+                matches!(refused, Err(DeltaError::Mismatch { .. })),
+                "page {pgno}: {refused:?}"
+            );
+        }
+        // A snapshot that is not the run's base, or ends inside a page.
+        let refused = Delta::between_rebuilt(
+            &images[0][..],
+            images[0].len() as u64,
+            checksums[0],
+            &images[1][..],
+            None,
+            deltas[..1].to_vec(),
+        );
+        assert!(
+            matches!(refused, Err(DeltaError::Mismatch { .. })),
+            "{refused:?}"
+        );
+        let cut = &images[0][..images[0].len() - 10];
+        let refused = Delta::between_rebuilt(
+            &images[0][..],
+            images[0].len() as u64,
+            checksums[0],
+            cut,
+            None,
+            vec![],
+        );
+        assert!(
+            matches!(refused, Err(DeltaError::Corrupt(_))),
+            "{refused:?}"
+        );
+        // Another page size.
+        let other = dir.path().join("other.sqlite");
+        open(&other)
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t(x);")
+            .unwrap();
+        let other = fs::read(&other).unwrap();
+        let refused = Delta::between_rebuilt(
+            &other[..],
+            other.len() as u64,
+            image_checksum(&other, 4096),
+            &images[0][..],
+            None,
+            vec![],
+        );
+        assert!(
+            matches!(refused, Err(DeltaError::Unsupported(_))),
+            "{refused:?}"
+        );
     }
 
     /// Two connections to two files that must hold the same database.
