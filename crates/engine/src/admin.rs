@@ -138,7 +138,8 @@ impl BucketReader {
             return Ok(Some((version, body)));
         }
         let owned = user.clone();
-        let image = blocking(move || apply_changes(&owned, &metadata, body, &changes)).await?;
+        let image =
+            blocking(move || apply_changes(&owned, &metadata, Vec::from(body), &changes)).await?;
         Ok(Some((version, Bytes::from(image))))
     }
 

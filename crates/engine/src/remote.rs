@@ -372,14 +372,14 @@ impl Remote {
     }
 
     /// The snapshot kept for history at `version`: its metadata (that of the SQLite file)
-    /// and its compressed bytes; `None` if it is not kept.
-    pub async fn read_kept_snapshot(
+    /// and its compressed bytes as they arrive; `None` if it is not kept.
+    pub async fn open_kept_snapshot(
         &self,
         user: &UserId,
         version: Version,
-    ) -> Result<Option<(SnapshotMetadata, Bytes)>> {
+    ) -> Result<Option<(SnapshotMetadata, ByteStream)>> {
         let key = self.layout.kept_snapshot_key(user, version);
-        let Fetched::Found { info, body } = self.store.get(&key, None).await? else {
+        let Fetched::Found { info, body } = self.store.get_stream(&key, None).await? else {
             return Ok(None);
         };
         Ok(Some((decode(user, &info.metadata)?, body)))

@@ -16,7 +16,9 @@ use crate::context::blocking;
 use crate::diff::{DatabaseDiff, DiffOptions, diff_databases};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::history::{Catalog, VersionEntry, apply_to_copy, changes_back, not_kept, rebuild};
+use crate::history::{
+    Catalog, VersionEntry, apply_to_copy, change_to, changes_back, not_kept, rebuild,
+};
 use crate::session::Session;
 use crate::user::UserId;
 use crate::version::Version;
@@ -154,7 +156,7 @@ impl Engine {
     /// When this instance's copy is the newest version and the changes after the restored
     /// one can be undone, the restore is those changes undone, shipped and applied as one
     /// change (no snapshot read, no database rewritten); else the version is rebuilt from
-    /// the bucket and shipped as the pages that differ.
+    /// the bucket as it streams past the copy, and the pages that differ are shipped.
     pub async fn restore(&self, user: &UserId, target: RestoreTarget) -> Result<Restored> {
         let reader = self.bucket_reader();
         let (restored, catalog) = reader.resolve_in_catalog(user, target).await?;
@@ -168,9 +170,16 @@ impl Engine {
             }
             false => None,
         };
-        let committed = match back {
-            Some(inverses) => session.commit_changes(inverses, restored).await?,
-            None => {
+        let change = match (&back, local.checksum) {
+            (None, Some(checksum)) => {
+                change_to(reader.remote(), user, restored, local.path, checksum).await?
+            }
+            _ => None,
+        };
+        let committed = match (back, change) {
+            (Some(inverses), _) => session.commit_changes(inverses, restored).await?,
+            (None, Some(change)) => session.commit_change(change, restored).await?,
+            (None, None) => {
                 let image = reader.download_version(user, restored).await?;
                 session
                     .commit_whole(Vec::from(image), Some(restored))

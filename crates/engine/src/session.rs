@@ -336,8 +336,25 @@ impl Session {
         self.send_outside_sql(outgoing?, &plan, Settle::Apply).await
     }
 
+    /// Commits `change`, made against the base, as the next version recorded as the
+    /// restore of `restored_from`: shipped and applied here like any change.
+    pub(crate) async fn commit_change(
+        mut self,
+        change: delta::Delta,
+        restored_from: Version,
+    ) -> Result<Committed<()>> {
+        let plan = self.plan_outside_sql(Some(restored_from)).await;
+        if self.base.checksum != Some(change.checksum_before) {
+            return Err(Error::internal("the change was not made against the base"));
+        }
+        let planned = plan.clone();
+        let outgoing = blocking(move || Outgoing::change(change, &planned)).await?;
+        self.send_outside_sql(outgoing, &plan, Settle::Apply).await
+    }
+
     /// The plan of a commit that runs no request SQL ([`Session::commit_whole`],
-    /// [`Session::commit_changes`]): the session's transaction is given up, pacing waited.
+    /// [`Session::commit_changes`], [`Session::commit_change`]): the session's transaction
+    /// is given up, pacing waited.
     async fn plan_outside_sql(&mut self, restored_from: Option<Version>) -> UploadPlan {
         if let Some(conn) = self.conn.take() {
             conn.rollback();

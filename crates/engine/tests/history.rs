@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cellar_engine::diff::DiffOptions;
+use cellar_engine::store::{Fault, FaultyStore, Operation};
 use cellar_engine::{
     ConflictPolicy, Engine, EngineConfig, Error, Event, Holder, LocalStore, RestoreTarget, S3Store,
     Store, Version,
@@ -400,4 +401,112 @@ async fn retention_racing_restores_and_cold_starts_loses_nothing() {
         listed.first().unwrap().version > Version::new(1),
         "retention removed nothing: {gone:?}"
     );
+}
+
+/// The file under `root` whose path ends with `suffix`.
+fn file_ending(root: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                return path;
+            }
+        }
+    }
+    panic!("no file ends with {suffix}");
+}
+
+/// Flips one byte in the middle of the file at `path`.
+fn flip_middle_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A restore that does not walk back streams its version's snapshot past the copy, from
+/// `database.sqlite` or from a kept snapshot, and ships the pages that differ; a snapshot
+/// that is cut off or does not match its metadata is refused, and nothing is committed.
+#[tokio::test]
+async fn a_restore_rebuilt_from_a_snapshot_is_exact_and_refuses_a_bad_snapshot() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let faulty = Arc::new(FaultyStore::new(LocalStore::new(dirs[0].path())));
+    let store: Arc<dyn Store> = faulty.clone();
+    let a = open(&store, history_config(dirs[1].path(), "a")).await;
+    let alice = user("alice");
+    let mut expected: BTreeMap<Version, Vec<i64>> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for i in 1..=6 {
+        let committed = append(&a, &alice, i).await.unwrap();
+        rows.push(i);
+        expected.insert(committed.version, rows.clone());
+        if i == 3 {
+            // Version 1 is kept under snapshots/, version 3 is database.sqlite.
+            a.compact(&alice).await.unwrap();
+        }
+    }
+    let mut far = history_config(dirs[2].path(), "far");
+    far.history.walk_back_changes = 0;
+    let far = open(&store, far).await;
+    assert_eq!(values(&far, &alice).await, expected[&Version::new(6)]);
+    let reader = far.bucket_reader();
+    let newest = |listed: Vec<cellar_engine::VersionEntry>| listed.last().unwrap().version;
+
+    // From database.sqlite and a change, then from the kept snapshot and a change.
+    for (restored, version) in [(4, 7), (2, 8)] {
+        let done = far
+            .restore(&alice, RestoreTarget::Version(Version::new(restored)))
+            .await
+            .unwrap();
+        assert_eq!(done.version, Version::new(version));
+        assert_eq!(values(&a, &alice).await, expected[&Version::new(restored)]);
+        let listed = reader.versions(&alice, 0).await.unwrap().unwrap();
+        let shipped = listed.last().unwrap().shipped_bytes;
+        assert!(shipped < 1024, "the restore shipped {shipped} bytes");
+    }
+    assert_eq!(values(&far, &alice).await, expected[&Version::new(2)]);
+
+    // Either snapshot with a byte changed is refused, in words.
+    for (restored, suffix) in [
+        (5, "alice/database.sqlite"),
+        (2, "alice/snapshots/00000000000000000001"),
+    ] {
+        let path = file_ending(dirs[0].path(), suffix);
+        flip_middle_byte(&path);
+        let err = far
+            .restore(&alice, RestoreTarget::Version(Version::new(restored)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Inconsistent { detail, .. } if detail.contains("snapshot")),
+            "{err}"
+        );
+        flip_middle_byte(&path);
+        let listed = reader.versions(&alice, 0).await.unwrap().unwrap();
+        assert_eq!(newest(listed), Version::new(8));
+    }
+
+    // A body cut off half way (the version check's read first, then the snapshot's).
+    faulty.inject(Operation::Get, Fault::Latency(std::time::Duration::ZERO));
+    faulty.inject(Operation::Get, Fault::CutOffBody);
+    let err = far
+        .restore(&alice, RestoreTarget::Version(Version::new(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err}");
+    faulty.clear_script();
+    let listed = reader.versions(&alice, 0).await.unwrap().unwrap();
+    assert_eq!(newest(listed), Version::new(8));
+    assert_eq!(values(&a, &alice).await, expected[&Version::new(2)]);
+
+    // And then it goes through.
+    let done = far
+        .restore(&alice, RestoreTarget::Version(Version::new(5)))
+        .await
+        .unwrap();
+    assert_eq!(done.version, Version::new(9));
+    assert_eq!(values(&a, &alice).await, expected[&Version::new(5)]);
 }

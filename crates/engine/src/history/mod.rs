@@ -13,6 +13,8 @@ mod retention;
 
 pub(crate) use catalog::Catalog;
 pub use catalog::{Holder, VersionEntry};
-pub(crate) use rebuild::{apply_changes, apply_to_copy, changes_back, compress, not_kept, rebuild};
+pub(crate) use rebuild::{
+    apply_changes, apply_to_copy, change_to, changes_back, compress, not_kept, rebuild,
+};
 pub use retention::Collected;
 pub(crate) use retention::{Window, collect};

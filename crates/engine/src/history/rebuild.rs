@@ -3,38 +3,110 @@
 //! applied up to that version, every one checked; or, from a copy of a later version, the
 //! changes after it undone.
 
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::checksum::BodyCheck;
 use crate::context::blocking;
-use crate::delta::{self, Delta};
-use crate::error::{Error, Result, delta_error};
+use crate::delta::{self, Delta, DeltaError};
+use crate::error::{Error, Result, StoreError, delta_error};
 use crate::history::{Catalog, Holder};
 use crate::metadata::SnapshotMetadata;
-use crate::remote::{Change, Remote};
+use crate::remote::{Change, Fetch, Remote};
+use crate::store::ByteStream;
 use crate::user::UserId;
 use crate::version::Version;
 
-/// The largest database a kept snapshot may expand to: a corrupt or hostile frame must
-/// not exhaust memory.
-const MAX_SNAPSHOT_BYTES: usize = 1 << 40;
+/// The most a whole snapshot reserves before its first byte: a size in its metadata is
+/// not taken on trust.
+const MOST_RESERVED: u64 = 1 << 30;
 
 /// `user`'s database at `version`, rebuilt.
 pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) -> Result<Bytes> {
-    let (base, body) = base_snapshot(remote, user, version).await?;
-    let mut at = base.version;
-    // The changes a listing shows between the two, asked for side by side; the chain is
-    // followed through them, and one at a time past them (a listing may be behind).
-    let listed: Vec<Version> = match at < version {
+    let base = open_base(remote, user, version).await?;
+    let changes = changes_up_to(remote, user, base.metadata.version, version).await?;
+    let owned = user.clone();
+    let image = blocking(move || {
+        let (metadata, mut body) = base.into_reader(&owned);
+        let mut image = Vec::with_capacity(metadata.size.min(MOST_RESERVED) as usize);
+        // A failure to read is the one `finish` tells.
+        let _ = body.read_to_end(&mut image);
+        body.finish()?;
+        match changes.is_empty() {
+            true => Ok(image),
+            false => apply_changes(&owned, &metadata, image, &changes),
+        }
+    })
+    .await?;
+    Ok(Bytes::from(image))
+}
+
+/// The change that takes this instance's copy (`copy`, at the rolling checksum `checksum`)
+/// to `user`'s database at `version`, rebuilt from the bucket as it streams past (the
+/// snapshot read once, never whole in memory, the copy read once beside it): what a
+/// restore that cannot walk back ships. `None` when the two cannot be compared page by
+/// page (their page sizes differ).
+pub(crate) async fn change_to(
+    remote: &Remote,
+    user: &UserId,
+    version: Version,
+    copy: PathBuf,
+    checksum: u64,
+) -> Result<Option<Delta>> {
+    let base = open_base(remote, user, version).await?;
+    let changes = changes_up_to(remote, user, base.metadata.version, version).await?;
+    let owned = user.clone();
+    blocking(move || {
+        let deltas = changes
+            .iter()
+            .map(|change| Delta::decode(&change.bytes))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|err| delta_error(&owned, Path::new("a change of the log"), err))?;
+        let file = std::fs::File::open(&copy).map_err(Error::io("the local copy"))?;
+        let len = file.metadata().map_err(Error::io("the local copy"))?.len();
+        let old = std::io::BufReader::with_capacity(1 << 20, file);
+        let (metadata, body) = base.into_reader(&owned);
+        let mut snapshot = std::io::BufReader::with_capacity(1 << 20, body);
+        let between =
+            Delta::between_rebuilt(old, len, checksum, &mut snapshot, metadata.checksum, deltas);
+        let body = snapshot.into_inner();
+        match between {
+            Ok(delta) => body.finish().map(|()| Some(delta)),
+            Err(DeltaError::Unsupported(_)) => Ok(None),
+            // A snapshot that fails its check explains any other failure.
+            Err(err) => {
+                body.finish()?;
+                Err(match err {
+                    DeltaError::Io(err) => Error::io("the local copy")(err),
+                    other => delta_error(&owned, Path::new("a rebuilt version"), other),
+                })
+            }
+        }
+    })
+    .await
+}
+
+/// The changes of the log after version `from` up to `to`, in order: those a listing
+/// shows asked for side by side, the chain followed through them (and one at a time past
+/// them: a listing may be behind).
+async fn changes_up_to(
+    remote: &Remote,
+    user: &UserId,
+    from: Version,
+    to: Version,
+) -> Result<Vec<Change>> {
+    let mut at = from;
+    let listed: Vec<Version> = match at < to {
         true => remote.list_changes(user).await?,
         false => Vec::new(),
     }
     .into_iter()
     .map(|change| change.version)
-    .filter(|&after| after >= at && after < version)
+    .filter(|&after| after >= at && after < to)
     .collect();
     let mut fetched: std::collections::BTreeMap<Version, Change> = futures::stream::iter(listed)
         .map(|after| remote.next_change(user, after))
@@ -46,22 +118,18 @@ pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) ->
         .map(|change| (change.metadata.base_version, change))
         .collect();
     let mut changes = Vec::new();
-    while at < version {
+    while at < to {
         let next = match fetched.remove(&at) {
             Some(change) => Some(change),
             None => remote.next_change(user, at).await?,
         };
         let Some(change) = next else {
-            return Err(not_kept(
-                user,
-                version,
-                format!("the log ends at version {at}"),
-            ));
+            return Err(not_kept(user, to, format!("the log ends at version {at}")));
         };
-        if change.metadata.version > version {
+        if change.metadata.version > to {
             return Err(not_kept(
                 user,
-                version,
+                to,
                 format!(
                     "it was never written (the log goes from {at} to {})",
                     change.metadata.version
@@ -71,12 +139,7 @@ pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) ->
         at = change.metadata.version;
         changes.push(change);
     }
-    if changes.is_empty() {
-        return Ok(body);
-    }
-    let owned = user.clone();
-    let image = blocking(move || apply_changes(&owned, &base, body, &changes)).await?;
-    Ok(Bytes::from(image))
+    Ok(changes)
 }
 
 /// Changes asked for side by side while walking back.
@@ -158,21 +221,32 @@ fn apply_in_order(user: &UserId, path: &Path, checksum: u64, deltas: &[Delta]) -
         .map_err(|err| delta_error(user, path, err))
 }
 
-/// The newest snapshot at or before `version`, checked: `database.sqlite` when it is not
-/// past it, else the newest kept one.
-async fn base_snapshot(
-    remote: &Remote,
-    user: &UserId,
-    version: Version,
-) -> Result<(SnapshotMetadata, Bytes)> {
-    if let Some((_, metadata, body)) = remote.read(user).await? {
-        if metadata.version <= version {
-            return checked(user, metadata, body);
+/// The newest snapshot at or before a version, opened: what it says of itself, and its
+/// body as it arrives.
+struct BaseSnapshot {
+    metadata: SnapshotMetadata,
+    body: ByteStream,
+    /// A kept snapshot is a zstd frame.
+    compressed: bool,
+}
+
+/// The newest snapshot at or before `version`: `database.sqlite` when it is not past it,
+/// else the newest kept one.
+async fn open_base(remote: &Remote, user: &UserId, version: Version) -> Result<BaseSnapshot> {
+    match remote.fetch(user, None, None).await? {
+        Fetch::Found(live) if live.metadata.version <= version => {
+            return Ok(BaseSnapshot {
+                metadata: live.metadata,
+                body: live.body,
+                compressed: false,
+            });
         }
-    } else {
-        return Err(not_kept(user, version, "the user has no database".into()));
+        // Past it: compaction kept the one it replaced, if history is on.
+        Fetch::Found(_) => {}
+        Fetch::Missing | Fetch::NotModified => {
+            return Err(not_kept(user, version, "the user has no database".into()));
+        }
     }
-    // The snapshot is past it (compaction kept the one it replaced, if history is on).
     let kept = remote.list_kept_snapshots(user).await?;
     let Some(base) = kept.iter().rev().find(|kept| kept.version <= version) else {
         return Err(not_kept(
@@ -183,34 +257,126 @@ async fn base_snapshot(
                 .into(),
         ));
     };
-    let Some((metadata, compressed)) = remote.read_kept_snapshot(user, base.version).await? else {
+    let Some((metadata, body)) = remote.open_kept_snapshot(user, base.version).await? else {
         return Err(not_kept(
             user,
             version,
             "its snapshot was just removed".into(),
         ));
     };
-    let owned = user.clone();
-    let body = blocking(move || decompress(&owned, &compressed)).await?;
-    checked(user, metadata, body)
+    Ok(BaseSnapshot {
+        metadata,
+        body,
+        compressed: true,
+    })
 }
 
-/// `body` checked against `metadata` as a download is: its CRC-64/NVME when the metadata
-/// has one (the changes applied after it are checked against the rolling checksum), else
-/// its SHA-256.
-fn checked(
-    user: &UserId,
-    metadata: SnapshotMetadata,
-    body: Bytes,
-) -> Result<(SnapshotMetadata, Bytes)> {
-    let mut check = BodyCheck::arriving(&metadata);
-    check.update(0, 0, &body);
-    match check.finish() {
-        Ok(_) => Ok((metadata, body)),
-        Err(mismatch) => Err(Error::Inconsistent {
+impl BaseSnapshot {
+    /// The body as a blocking reader (in a blocking task), decompressed if kept, checked as
+    /// a download is while it is read.
+    fn into_reader(self, user: &UserId) -> (SnapshotMetadata, CheckedBody) {
+        let stream = self.body.map_err(std::io::Error::other);
+        let arriving = SyncIoBridge::new(StreamReader::new(stream));
+        let plain: Box<dyn Read> = match self.compressed {
+            true => match zstd::stream::read::Decoder::new(arriving) {
+                Ok(decoder) => Box::new(decoder),
+                Err(err) => Box::new(FailedReader(Some(err))),
+            },
+            false => Box::new(arriving),
+        };
+        let body = CheckedBody {
+            // One byte more than it says it has is enough to tell it lied.
+            plain: plain.take(self.metadata.size.saturating_add(1)),
+            check: BodyCheck::arriving(&self.metadata),
+            offset: 0,
+            failed: None,
             user: user.clone(),
-            detail: format!("the snapshot of version {}: {mismatch}", metadata.version),
-        }),
+            version: self.metadata.version,
+        };
+        (self.metadata, body)
+    }
+}
+
+/// A snapshot's body read through its check: its CRC-64/NVME when the metadata has one
+/// (the changes applied after it are checked against the rolling checksum), else its
+/// SHA-256. A failure to read it is kept, to be told apart from the reader's own.
+struct CheckedBody {
+    plain: std::io::Take<Box<dyn Read>>,
+    check: BodyCheck,
+    /// Where the next byte read is in the body.
+    offset: u64,
+    failed: Option<Error>,
+    user: UserId,
+    version: Version,
+}
+
+impl Read for CheckedBody {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.plain.read(buf) {
+            Ok(read) => {
+                self.check.update(0, self.offset, &buf[..read]);
+                self.offset += read as u64;
+                Ok(read)
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => Err(err),
+            Err(err) => {
+                let told = std::io::Error::new(err.kind(), "the snapshot could not be read");
+                self.failed = Some(self.failure(err));
+                Err(told)
+            }
+        }
+    }
+}
+
+impl CheckedBody {
+    /// Reads what is left and compares it all with what the metadata says; the failure
+    /// met reading it, if one was.
+    fn finish(mut self) -> Result<()> {
+        if let Err(err) = std::io::copy(&mut self, &mut std::io::sink())
+            && self.failed.is_none()
+        {
+            return Err(self.failure(err));
+        }
+        if let Some(failed) = self.failed {
+            return Err(failed);
+        }
+        self.check
+            .finish()
+            .map(drop)
+            .map_err(|mismatch| Error::Inconsistent {
+                user: self.user,
+                detail: format!("the snapshot of version {}: {mismatch}", self.version),
+            })
+    }
+
+    /// What stopped the body: the store (it stopped arriving), or bytes that do not
+    /// decompress.
+    fn failure(&self, err: std::io::Error) -> Error {
+        let kind = err.kind();
+        let err = match err.into_inner().map(|inner| inner.downcast::<StoreError>()) {
+            Some(Ok(store)) => return Error::Store(*store),
+            Some(Err(other)) => other.to_string(),
+            None => kind.to_string(),
+        };
+        Error::Inconsistent {
+            user: self.user.clone(),
+            detail: format!(
+                "the snapshot of version {} could not be read: {err}",
+                self.version
+            ),
+        }
+    }
+}
+
+/// A reader that fails at once (a decoder that could not start).
+struct FailedReader(Option<std::io::Error>);
+
+impl Read for FailedReader {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("failed")))
     }
 }
 
@@ -219,25 +385,6 @@ pub(crate) fn compress(image: &[u8]) -> Result<Bytes> {
     zstd::bulk::compress(image, 0)
         .map(Bytes::from)
         .map_err(|err| Error::internal(format!("compressing a snapshot: {err}")))
-}
-
-fn decompress(user: &UserId, compressed: &[u8]) -> Result<Bytes> {
-    let capacity = zstd::zstd_safe::get_frame_content_size(compressed)
-        .ok()
-        .flatten()
-        .filter(|&size| size <= MAX_SNAPSHOT_BYTES as u64);
-    let Some(capacity) = capacity else {
-        return Err(Error::Inconsistent {
-            user: user.clone(),
-            detail: "a kept snapshot is not a zstd frame of a known size".into(),
-        });
-    };
-    zstd::bulk::decompress(compressed, capacity as usize)
-        .map(Bytes::from)
-        .map_err(|err| Error::Inconsistent {
-            user: user.clone(),
-            detail: format!("a kept snapshot does not decompress: {err}"),
-        })
 }
 
 /// [`Error::NoSuchVersion`] for `version`.
@@ -254,7 +401,7 @@ pub(crate) fn not_kept(user: &UserId, version: Version, reason: String) -> Error
 pub(crate) fn apply_changes(
     user: &UserId,
     snapshot: &SnapshotMetadata,
-    body: Bytes,
+    body: Vec<u8>,
     changes: &[Change],
 ) -> Result<Vec<u8>> {
     let refused = |err| delta_error(user, Path::new("a rebuilt version"), err);
@@ -266,8 +413,140 @@ pub(crate) fn apply_changes(
         ),
     };
     let deltas = changes.iter().map(|change| Delta::decode(&change.bytes));
-    // The body read from the store is held nowhere else: no copy.
-    delta::apply_to_image(Vec::from(body), deltas, checksum)
+    delta::apply_to_image(body, deltas, checksum)
         .map(|(image, _)| image)
         .map_err(refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::EngineConfig;
+    use crate::engine::Engine;
+    use crate::store::{MemoryStore, Store};
+
+    /// The values of `t` in the database at `path`.
+    fn values_at(path: &Path) -> Vec<i64> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut select = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+        select
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A body in `pieces`, read through the check of `metadata` in a blocking task.
+    async fn read_checked(
+        metadata: SnapshotMetadata,
+        pieces: Vec<&'static [u8]>,
+    ) -> Result<Vec<u8>> {
+        let body = futures::stream::iter(pieces.into_iter().map(|piece| Ok(Bytes::from(piece))));
+        let base = BaseSnapshot {
+            metadata,
+            body: body.boxed(),
+            compressed: false,
+        };
+        blocking(move || {
+            let (_, mut body) = base.into_reader(&UserId::new("alice").unwrap());
+            let mut read = Vec::new();
+            let _ = body.read_to_end(&mut read);
+            body.finish().map(|()| read)
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_checked_as_it_is_read_by_its_crc_or_else_its_sha256() {
+        let body: &[u8] = b"a body that arrives in three pieces";
+        let with_crc = SnapshotMetadata {
+            version: Version::new(3),
+            sha256: crate::checksum::sha256_hex(body),
+            crc64nvme: Some(crate::checksum::crc64nvme_hex(body)),
+            size: body.len() as u64,
+            writer: "a".into(),
+            updated_at: chrono::Utc::now(),
+            checksum: None,
+            log_floor: None,
+        };
+        let sha_only = SnapshotMetadata {
+            crc64nvme: None,
+            ..with_crc.clone()
+        };
+        for metadata in [with_crc, sha_only] {
+            let pieces = vec![&body[..5], &body[5..20], &body[20..]];
+            let read = read_checked(metadata.clone(), pieces).await.unwrap();
+            assert_eq!(read, body);
+            // A byte changed, one missing, one too many.
+            for pieces in [
+                vec![&b"A body"[..], &body[6..]],
+                vec![&body[..body.len() - 1]],
+                vec![body, &b"!"[..]],
+            ] {
+                let err = read_checked(metadata.clone(), pieces).await.unwrap_err();
+                assert!(matches!(err, Error::Inconsistent { .. }), "{err:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_change_to_any_version_takes_the_copy_there_through_either_snapshot() {
+        let (dir, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mut config = EngineConfig::new(dir.path());
+        config.compact_after_versions = 1_000;
+        let engine = Engine::open(config, store.clone()).await.unwrap();
+        let user = UserId::new("alice").unwrap();
+        for value in 1..=6_i64 {
+            engine
+                .transact(&user, move |conn| {
+                    conn.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER)", [])?;
+                    conn.execute("INSERT INTO t VALUES (?1)", [value])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            if value == 3 {
+                // Version 1 kept under snapshots/, version 3 database.sqlite.
+                engine.compact(&user).await.unwrap();
+            }
+        }
+        let remote = engine.bucket_reader().remote().clone();
+        let session = engine.begin(&user).await.unwrap();
+        let (copy, checksum) = (session.file_path(), session.base().checksum.unwrap());
+        for version in 1..=6 {
+            let change = change_to(
+                &remote,
+                &user,
+                Version::new(version),
+                copy.clone(),
+                checksum,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(change.checksum_before, checksum);
+            let moved = scratch.path().join(format!("{version}.sqlite"));
+            std::fs::copy(&copy, &moved).unwrap();
+            let conn = rusqlite::Connection::open(&moved).unwrap();
+            delta::apply_committed(&conn, [Ok(change)], checksum).unwrap();
+            drop(conn);
+            assert_eq!(values_at(&moved), (1..=version as i64).collect::<Vec<_>>());
+        }
+        // A version the history does not hold.
+        let err = change_to(&remote, &user, Version::new(7), copy.clone(), checksum).await;
+        assert!(matches!(err, Err(Error::NoSuchVersion { .. })), "{err:?}");
+        // A copy of another page size cannot be compared page by page.
+        let other = scratch.path().join("other.sqlite");
+        rusqlite::Connection::open(&other)
+            .unwrap()
+            .execute_batch("PRAGMA page_size = 1024; CREATE TABLE t(v INTEGER);")
+            .unwrap();
+        let other_checksum = delta::image_checksum(&std::fs::read(&other).unwrap(), 1024);
+        let none = change_to(&remote, &user, Version::new(2), other, other_checksum).await;
+        assert!(matches!(none, Ok(None)), "{none:?}");
+        drop(session);
+    }
 }
