@@ -239,6 +239,17 @@ wait_for_changes() {
     exit 1
 }
 
+# wait_for_snapshot_past USER V: until USER's snapshot is past version V (compaction runs
+# in the background after a write; 2 min at most).
+wait_for_snapshot_past() {
+    for _ in $(seq 600); do
+        (($(store_status "$1" | jq .snapshot_version) > $2)) && return 0
+        sleep 0.2
+    done
+    say "  $1: the snapshot is not past version $2: $(store_status "$1" | jq -c .)"
+    exit 1
+}
+
 cold_chain() {
     local store=${STORE:-folder} runs=7 writes=63
     use_store "$store"
@@ -326,6 +337,12 @@ history() {
     bench history-writes --users 1 --user-prefix hist --preload-bytes 64MiB --preload-writes "$writes" --requests 0
     bench history-many --users 1 --user-prefix small --preload-bytes 64KiB --preload-writes 10000 --requests 0
     stop_server
+    # kept-0: 64 MiB and 60 one-row updates, folded after 50: its first version is kept
+    # under snapshots/ (compressed), the versions after it rebuilt from that.
+    start_server history-kept-writer CELLAR_SYNC_COMPACT_AFTER_VERSIONS=50
+    bench history-kept --users 1 --user-prefix kept --preload-bytes 64MiB --preload-writes 60 --requests 0
+    stop_server
+    wait_for_snapshot_past kept-0 1
     wait_for_changes hist-0 "$writes"
     local newest oldest
     newest=$(store_status hist-0 | jq .version)
@@ -359,10 +376,17 @@ history() {
         sleep 1 # the download's install after the answer, as the first server's diff waits for it
         far=$(timed -X POST -H 'x-user-id: hist-0' -H 'content-type: application/json' \
             -d "{\"version\": $(((oldest + newest) / 2))}" "$url/v1/db/restore")
+        # The same from a kept snapshot: 25 changes after kept-0's first version.
+        local kept_cold kept
+        kept_cold=$(timed -H 'x-user-id: kept-0' "$url/v1/db")
+        sleep 1
+        kept=$(timed -X POST -H 'x-user-id: kept-0' -H 'content-type: application/json' \
+            -d '{"version": 26}' "$url/v1/db/restore")
         stop_server
         jq -nc --argjson cold "$cold" --argjson old "$restore_old" --argjson mid "$restore_mid" \
             --argjson diff "$diff" --argjson versions "$versions" --argjson far_cold "$far_cold" --argjson far "$far" \
-            '{cold: $cold, restore_old: $old, restore_mid: $mid, diff: $diff, versions: $versions, far_cold: $far_cold, far: $far}' >>"$work/history-runs"
+            --argjson kept_cold "$kept_cold" --argjson kept "$kept" \
+            '{cold: $cold, restore_old: $old, restore_mid: $mid, diff: $diff, versions: $versions, far_cold: $far_cold, far: $far, kept_cold: $kept_cold, kept: $kept}' >>"$work/history-runs"
         rm -rf "$work/history-cold-$run" "$work/history-far-$run"
     done
     say "  hist-0 after the runs: $(store_status hist-0 | jq -c '{version, snapshot_version, changes}')"
@@ -380,11 +404,11 @@ history() {
     say "  cellar pull (seconds, version=time): ${pulls[*]}"
     local listed
     listed=$(env "${store_env[@]}" "$cellar" versions small-0 --json --limit 0 | jq '.versions | length')
-    say "  runs (seconds: cold, restore old, restore mid, diff, versions, cold, restore mid from the snapshot): $(jq -c '[.cold, .restore_old, .restore_mid, .diff, .versions, .far_cold, .far]' "$work/history-runs" | tr '\n' ' ')"
+    say "  runs (seconds: cold, restore old, restore mid, diff, versions, cold, restore mid from the snapshot, cold of kept-0, its restore from the kept snapshot): $(jq -c '[.cold, .restore_old, .restore_mid, .diff, .versions, .far_cold, .far, .kept_cold, .kept]' "$work/history-runs" | tr '\n' ' ')"
     jq -rs --arg store "$store" --argjson listed "$listed" '
         def median: sort | if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
         (map(.cold) | median) as $cold
-        | "history \($store), 64 MiB with 100 changes in the log (2 more per run): cold start \($cold) s; restore of the snapshot version \(map(.restore_old) | median) s (\((map(.restore_old) | median) / $cold * 100 | round / 100)x, target <= 2), of a version mid-log \(map(.restore_mid) | median) s (\((map(.restore_mid) | median) / $cold * 100 | round / 100)x), the same rebuilt from the snapshot \(map(.far) | median) s (\((map(.far / .far_cold) | median) * 100 | round / 100)x its server'"'"'s cold start); diff of 100 one-row updates \(map(.diff) | median) s (target < 1); GET /v1/db/versions of a user with \($listed) versions \(map(.versions) | median) s (target < 1) (median of \(length) runs)"' \
+        | "history \($store), 64 MiB with 100 changes in the log (2 more per run): cold start \($cold) s; restore of the snapshot version \(map(.restore_old) | median) s (\((map(.restore_old) | median) / $cold * 100 | round / 100)x, target <= 2), of a version mid-log \(map(.restore_mid) | median) s (\((map(.restore_mid) | median) / $cold * 100 | round / 100)x), the same rebuilt from the snapshot \(map(.far) | median) s (\((map(.far / .far_cold) | median) * 100 | round / 100)x its server'"'"'s cold start), from a kept snapshot and 25 changes \(map(.kept) | median) s (\((map(.kept / .kept_cold) | median) * 100 | round / 100)x that user'"'"'s cold start); diff of 100 one-row updates \(map(.diff) | median) s (target < 1); GET /v1/db/versions of a user with \($listed) versions \(map(.versions) | median) s (target < 1) (median of \(length) runs)"' \
         "$work/history-runs"
 }
 
