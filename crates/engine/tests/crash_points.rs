@@ -23,6 +23,8 @@ use common::*;
 
 const CHILD: &str = "CELLAR_CRASH_CHILD";
 const RESTORE_CHILD: &str = "CELLAR_CRASH_RESTORE_CHILD";
+/// Set for a restore child that rebuilds from a snapshot instead of walking back.
+const FROM_SNAPSHOT: &str = "CELLAR_CRASH_RESTORE_FROM_SNAPSHOT";
 
 /// The child's script; aborts at the crash point, or finishes and exits normally.
 #[tokio::test]
@@ -167,23 +169,29 @@ async fn every_crash_point_recovers_with_every_acknowledged_write() {
     }
 }
 
-/// The engine of the restore suite: the log folded every two changes, deletes at once.
-async fn restore_engine(root: &Path, dir: &str) -> cellar_engine::Engine {
+/// The engine of the restore suite: the log folded every two changes, deletes at once;
+/// with `from_snapshot`, a restore never walks back from the copy.
+async fn restore_engine(root: &Path, dir: &str, from_snapshot: bool) -> cellar_engine::Engine {
     let store = Arc::new(LocalStore::new(root.join("bucket")));
     let mut config = config(&root.join(dir), ConflictPolicy::Strict, dir);
     config.compact_after_versions = 2;
     config.log_grace = std::time::Duration::ZERO;
+    if from_snapshot {
+        config.history.walk_back_changes = 0;
+    }
     cellar_engine::Engine::open(config, store).await.unwrap()
 }
 
 /// The restore suite's child: a new instance reads the user (a cold start), restores
-/// version 2's content, and lets the compaction that follows finish.
+/// version 2's content (walking back, or from a snapshot), and lets the compaction that
+/// follows finish.
 #[tokio::test]
 async fn restore_child() {
     let Ok(root) = std::env::var(RESTORE_CHILD) else {
         return;
     };
-    let engine = restore_engine(Path::new(&root), "r").await;
+    let from_snapshot = std::env::var(FROM_SNAPSHOT).is_ok();
+    let engine = restore_engine(Path::new(&root), "r", from_snapshot).await;
     let alice = user("alice");
     assert_eq!(values(&engine, &alice).await, [1, 2, 3, 4, 5]);
     engine.settle().await;
@@ -206,15 +214,23 @@ async fn a_crash_anywhere_in_a_restore_recovers() {
     }
     let alice = user("alice");
     let mut crashed = Vec::new();
-    for point in CRASH_POINTS {
+    // Every point with a restore that walks back; the restore's own points also with one
+    // that rebuilds from a snapshot.
+    let own = ["before-upload", "after-upload-before-commit"];
+    let cases = CRASH_POINTS
+        .iter()
+        .map(|point| (*point, false))
+        .chain(own.iter().map(|point| (*point, true)));
+    for (point, from_snapshot) in cases {
         let root = tempfile::tempdir().unwrap();
-        let writer = restore_engine(root.path(), "w").await;
+        let writer = restore_engine(root.path(), "w", false).await;
         for value in 1..=5 {
             append(&writer, &alice, value).await.unwrap();
             writer.settle().await;
         }
         drop(writer);
-        let output = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
             .args([
                 "--exact",
                 "restore_child",
@@ -222,19 +238,21 @@ async fn a_crash_anywhere_in_a_restore_recovers() {
                 "--test-threads=1",
             ])
             .env(RESTORE_CHILD, root.path())
-            .env("CELLAR_CRASH_AT", point)
-            .output()
-            .unwrap();
+            .env("CELLAR_CRASH_AT", point);
+        if from_snapshot {
+            child.env(FROM_SNAPSHOT, "1");
+        }
+        let output = child.output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
         if !stdout.contains("FINISHED") {
-            crashed.push(*point);
+            crashed.push((point, from_snapshot));
         }
         let restored: Option<u64> = stdout
             .lines()
             .find_map(|line| line.split_once("RESTORED ").map(|(_, rest)| rest))
             .map(|version| version.trim().parse().unwrap());
 
-        let reader = restore_engine(root.path(), "r").await;
+        let reader = restore_engine(root.path(), "r", false).await;
         let found = values(&reader, &alice).await;
         reader.settle().await;
         let remote = remote_version(&reader, &alice).await;
@@ -255,7 +273,7 @@ async fn a_crash_anywhere_in_a_restore_recovers() {
             cellar_engine::is_intact(&root.path().join("r/alice/database.sqlite")),
             "{point}: torn database"
         );
-        let cold = restore_engine(root.path(), &format!("cold-{point}")).await;
+        let cold = restore_engine(root.path(), &format!("cold-{point}"), false).await;
         assert_eq!(values(&cold, &alice).await, found, "{point}: cold start");
         let bucket = reader.bucket_reader();
         for (version, rows) in [(2, vec![1, 2]), (5, vec![1, 2, 3, 4, 5])] {
@@ -269,7 +287,12 @@ async fn a_crash_anywhere_in_a_restore_recovers() {
     }
     // The restore's own points (the cold start before it passes the install points, the
     // compaction after it the compaction points).
-    for point in ["before-upload", "after-upload-before-commit"] {
-        assert!(crashed.contains(&point), "{point} not passed: {crashed:?}");
+    for point in own {
+        for from_snapshot in [false, true] {
+            assert!(
+                crashed.contains(&(point, from_snapshot)),
+                "{point} (from a snapshot: {from_snapshot}) not passed: {crashed:?}"
+            );
+        }
     }
 }
