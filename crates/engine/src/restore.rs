@@ -14,10 +14,10 @@ use serde::Serialize;
 use crate::admin::BucketReader;
 use crate::context::blocking;
 use crate::diff::{DatabaseDiff, DiffOptions, diff_databases};
-use crate::engine::Engine;
+use crate::engine::{Engine, Export};
 use crate::error::{Error, Result};
 use crate::history::{
-    Catalog, VersionEntry, apply_to_copy, change_to, changes_back, not_kept, rebuild,
+    Catalog, VersionEntry, apply_to_copy, change_to, changes_back, not_kept, rebuild_into,
 };
 use crate::session::Session;
 use crate::user::UserId;
@@ -123,28 +123,51 @@ impl BucketReader {
         to: Version,
         options: DiffOptions,
     ) -> Result<DatabaseDiff> {
-        let (before, after) = futures::try_join!(
-            self.download_version(user, from),
-            self.download_version(user, to)
-        )?;
         let scratch = scratch_dir()?;
-        let paths = [("before", before), ("after", after)].map(|(name, image)| {
-            let path = scratch.path().join(format!("{name}.sqlite"));
-            std::fs::write(&path, image).map(|()| path)
-        });
-        let [before, after] = paths;
-        let before = before.map_err(Error::io("a scratch file"))?;
-        let after = after.map_err(Error::io("a scratch file"))?;
+        let (before, after) = (
+            scratch.path().join("before.sqlite"),
+            scratch.path().join("after.sqlite"),
+        );
+        futures::try_join!(
+            self.rebuild_into(user, from, before.clone()),
+            self.rebuild_into(user, to, after.clone())
+        )?;
         compare(user, before, after, options).await
+    }
+
+    /// `user`'s database at `version`, rebuilt from the bucket in a file of its own that has
+    /// no name on disk (it goes when closed): how a version is served without holding it
+    /// in memory.
+    pub async fn export_version(&self, user: &UserId, version: Version) -> Result<Export> {
+        let scratch = scratch_dir()?;
+        let path = scratch.path().join("version.sqlite");
+        self.rebuild_into(user, version, path.clone()).await?;
+        let file = std::fs::File::open(&path).map_err(Error::io("a scratch file"))?;
+        let size_bytes = file.metadata().map_err(Error::io("a scratch file"))?.len();
+        drop(scratch);
+        Ok(Export {
+            version,
+            size_bytes,
+            file,
+        })
+    }
+
+    /// `user`'s database at `version`, rebuilt from the bucket in the file `into`.
+    async fn rebuild_into(&self, user: &UserId, version: Version, into: PathBuf) -> Result<()> {
+        if version == Version::ZERO {
+            return Err(not_kept(user, version, "versions start at 1".into()));
+        }
+        rebuild_into(self.remote(), user, version, into).await
     }
 
     /// `user`'s database at `version`, rebuilt from the newest snapshot at or before it
     /// and the log after it, every piece checked.
     pub async fn download_version(&self, user: &UserId, version: Version) -> Result<Bytes> {
-        if version == Version::ZERO {
-            return Err(not_kept(user, version, "versions start at 1".into()));
-        }
-        rebuild(self.remote(), user, version).await
+        let scratch = scratch_dir()?;
+        let path = scratch.path().join("version.sqlite");
+        self.rebuild_into(user, version, path.clone()).await?;
+        let image = blocking(move || std::fs::read(&path).map_err(Error::io("a scratch file")));
+        Ok(Bytes::from(image.await?))
     }
 }
 
@@ -172,7 +195,15 @@ impl Engine {
         };
         let change = match (&back, local.checksum) {
             (None, Some(checksum)) => {
-                change_to(reader.remote(), user, restored, local.path, checksum).await?
+                change_to(
+                    reader.remote(),
+                    user,
+                    &catalog,
+                    restored,
+                    local.path,
+                    checksum,
+                )
+                .await?
             }
             _ => None,
         };
@@ -256,9 +287,7 @@ impl Engine {
         {
             return apply_to_copy(user, &local.path, checksum, inverses, into).await;
         }
-        let image = reader.download_version(user, version).await?;
-        let into = into.to_path_buf();
-        blocking(move || std::fs::write(&into, image).map_err(Error::io(&into))).await
+        reader.rebuild_into(user, version, into.to_path_buf()).await
     }
 
     /// Starts `new_user`'s database from `user`'s at `version` (its newest when `None`).

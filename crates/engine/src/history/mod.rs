@@ -14,7 +14,7 @@ mod retention;
 pub(crate) use catalog::Catalog;
 pub use catalog::{Holder, VersionEntry};
 pub(crate) use rebuild::{
-    apply_changes, apply_to_copy, change_to, changes_back, compress, not_kept, rebuild,
+    apply_changes, apply_to_copy, change_to, changes_back, compress, not_kept, rebuild_into,
 };
 pub use retention::Collected;
 pub(crate) use retention::{Window, collect};

@@ -16,56 +16,70 @@ use crate::delta::{self, Delta, DeltaError};
 use crate::error::{Error, Result, StoreError, delta_error};
 use crate::history::{Catalog, Holder};
 use crate::metadata::SnapshotMetadata;
-use crate::remote::{Change, Fetch, Remote};
+use crate::remote::{Change, Fetch, Listing, Remote};
 use crate::store::ByteStream;
 use crate::user::UserId;
 use crate::version::Version;
 
-/// The most a whole snapshot reserves before its first byte: a size in its metadata is
-/// not taken on trust.
-const MOST_RESERVED: u64 = 1 << 30;
-
-/// `user`'s database at `version`, rebuilt.
-pub(crate) async fn rebuild(remote: &Remote, user: &UserId, version: Version) -> Result<Bytes> {
-    let base = open_base(remote, user, version).await?;
-    let changes = changes_up_to(remote, user, base.metadata.version, version).await?;
+/// `user`'s database at `version`, rebuilt in the file `into` (created): the newest
+/// snapshot at or before it written as it arrives, checked as it is read, then the log's
+/// changes up to `version` applied to it as one run, each checked against the rolling
+/// checksum. The version is never whole in memory.
+pub(crate) async fn rebuild_into(
+    remote: &Remote,
+    user: &UserId,
+    version: Version,
+    into: PathBuf,
+) -> Result<()> {
+    let base = open_base(remote, user, version, None).await?;
+    let changes = changes_up_to(remote, user, base.metadata.version, version, None).await?;
     let owned = user.clone();
-    let image = blocking(move || {
+    blocking(move || {
         let (metadata, mut body) = base.into_reader(&owned);
-        let mut image = Vec::with_capacity(metadata.size.min(MOST_RESERVED) as usize);
-        // A failure to read is the one `finish` tells.
-        let _ = body.read_to_end(&mut image);
+        let mut file = std::fs::File::create(&into).map_err(Error::io("a scratch file"))?;
+        let copied = std::io::copy(&mut body, &mut file);
+        // A failure to read the snapshot is the one `finish` tells; else it was the write.
         body.finish()?;
-        match changes.is_empty() {
-            true => Ok(image),
-            false => apply_changes(&owned, &metadata, image, &changes),
+        copied.map_err(Error::io("a scratch file"))?;
+        drop(file);
+        if changes.is_empty() {
+            return Ok(());
         }
+        let deltas = decoded(&owned, &changes)?;
+        apply_in_order(&owned, &into, metadata.checksum, &deltas)
     })
-    .await?;
-    Ok(Bytes::from(image))
+    .await
+}
+
+/// The deltas `changes` carry.
+fn decoded(user: &UserId, changes: &[Change]) -> Result<Vec<Delta>> {
+    changes
+        .iter()
+        .map(|change| Delta::decode(&change.bytes))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|err| delta_error(user, Path::new("a change of the log"), err))
 }
 
 /// The change that takes this instance's copy (`copy`, at the rolling checksum `checksum`)
 /// to `user`'s database at `version`, rebuilt from the bucket as it streams past (the
 /// snapshot read once, never whole in memory, the copy read once beside it): what a
-/// restore that cannot walk back ships. `None` when the two cannot be compared page by
-/// page (their page sizes differ).
+/// restore that cannot walk back ships. The `catalog` just read tells which snapshot to
+/// read and which changes to fetch (no listing again). `None` when the two cannot be
+/// compared page by page (their page sizes differ).
 pub(crate) async fn change_to(
     remote: &Remote,
     user: &UserId,
+    catalog: &Catalog,
     version: Version,
     copy: PathBuf,
     checksum: u64,
 ) -> Result<Option<Delta>> {
-    let base = open_base(remote, user, version).await?;
-    let changes = changes_up_to(remote, user, base.metadata.version, version).await?;
+    let base = open_base(remote, user, version, Some(catalog)).await?;
+    let from = base.metadata.version;
+    let changes = changes_up_to(remote, user, from, version, Some(&catalog.changes)).await?;
     let owned = user.clone();
     blocking(move || {
-        let deltas = changes
-            .iter()
-            .map(|change| Delta::decode(&change.bytes))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|err| delta_error(&owned, Path::new("a change of the log"), err))?;
+        let deltas = decoded(&owned, &changes)?;
         let file = std::fs::File::open(&copy).map_err(Error::io("the local copy"))?;
         let len = file.metadata().map_err(Error::io("the local copy"))?.len();
         let old = std::io::BufReader::with_capacity(1 << 20, file);
@@ -91,18 +105,20 @@ pub(crate) async fn change_to(
 }
 
 /// The changes of the log after version `from` up to `to`, in order: those a listing
-/// shows asked for side by side, the chain followed through them (and one at a time past
-/// them: a listing may be behind).
+/// (`listed`, else one made here) shows asked for side by side, the chain followed through
+/// them (and one at a time past them: a listing may be behind).
 async fn changes_up_to(
     remote: &Remote,
     user: &UserId,
     from: Version,
     to: Version,
+    listed: Option<&[Listing]>,
 ) -> Result<Vec<Change>> {
     let mut at = from;
-    let listed: Vec<Version> = match at < to {
-        true => remote.list_changes(user).await?,
-        false => Vec::new(),
+    let listed: Vec<Version> = match (at < to, listed) {
+        (false, _) => Vec::new(),
+        (true, Some(listed)) => listed.to_vec(),
+        (true, None) => remote.list_changes(user).await?,
     }
     .into_iter()
     .map(|change| change.version)
@@ -206,19 +222,29 @@ pub(crate) async fn apply_to_copy(
     let (owned, from, into) = (user.clone(), from.to_path_buf(), into.to_path_buf());
     blocking(move || {
         std::fs::copy(&from, &into).map_err(Error::io(&into))?;
-        apply_in_order(&owned, &into, checksum, &deltas)
+        apply_in_order(&owned, &into, Some(checksum), &deltas)
     })
     .await
 }
 
-/// Applies `deltas` in order to the scratch copy at `path` (at `checksum`) as one run,
-/// each checked against the rolling checksum. A scratch copy needs no durability: no fsync.
-fn apply_in_order(user: &UserId, path: &Path, checksum: u64, deltas: &[Delta]) -> Result<()> {
+/// Applies `deltas` in order to the scratch copy at `path` (at `checksum`, computed when
+/// unknown) as one run, each checked against the rolling checksum. A scratch copy needs
+/// no durability: no fsync.
+fn apply_in_order(
+    user: &UserId,
+    path: &Path,
+    checksum: Option<u64>,
+    deltas: &[Delta],
+) -> Result<()> {
     let conn = rusqlite::Connection::open(path)?;
     conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY;")?;
+    let checksum = match checksum {
+        Some(checksum) => checksum,
+        None => delta::database_checksum(&conn)?,
+    };
     delta::apply_committed(&conn, deltas.iter().cloned().map(Ok), checksum)
         .map(drop)
-        .map_err(|err| delta_error(user, path, err))
+        .map_err(|err| delta_error(user, Path::new("a rebuilt version"), err))
 }
 
 /// The newest snapshot at or before a version, opened: what it says of itself, and its
@@ -231,8 +257,30 @@ struct BaseSnapshot {
 }
 
 /// The newest snapshot at or before `version`: `database.sqlite` when it is not past it,
-/// else the newest kept one.
-async fn open_base(remote: &Remote, user: &UserId, version: Version) -> Result<BaseSnapshot> {
+/// else the newest kept one. A `catalog` just read says which without asking: a kept one
+/// is read without reading `database.sqlite` first, or listing.
+async fn open_base(
+    remote: &Remote,
+    user: &UserId,
+    version: Version,
+    catalog: Option<&Catalog>,
+) -> Result<BaseSnapshot> {
+    if let Some(catalog) = catalog
+        && catalog.snapshot.0 > version
+        && let Some(kept) = catalog
+            .kept
+            .iter()
+            .rev()
+            .find(|kept| kept.version <= version)
+        && let Some((metadata, body)) = remote.open_kept_snapshot(user, kept.version).await?
+    {
+        return Ok(BaseSnapshot {
+            metadata,
+            body,
+            compressed: true,
+        });
+    }
+    // Without a catalog, or one gone stale (a kept snapshot removed since): look.
     match remote.fetch(user, None, None).await? {
         Fetch::Found(live) if live.metadata.version <= version => {
             return Ok(BaseSnapshot {
@@ -516,10 +564,12 @@ mod tests {
         let remote = engine.bucket_reader().remote().clone();
         let session = engine.begin(&user).await.unwrap();
         let (copy, checksum) = (session.file_path(), session.base().checksum.unwrap());
+        let catalog = Catalog::read(&remote, &user).await.unwrap().unwrap();
         for version in 1..=6 {
             let change = change_to(
                 &remote,
                 &user,
+                &catalog,
                 Version::new(version),
                 copy.clone(),
                 checksum,
@@ -536,7 +586,15 @@ mod tests {
             assert_eq!(values_at(&moved), (1..=version as i64).collect::<Vec<_>>());
         }
         // A version the history does not hold.
-        let err = change_to(&remote, &user, Version::new(7), copy.clone(), checksum).await;
+        let err = change_to(
+            &remote,
+            &user,
+            &catalog,
+            Version::new(7),
+            copy.clone(),
+            checksum,
+        )
+        .await;
         assert!(matches!(err, Err(Error::NoSuchVersion { .. })), "{err:?}");
         // A copy of another page size cannot be compared page by page.
         let other = scratch.path().join("other.sqlite");
@@ -545,7 +603,15 @@ mod tests {
             .execute_batch("PRAGMA page_size = 1024; CREATE TABLE t(v INTEGER);")
             .unwrap();
         let other_checksum = delta::image_checksum(&std::fs::read(&other).unwrap(), 1024);
-        let none = change_to(&remote, &user, Version::new(2), other, other_checksum).await;
+        let none = change_to(
+            &remote,
+            &user,
+            &catalog,
+            Version::new(2),
+            other,
+            other_checksum,
+        )
+        .await;
         assert!(matches!(none, Ok(None)), "{none:?}");
         drop(session);
     }

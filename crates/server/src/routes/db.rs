@@ -115,14 +115,14 @@ pub(crate) async fn file(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     if let Some(version) = query.version.map(Version::new) {
-        let image = state
+        let export = state
             .engine
             .bucket_reader()
-            .download_version(&user, version)
+            .export_version(&user, version)
             .await?;
-        let size = image.len() as u64;
         let name = format!("{user}-v{version}");
-        return Ok(sqlite_file(&name, size, Body::from(image), version));
+        let body = Body::from_stream(ReaderStream::new(tokio::fs::File::from_std(export.file)));
+        return Ok(sqlite_file(&name, export.size_bytes, body, version));
     }
     let Some(export) = state.engine.export(&user).await? else {
         let mut response = ApiError::new(
