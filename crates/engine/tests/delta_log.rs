@@ -66,9 +66,14 @@ fn rows(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     Ok(all)
 }
 
+/// Writer "b" never walks back from its copy: its restores are rebuilt from a snapshot
+/// (streamed past the copy), writer "a"'s walk back.
 fn engine_config(dir: &std::path::Path, writer: &str, policy: ConflictPolicy) -> EngineConfig {
     let mut config = common::config(dir, policy, writer);
     config.compact_after_versions = 4;
+    if writer == "b" {
+        config.history.walk_back_changes = 0;
+    }
     config
 }
 
