@@ -483,11 +483,18 @@ fn list_metas(root: &Path, prefix: &str) -> io::Result<Vec<Listed>> {
                 continue;
             };
             if key.starts_with(prefix) {
-                let meta: MetaFile =
-                    serde_json::from_slice(&fs::read(&path)?).map_err(io::Error::other)?;
-                // The metadata file is renamed into place by the commit: its time is the
-                // object's.
-                let modified = entry.metadata()?.modified()?;
+                // An object deleted since the folder was read is not listed, as if the
+                // delete had come first.
+                let (bytes, modified) = match fs::read(&path).and_then(|bytes| {
+                    // The metadata file is renamed into place by the commit: its time is
+                    // the object's.
+                    Ok((bytes, entry.metadata()?.modified()?))
+                }) {
+                    Ok(read) => read,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err),
+                };
+                let meta: MetaFile = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
                 found.push(Listed {
                     key: key.to_owned(),
                     size: meta.size,
@@ -722,6 +729,36 @@ mod tests {
         drop(third);
         waiter_took.recv_timeout(wait * 10).unwrap();
         waiter.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_while_objects_are_deleted_lists_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalStore::new(dir.path()));
+        for round in 0..5 {
+            let keys: Vec<String> = (0..100).map(|i| format!("u/log/{round}-{i:03}")).collect();
+            for key in &keys {
+                let body = Bytes::from_static(b"change");
+                store
+                    .put(key, body, RawMetadata::new(), PutCondition::Create)
+                    .await
+                    .unwrap();
+            }
+            let deleter = {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for key in keys {
+                        store.delete(&key).await.unwrap();
+                    }
+                })
+            };
+            while !deleter.is_finished() {
+                let listed = store.list("u/log/").await.unwrap();
+                assert!(listed.len() <= 100);
+            }
+            deleter.await.unwrap();
+            assert_eq!(store.list("u/log/").await.unwrap(), Vec::new());
+        }
     }
 
     #[tokio::test]
