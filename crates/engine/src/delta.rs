@@ -316,12 +316,8 @@ impl Delta {
             if pgno > pages_after {
                 records.push(pgno, RecordKind::Removed, page.clone());
             } else if pgno == 1 || page != new_page(pgno) {
-                let (mut before, mut after) = (page.clone(), new_page(pgno).to_vec());
-                if pgno == 1 {
-                    set_header_page_count(&mut before, pages_before);
-                    set_header_page_count(&mut after, pages_after);
-                }
-                records.changed(pgno, &before, &after);
+                let counts = (pages_before, pages_after);
+                records.changed_counted(pgno, page.clone(), new_page(pgno).to_vec(), counts);
             }
         }
         for pgno in pages_before + 1..=pages_after {
@@ -444,12 +440,8 @@ impl Delta {
             // only differ by pages the run added or removed.
             let sides_due = (pgno <= pages_before, pgno <= pages_after);
             match (old, new) {
-                (Some(mut old), Some(mut new)) if sides_due == (true, true) => {
-                    if pgno == 1 {
-                        set_header_page_count(&mut old, pages_before);
-                        set_header_page_count(&mut new, pages_after);
-                    }
-                    records.changed(pgno, &old, &new);
+                (Some(old), Some(new)) if sides_due == (true, true) => {
+                    records.changed_counted(pgno, old, new, (pages_before, pages_after));
                 }
                 (Some(old), None) if sides_due == (true, false) => {
                     records.push(pgno, RecordKind::Removed, old);
@@ -464,24 +456,12 @@ impl Delta {
                 }
             }
         }
-        if records.checksum != run.checksum {
-            return Err(DeltaError::Mismatch {
-                expected: run.checksum,
-                found: records.checksum,
-                stage: "after",
-            });
-        }
-        Ok(Self {
+        records.into_change(
             page_size,
-            base_version: Version::ZERO,
-            version: Version::ZERO,
-            pages_before,
-            pages_after,
-            checksum_before: old_checksum,
-            checksum_after: run.checksum,
-            replace: false,
-            records: records.records,
-        })
+            (pages_before, pages_after),
+            old_checksum,
+            run.checksum,
+        )
     }
 
     /// The change that undoes this one, from its version back to its base: XOR records
@@ -1098,16 +1078,12 @@ impl Capture<'_> {
         let pages_after = self.pages_after;
         let mut records = Records::new(checksum_before);
         for pgno in self.pages_on_both_sides(&originals) {
-            let mut old = match originals.get(&pgno) {
+            let old = match originals.get(&pgno) {
                 Some(page) => page.clone(),
                 None => current_page(self.conn, pgno)?,
             };
-            let mut new = current_page(self.conn, pgno)?;
-            if pgno == 1 {
-                set_header_page_count(&mut old, pages_before);
-                set_header_page_count(&mut new, pages_after);
-            }
-            records.changed(pgno, &old, &new);
+            let new = current_page(self.conn, pgno)?;
+            records.changed_counted(pgno, old, new, (pages_before, pages_after));
         }
         for pgno in pages_before + 1..=pages_after {
             let mut new = current_page(self.conn, pgno)?;
@@ -1246,6 +1222,52 @@ impl Records {
         });
     }
 
+    /// [`Records::changed`] for a page of a database going from `before` to `after` pages:
+    /// page 1 is compared with each side's count in its header.
+    fn changed_counted(
+        &mut self,
+        pgno: u32,
+        mut old: Vec<u8>,
+        mut new: Vec<u8>,
+        (before, after): (u32, u32),
+    ) {
+        if pgno == 1 {
+            set_header_page_count(&mut old, before);
+            set_header_page_count(&mut new, after);
+        }
+        self.changed(pgno, &old, &new);
+    }
+
+    /// The change these records make to a database of `pages.0` pages at
+    /// `checksum_before` (the checksum they started from), checked to end at `expected`
+    /// (what applying the run gives). Its versions are zero: the caller sets them.
+    fn into_change(
+        self,
+        page_size: u32,
+        (pages_before, pages_after): (u32, u32),
+        checksum_before: u64,
+        expected: u64,
+    ) -> Result<Delta, DeltaError> {
+        if self.checksum != expected {
+            return Err(DeltaError::Mismatch {
+                expected,
+                found: self.checksum,
+                stage: "after",
+            });
+        }
+        Ok(Delta {
+            page_size,
+            base_version: Version::ZERO,
+            version: Version::ZERO,
+            pages_before,
+            pages_after,
+            checksum_before,
+            checksum_after: expected,
+            replace: false,
+            records: self.records,
+        })
+    }
+
     /// Adds a page that exists on one side only.
     fn push(&mut self, pgno: u32, kind: RecordKind, page: Vec<u8>) {
         self.checksum ^= page_checksum(pgno, &page);
@@ -1311,13 +1333,8 @@ pub(crate) fn compose(
         .chain((pages_before != pages_after).then_some(1))
         .collect();
     for pgno in both {
-        let mut old = receiver.page(pgno)?;
-        let mut new = run.page(pgno)?;
-        if pgno == 1 {
-            set_header_page_count(&mut old, pages_before);
-            set_header_page_count(&mut new, pages_after);
-        }
-        records.changed(pgno, &old, &new);
+        let (old, new) = (receiver.page(pgno)?, run.page(pgno)?);
+        records.changed_counted(pgno, old, new, (pages_before, pages_after));
     }
     for pgno in pages_before + 1..=pages_after {
         records.push(pgno, RecordKind::New, run.page(pgno)?);
@@ -1325,24 +1342,12 @@ pub(crate) fn compose(
     for pgno in pages_after + 1..=pages_before {
         records.push(pgno, RecordKind::Removed, receiver.page(pgno)?);
     }
-    if records.checksum != run.checksum {
-        return Err(DeltaError::Mismatch {
-            expected: run.checksum,
-            found: records.checksum,
-            stage: "after",
-        });
-    }
-    Ok(Delta {
+    records.into_change(
         page_size,
-        base_version: Version::ZERO,
-        version: Version::ZERO,
-        pages_before,
-        pages_after,
-        checksum_before: checksum,
-        checksum_after: run.checksum,
-        replace: false,
-        records: records.records,
-    })
+        (pages_before, pages_after),
+        checksum,
+        run.checksum,
+    )
 }
 
 /// [`apply`] in a transaction of its own on a connection the engine alone uses (a copy
