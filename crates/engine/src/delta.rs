@@ -323,17 +323,10 @@ impl Delta {
         for pgno in pages_before + 1..=pages_after {
             records.push(pgno, RecordKind::New, new_page(pgno).to_vec());
         }
-        Ok(Self {
-            page_size,
-            base_version: Version::ZERO,
-            version: Version::ZERO,
-            pages_before,
-            pages_after,
-            checksum_before,
-            checksum_after: checksum_before ^ records.checksum,
-            replace: false,
-            records: records.records,
-        })
+        // The records' changes to the checksum, on top of the one summed on the way.
+        records.checksum ^= checksum_before;
+        let after = records.checksum;
+        records.into_change(page_size, (pages_before, pages_after), checksum_before, after)
     }
 
     /// The change from the database `old` (read once, page by page: `old_len` bytes at the
