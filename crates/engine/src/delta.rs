@@ -326,7 +326,12 @@ impl Delta {
         // The records' changes to the checksum, on top of the one summed on the way.
         records.checksum ^= checksum_before;
         let after = records.checksum;
-        records.into_change(page_size, (pages_before, pages_after), checksum_before, after)
+        records.into_change(
+            page_size,
+            (pages_before, pages_after),
+            checksum_before,
+            after,
+        )
     }
 
     /// The change from the database `old` (read once, page by page: `old_len` bytes at the
@@ -369,8 +374,13 @@ impl Delta {
             .flat_map(|delta| delta.records.iter().map(|record| record.pgno))
             .chain([1])
             .collect();
-        // The snapshot's pages the run reads, and the copy's beside them; pages the run leaves
-        // as the snapshot has them where the copy differs (each side `None` past its end).
+        // The version's page count, where the run says it (else the snapshot's): a page the
+        // run does not touch is the snapshot's up to it, and gone past it (a whole image
+        // can leave fewer pages than the snapshot had).
+        let version_pages = deltas.last().map(|delta| delta.pages_after);
+        // The snapshot's pages the run reads, and the copy's beside them; the pages the run
+        // leaves as the snapshot has them where the copy differs (each side `None` past its
+        // end).
         let (mut held, mut held_old) = (BTreeMap::new(), BTreeMap::new());
         let mut differing: BTreeMap<u32, Sides> = BTreeMap::new();
         let (mut snapshot_pages, mut summed) = (0, 0);
@@ -399,12 +409,20 @@ impl Delta {
                 if in_old {
                     held_old.insert(pgno, old_page.clone());
                 }
-            } else if !(in_snapshot && in_old && page == old_page) {
-                let sides = (
-                    in_old.then(|| old_page.clone()),
-                    in_snapshot.then(|| page.clone()),
-                );
-                differing.insert(pgno, sides);
+            } else {
+                let in_version = version_pages.map_or(in_snapshot, |pages| pgno <= pages);
+                if in_version && !in_snapshot {
+                    return Err(DeltaError::Corrupt(format!(
+                        "page {pgno} of the version is in neither the snapshot nor a change"
+                    )));
+                }
+                if !(in_version && in_old && page == old_page) {
+                    let sides = (
+                        in_old.then(|| old_page.clone()),
+                        in_version.then(|| page.clone()),
+                    );
+                    differing.insert(pgno, sides);
+                }
             }
         }
         let checksum = match snapshot_checksum {
@@ -2013,6 +2031,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(delta.checksum_after, checksums[3]);
+        // A whole image with fewer pages than the snapshot: the pages past it go, whatever
+        // the copy.
+        let mut shrinking = Delta::from_image(&images[3]).unwrap();
+        shrinking.checksum_before = checksums[2];
+        for (held, old) in images.iter().enumerate() {
+            let delta = Delta::between_rebuilt(
+                &old[..],
+                old.len() as u64,
+                checksums[held],
+                &images[2][..],
+                Some(checksums[2]),
+                vec![shrinking.clone()],
+            )
+            .unwrap();
+            assert_eq!(delta.checksum_after, checksums[3], "copy {held}");
+            fs::write(&copy, old).unwrap();
+            let conn = open(&copy);
+            apply_committed(&conn, [Ok(delta)], checksums[held]).unwrap();
+            drop(conn);
+            fs::write(&expected, &images[3]).unwrap();
+            assert_same_files(&copy, &expected, 1024);
+        }
         // A copy that is not at the checksum it claims is refused, wherever it drifted.
         for pgno in [1, 7, images[1].len() / 1024] {
             let mut drifted = images[1].clone();
