@@ -14,7 +14,7 @@ const SEARCH_DELAY_MS = 250;
 const REFRESH_DELAY_MS = 500;
 // Samples a chart spans: the five minutes the server keeps.
 const CHART_SLOTS = 300;
-// Versions a user's history lists, newest first, each with its writer (a store request apiece).
+// Versions a user's history lists, newest first.
 const HISTORY_LIMIT = 50;
 // Rows a diff lists per table (the counts stay exact beyond them).
 const DIFF_ROWS = 50;
@@ -30,8 +30,9 @@ let running = null;
 const table = { search: "", cursors: [null], page: 0 };
 // The user shown in the user view, if any.
 let selected = null;
-// That user's history: the versions listed, the two picked to compare, the version whose
-// restore awaits confirmation, and the last restore's answer (what "Undo" restores).
+// That user's history: the versions listed, their writers as far as asked, the two picked
+// to compare, the version whose restore awaits confirmation, and the last restore's answer
+// (what "Undo" restores).
 let userHistory = null;
 
 // Shows a failure: a refused token locks the dashboard, anything else is a banner.
@@ -247,7 +248,7 @@ function closeUser() {
 // --- one user's history ----------------------------------------------------------------
 
 function resetHistory(userId) {
-  userHistory = { user: userId, versions: null, from: null, to: null, confirming: null, restored: null };
+  userHistory = { user: userId, versions: null, writers: new Map(), from: null, to: null, confirming: null, restored: null };
   $("history-count").textContent = "";
   setHistoryStatus("Loading versions…");
   $("history-table").tBodies[0].replaceChildren();
@@ -270,11 +271,22 @@ function historyFailed(error) {
   else setHistoryStatus(error.message, true);
 }
 
+// Lists the user's versions (a few store requests), then asks who wrote the newest ones not
+// seen before (a request apiece): a version never changes, so each writer is asked once,
+// however often the list refreshes.
 async function loadHistory() {
   const user = userHistory.user;
+  const writers = userHistory.writers;
   try {
-    const { versions } = await admin.versions(user, { limit: HISTORY_LIMIT, writers: true });
+    const { versions } = await admin.versions(user, { limit: HISTORY_LIMIT });
+    const seen = versions.findIndex((entry) => writers.has(entry.version));
+    const unseen = seen === -1 ? versions.length : seen;
+    if (unseen > 0) {
+      const signed = await admin.versions(user, { limit: unseen, writers: true });
+      for (const entry of signed.versions) writers.set(entry.version, entry.writer);
+    }
     if (userHistory?.user !== user) return;
+    for (const entry of versions) entry.writer = writers.get(entry.version) ?? null;
     userHistory.versions = versions;
     const kept = new Set(versions.map((entry) => entry.version));
     if (!kept.has(userHistory.to)) userHistory.to = versions[0]?.version ?? null;
