@@ -90,6 +90,8 @@ export interface VersionEvent {
   version: number;
   /** The instance that uploaded it. */
   writer: string;
+  /** The version whose content it brought back, when it is a restore. */
+  restored_from?: number;
 }
 
 /** An upload found another writer's version in the bucket. */
@@ -218,6 +220,74 @@ export interface AdminStats {
   samples: Array<Record<string, number | string>>;
 }
 
+/** One restorable version of a user's database. */
+export interface VersionEntry {
+  version: number;
+  /** When it was written (RFC 3339). */
+  created_at: string;
+  /** What holds it in the bucket. */
+  held_by: Array<'change' | 'snapshot' | 'kept_snapshot'>;
+  /** Bytes uploaded to write it. */
+  shipped_bytes: number;
+  /** The database's size at this version, where a snapshot of it tells. */
+  size_bytes: number | null;
+  /** The instance that wrote it, where known. */
+  writer: string | null;
+}
+
+export interface VersionsAnswer {
+  user_id: string;
+  /** Newest first. */
+  versions: VersionEntry[];
+}
+
+/** A value in a diff: a blob shows its first 64 bytes in hex, a real JSON cannot hold as text. */
+export type DiffValue = null | number | string | { blob_hex: string; len: number } | { real: string };
+
+/** One row of a table's diff: a changed row shows its key and the columns that differ. */
+export interface RowDiff {
+  key: Record<string, DiffValue>;
+  change: 'added' | 'removed' | 'changed';
+  before: Record<string, DiffValue> | null;
+  after: Record<string, DiffValue> | null;
+}
+
+export interface TableDiff {
+  table: string;
+  /** The columns that identify a row. */
+  key: string[];
+  added: number;
+  removed: number;
+  changed: number;
+  /** The first rows (`max_rows`); the counts are exact beyond them. */
+  rows: RowDiff[];
+  truncated: boolean;
+}
+
+export interface SchemaChange {
+  kind: string;
+  name: string;
+  change: 'added' | 'removed' | 'changed';
+  sql_before: string | null;
+  sql_after: string | null;
+}
+
+export interface DiffAnswer {
+  user_id: string;
+  from: number;
+  to: number;
+  /** Empty, like `schema`, when the versions hold the same rows. */
+  tables: TableDiff[];
+  schema: SchemaChange[];
+}
+
+/** What a restore did: restoring `undo` undoes it. */
+export interface RestoreAnswer {
+  version: number;
+  restored: number;
+  undo: number;
+}
+
 /** The operator's client of the admin API (served when auth.admin_token is set). */
 export declare class CellarAdmin {
   constructor(options: CellarAdminOptions);
@@ -225,6 +295,12 @@ export declare class CellarAdmin {
   users(query?: { q?: string; after?: string | null; limit?: number }): Promise<AdminUsersPage>;
   /** One user's metadata and recent events: `GET /v1/admin/users/{user}`. */
   user(userId: string): Promise<AdminUserDetail>;
+  /** One user's versions, newest first: `GET /v1/admin/users/{user}/versions`. */
+  versions(userId: string, query?: { limit?: number; writers?: boolean }): Promise<VersionsAnswer>;
+  /** Two of one user's versions compared: `GET /v1/admin/users/{user}/diff`. */
+  diff(userId: string, from: number, to: number, options?: { maxRows?: number }): Promise<DiffAnswer>;
+  /** Restores a version (or the one current at a moment) as a new version; any user, any setting. */
+  restore(userId: string, target: { version: number } | { at: string }): Promise<RestoreAnswer>;
   /** `GET /v1/admin/stats`. */
   stats(): Promise<AdminStats>;
   /** Every user's events from `/v1/admin/events` until `close()`, reconnecting with backoff. */

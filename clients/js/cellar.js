@@ -162,8 +162,8 @@ export class Cellar {
 
 /**
  * The operator's client of the admin API (`/v1/admin/…`, served when the server has
- * `auth.admin_token`): the users in the bucket, one user's recent events, the server's own
- * samples, and every user's events. The dashboard at `/ui` is built on it. Like `Cellar`, it
+ * `auth.admin_token`): the users in the bucket, one user's recent events and history
+ * (versions, diff, restore), the server's own samples, and every user's events. The dashboard at `/ui` is built on it. Like `Cellar`, it
  * keeps nothing in web storage.
  */
 export class CellarAdmin {
@@ -197,7 +197,37 @@ export class CellarAdmin {
 
   /** One user's metadata and recent events: `GET /v1/admin/users/{user}`. */
   user(userId) {
-    return this.#get(`/v1/admin/users/${encodeURIComponent(userId)}`);
+    return this.#get(userPath(userId));
+  }
+
+  /**
+   * One user's restorable versions, newest first: `GET /v1/admin/users/{user}/versions`
+   * (`writers: true` also tells who wrote each one listed, at a store request apiece).
+   */
+  versions(userId, { limit, writers } = {}) {
+    const params = new URLSearchParams();
+    if (limit !== undefined) params.set('limit', String(limit));
+    if (writers) params.set('writers', 'true');
+    const query = params.size > 0 ? `?${params}` : '';
+    return this.#get(`${userPath(userId)}/versions${query}`);
+  }
+
+  /** Two of one user's versions compared row by row: `GET /v1/admin/users/{user}/diff`. */
+  diff(userId, from, to, { maxRows } = {}) {
+    const params = new URLSearchParams({ from: String(from), to: String(to) });
+    if (maxRows !== undefined) params.set('max_rows', String(maxRows));
+    return this.#get(`${userPath(userId)}/diff?${params}`);
+  }
+
+  /**
+   * Brings back `{ version }` (or the version current `{ at }` a moment) of one user's
+   * database as a new version: `POST /v1/admin/users/{user}/restore`. Restoring the answer's
+   * `undo` undoes it.
+   */
+  restore(userId, target) {
+    const headers = { authorization: `Bearer ${this.#token}`, 'content-type': 'application/json' };
+    const init = { method: 'POST', body: JSON.stringify(target) };
+    return request(this.#fetch, this.#base + `${userPath(userId)}/restore`, headers, init, 'json');
   }
 
   /** The server's samples of the last minutes: `GET /v1/admin/stats`. */
@@ -216,6 +246,11 @@ export class CellarAdmin {
     const headers = { authorization: `Bearer ${this.#token}` };
     return request(this.#fetch, this.#base + path, headers, { method: 'GET' }, 'json');
   }
+}
+
+/** The admin API's path of one user. */
+function userPath(userId) {
+  return `/v1/admin/users/${encodeURIComponent(userId)}`;
 }
 
 /** Sends one request; answers that are not 2xx become a CellarError. */

@@ -195,7 +195,7 @@ test('a subscription reopens by itself when the server restarts on the same port
   }
 });
 
-test('the admin client lists users, reads one, relays every user\'s events and is refused a wrong token', async () => {
+test('the admin client lists users, reads one and its history, restores, relays every user\'s events and is refused a wrong token', async () => {
   const adminToken = 'admin-token-for-the-js-client-test-0123';
   const admin = await startServer({ env: { CELLAR_AUTH_ADMIN_TOKEN: adminToken } });
   const operator = new CellarAdmin({ url: admin.url, token: adminToken });
@@ -215,6 +215,21 @@ test('the admin client lists users, reads one, relays every user\'s events and i
     assert.equal(detail.user.user_id, user);
     assert.ok(detail.events.some((e) => e.type === 'version' && e.version === 1), JSON.stringify(detail));
     assert.ok(Array.isArray((await operator.stats()).samples));
+
+    await new Cellar({ url: admin.url, token: tokenFor(user) }).query(['INSERT INTO t VALUES (7)']);
+    const { versions } = await operator.versions(user, { limit: 5, writers: true });
+    assert.deepEqual(versions.map((v) => v.version), [2, 1]);
+    assert.ok(versions.every((v) => typeof v.writer === 'string'), JSON.stringify(versions));
+    const diff = await operator.diff(user, 1, 2, { maxRows: 1 });
+    assert.equal(diff.tables[0]?.added, 1, JSON.stringify(diff));
+    assert.equal(diff.tables[0].rows[0].after.x, 7);
+    const restored = await operator.restore(user, { version: 1 });
+    assert.deepEqual(restored, { version: 3, restored: 1, undo: 2 });
+    await seen.waitFor((e) => e.user_id === user && e.restored_from === 1, 'the restore in the admin feed');
+    await assert.rejects(
+      operator.restore(user, { version: 99 }),
+      (err) => err instanceof CellarError && err.code === 'not_found' && err.status === 404,
+    );
 
     const wrong = new CellarAdmin({ url: admin.url, token: 'not-the-admin-token-but-long-enough-00' });
     await assert.rejects(wrong.stats(), (err) => err instanceof CellarError && err.code === 'unauthorized' && err.status === 401);

@@ -141,11 +141,14 @@ async fn the_description_covers_every_route_and_the_server_keeps_to_it() {
 }
 
 /// The admin API, served with `auth.admin_token` only.
-const ADMIN_ROUTES: [&str; 4] = [
+const ADMIN_ROUTES: [&str; 7] = [
     "/v1/admin/events",
     "/v1/admin/stats",
     "/v1/admin/users",
     "/v1/admin/users/{user}",
+    "/v1/admin/users/{user}/diff",
+    "/v1/admin/users/{user}/restore",
+    "/v1/admin/users/{user}/versions",
 ];
 
 /// With jwt identity and the operator's token: the checks of ignored auth then hold for

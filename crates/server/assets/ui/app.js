@@ -1,5 +1,6 @@
-// Cellar's operator dashboard: the users in the bucket, one user's recent events, every
-// user's events live, and plots of the server's own samples, all through the admin API.
+// Cellar's operator dashboard: the users in the bucket, one user's recent events and history
+// (versions, a diff of two, restore and undo), every user's events live, and plots of the
+// server's own samples, all through the admin API.
 //
 // The admin token lives in this module's memory only (never in localStorage,
 // sessionStorage, IndexedDB or a cookie): reloading the page, or "Lock", forgets it.
@@ -13,6 +14,10 @@ const SEARCH_DELAY_MS = 250;
 const REFRESH_DELAY_MS = 500;
 // Samples a chart spans: the five minutes the server keeps.
 const CHART_SLOTS = 300;
+// Versions a user's history lists, newest first.
+const HISTORY_LIMIT = 50;
+// Rows a diff lists per table (the counts stay exact beyond them).
+const DIFF_ROWS = 50;
 
 const $ = (id) => document.getElementById(id);
 
@@ -25,6 +30,10 @@ let running = null;
 const table = { search: "", cursors: [null], page: 0 };
 // The user shown in the user view, if any.
 let selected = null;
+// That user's history: the versions listed, their writers as far as asked, the two picked
+// to compare, the version whose restore awaits confirmation, and the last restore's answer
+// (what "Undo" restores).
+let userHistory = null;
 
 // Shows a failure: a refused token locks the dashboard, anything else is a banner.
 function report(error) {
@@ -183,9 +192,15 @@ async function showUser(userId) {
   for (const row of $("users-table").tBodies[0].rows) {
     row.classList.toggle("selected", row.dataset.user === userId);
   }
+  const another = userHistory?.user !== userId;
+  if (another) resetHistory(userId);
+  loadHistory();
   try {
     const detail = await admin.user(userId);
+    if (selected !== userId) return;
     renderUser(detail);
+    // The view is below the users table: bring a newly chosen user's into sight.
+    if (another) $("user-view").scrollIntoView({ block: "start" });
     clearError();
   } catch (error) {
     report(error);
@@ -225,8 +240,299 @@ function renderUser({ user, events }) {
 
 function closeUser() {
   selected = null;
+  userHistory = null;
   $("user-view").hidden = true;
   for (const row of $("users-table").tBodies[0].rows) row.classList.remove("selected");
+}
+
+// --- one user's history ----------------------------------------------------------------
+
+function resetHistory(userId) {
+  userHistory = { user: userId, versions: null, writers: new Map(), from: null, to: null, confirming: null, restored: null };
+  $("history-count").textContent = "";
+  setHistoryStatus("Loading versions…");
+  $("history-table").tBodies[0].replaceChildren();
+  $("history-restored").hidden = true;
+  $("history-confirm").hidden = true;
+  $("history-diff").hidden = true;
+  $("history-compare").disabled = true;
+}
+
+function setHistoryStatus(text, failed = false) {
+  const status = $("history-status");
+  status.textContent = text;
+  status.className = failed ? "error" : "hint";
+  status.hidden = !text;
+}
+
+// A failure of a history call: a refused token locks the dashboard like any call.
+function historyFailed(error) {
+  if (error.code === "unauthorized") report(error);
+  else setHistoryStatus(error.message, true);
+}
+
+// Lists the user's versions (a few store requests), then asks who wrote the newest ones not
+// seen before (a request apiece): a version never changes, so each writer is asked once,
+// however often the list refreshes.
+async function loadHistory() {
+  const user = userHistory.user;
+  const writers = userHistory.writers;
+  try {
+    const { versions } = await admin.versions(user, { limit: HISTORY_LIMIT });
+    const seen = versions.findIndex((entry) => writers.has(entry.version));
+    const unseen = seen === -1 ? versions.length : seen;
+    if (unseen > 0) {
+      const signed = await admin.versions(user, { limit: unseen, writers: true });
+      for (const entry of signed.versions) writers.set(entry.version, entry.writer);
+    }
+    if (userHistory?.user !== user) return;
+    for (const entry of versions) entry.writer = writers.get(entry.version) ?? null;
+    userHistory.versions = versions;
+    const kept = new Set(versions.map((entry) => entry.version));
+    if (!kept.has(userHistory.to)) userHistory.to = versions[0]?.version ?? null;
+    if (!kept.has(userHistory.from)) userHistory.from = versions[1]?.version ?? userHistory.to;
+    renderHistory();
+  } catch (error) {
+    if (userHistory?.user === user) historyFailed(error);
+  }
+}
+
+function renderHistory() {
+  const { versions } = userHistory;
+  const count = versions.length;
+  $("history-count").textContent =
+    count === HISTORY_LIMIT ? `newest ${count}` : `${count} ${count === 1 ? "version" : "versions"}`;
+  setHistoryStatus(count === 0 ? "No version kept in the bucket." : "");
+  const newest = versions[0]?.version;
+  $("history-table").tBodies[0].replaceChildren(...versions.map((entry) => versionRow(entry, newest)));
+  $("history-compare").disabled = userHistory.from == null || userHistory.to == null;
+}
+
+const HOLDERS = { change: "change", snapshot: "snapshot", kept_snapshot: "kept snapshot" };
+
+function versionRow(entry, newest) {
+  const row = document.createElement("tr");
+  row.className = "version-row";
+  row.dataset.version = String(entry.version);
+  if (entry.version === newest) row.classList.add("current");
+  if (entry.version === userHistory.confirming) row.classList.add("confirming");
+  row.append(
+    pickCell("from", entry.version),
+    pickCell("to", entry.version),
+    cell("version", entry.version),
+    cell("written", when(entry.created_at)),
+    cell("writer", entry.writer ?? "—"),
+    cell("size", entry.size_bytes == null ? "—" : bytes(entry.size_bytes)),
+    cell("shipped", bytes(entry.shipped_bytes)),
+    cell("held", entry.held_by.map((holder) => HOLDERS[holder] ?? holder).join(", ")),
+  );
+  row.cells[4].title = entry.writer ?? "";
+  const action = document.createElement("td");
+  if (entry.version === newest) {
+    action.className = "hint";
+    action.textContent = "current";
+  } else {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "restore";
+    button.textContent = "Restore";
+    button.addEventListener("click", () => askToRestore(entry.version));
+    action.append(button);
+  }
+  row.append(action);
+  return row;
+}
+
+function cell(className, text) {
+  const td = document.createElement("td");
+  td.className = className;
+  td.textContent = String(text);
+  return td;
+}
+
+// A radio button picking `version` as the diff's `side` ("from" or "to").
+function pickCell(side, version) {
+  const td = document.createElement("td");
+  td.className = "pick";
+  const radio = document.createElement("input");
+  radio.type = "radio";
+  radio.name = `history-${side}`;
+  radio.className = `pick-${side}`;
+  radio.value = String(version);
+  radio.checked = userHistory[side] === version;
+  radio.setAttribute("aria-label", `compare ${side} version ${version}`);
+  radio.addEventListener("change", () => {
+    userHistory[side] = version;
+    $("history-compare").disabled = userHistory.from == null || userHistory.to == null;
+  });
+  td.append(radio);
+  return td;
+}
+
+// --- diff
+
+async function compare() {
+  const { user, from, to } = userHistory;
+  const shown = $("history-diff");
+  shown.hidden = false;
+  shown.dataset.from = String(from);
+  shown.dataset.to = String(to);
+  delete shown.dataset.loaded;
+  $("history-diff-title").textContent = `Version ${from} → version ${to}`;
+  const body = $("history-diff-body");
+  body.replaceChildren(paragraph("Comparing…", "hint"));
+  try {
+    const diff = await admin.diff(user, from, to, { maxRows: DIFF_ROWS });
+    if (userHistory?.user !== user) return;
+    body.replaceChildren(...diffParts(diff));
+    shown.dataset.loaded = "true";
+  } catch (error) {
+    if (error.code === "unauthorized") report(error);
+    else body.replaceChildren(paragraph(error.message, "error"));
+  }
+}
+
+function diffParts({ from, to, tables, schema }) {
+  if (tables.length === 0 && schema.length === 0) {
+    return [paragraph(`No differences: versions ${from} and ${to} hold the same schema and rows.`, "no-diff")];
+  }
+  const parts = [];
+  if (schema.length > 0) {
+    const section = document.createElement("div");
+    section.className = "diff-schema";
+    section.append(heading("h5", "Schema"));
+    for (const change of schema) {
+      const item = paragraph(`${change.kind} ${change.name}: ${change.change}`, "schema-change");
+      item.dataset.change = change.change;
+      section.append(item);
+      for (const sql of [change.sql_before, change.sql_after]) {
+        if (sql == null) continue;
+        const pre = document.createElement("pre");
+        pre.textContent = sql;
+        section.append(pre);
+      }
+    }
+    parts.push(section);
+  }
+  for (const table of tables) parts.push(tableDiff(table));
+  return parts;
+}
+
+function tableDiff(table) {
+  const section = document.createElement("div");
+  section.className = "diff-table";
+  section.dataset.table = table.table;
+  const counts = `${table.added} added, ${table.removed} removed, ${table.changed} changed`;
+  section.append(heading("h5", `Table ${table.table}: ${counts}`));
+  const rows = document.createElement("table");
+  const head = rows.createTHead().insertRow();
+  for (const title of ["", "Key", "Before", "After"]) {
+    const th = document.createElement("th");
+    th.textContent = title;
+    head.append(th);
+  }
+  const body = rows.createTBody();
+  for (const change of table.rows) {
+    const row = body.insertRow();
+    row.className = "diff-row";
+    row.dataset.change = change.change;
+    // A changed row: its key has a column of its own; before and after show what differs.
+    const shown = (values) =>
+      values == null ? "—" : columns(change.change === "changed" ? withoutKey(values, change.key) : values);
+    row.append(
+      cell("change", change.change),
+      cell("key", columns(change.key)),
+      cell("before", shown(change.before)),
+      cell("after", shown(change.after)),
+    );
+  }
+  section.append(rows);
+  if (table.truncated) {
+    const total = table.added + table.removed + table.changed;
+    section.append(paragraph(`The first ${table.rows.length} of ${total} rows.`, "hint"));
+  }
+  return section;
+}
+
+function withoutKey(values, key) {
+  return Object.fromEntries(Object.entries(values).filter(([name]) => !(name in key)));
+}
+
+// A row's columns as `name = value`, values as SQL would show them.
+function columns(values) {
+  return Object.entries(values)
+    .map(([name, value]) => `${name} = ${sqlValue(value)}`)
+    .join(", ");
+}
+
+function sqlValue(value) {
+  if (value === null) return "NULL";
+  if (typeof value === "string") return `'${value.replaceAll("'", "''")}'`;
+  if (typeof value === "object" && "blob_hex" in value) {
+    const shown = value.blob_hex.length / 2 < value.len ? "…" : "";
+    return `x'${value.blob_hex}${shown}' (${bytes(value.len)})`;
+  }
+  if (typeof value === "object" && "real" in value) return value.real;
+  return String(value);
+}
+
+function paragraph(text, className) {
+  const p = document.createElement("p");
+  p.className = className;
+  p.textContent = text;
+  return p;
+}
+
+function heading(tag, text) {
+  const h = document.createElement(tag);
+  h.textContent = text;
+  return h;
+}
+
+// --- restore
+
+function askToRestore(version) {
+  userHistory.confirming = version;
+  const newest = userHistory.versions[0]?.version;
+  $("history-confirm-text").textContent =
+    `Restore version ${version} of ${userHistory.user}? Its content becomes a new version on top ` +
+    `of version ${newest}, for every instance; nothing is deleted, and it can be undone.`;
+  $("history-confirm-yes").textContent = `Restore version ${version}`;
+  $("history-confirm").hidden = false;
+  renderHistory();
+  $("history-confirm-no").focus();
+}
+
+function cancelRestore() {
+  userHistory.confirming = null;
+  $("history-confirm").hidden = true;
+  renderHistory();
+}
+
+// Restores `version` of the user shown; `undoing` says it undoes the previous restore.
+async function restore(version, undoing) {
+  const user = userHistory.user;
+  for (const button of [$("history-confirm-yes"), $("history-undo")]) button.disabled = true;
+  try {
+    const done = await admin.restore(user, { version });
+    if (userHistory?.user !== user) return;
+    userHistory.restored = done;
+    userHistory.confirming = null;
+    $("history-confirm").hidden = true;
+    const text = undoing
+      ? `Undone: version ${done.restored}'s content is back, as version ${done.version}.`
+      : `Restored version ${done.restored} as version ${done.version}.`;
+    $("history-restored-text").textContent = text;
+    $("history-undo").textContent = `Undo (restore version ${done.undo})`;
+    const notice = $("history-restored");
+    notice.dataset.version = String(done.version);
+    notice.hidden = false;
+    showUser(user);
+  } catch (error) {
+    if (userHistory?.user === user) historyFailed(error);
+  } finally {
+    for (const button of [$("history-confirm-yes"), $("history-undo")]) button.disabled = false;
+  }
 }
 
 // --- events ----------------------------------------------------------------------------
@@ -270,7 +576,8 @@ function eventItem(event) {
 
 function describe(event) {
   if (event.type === "version") {
-    return `${event.user_id}: version ${event.version} by ${event.writer}`;
+    const restore = event.restored_from == null ? "" : `, a restore of version ${event.restored_from},`;
+    return `${event.user_id}: version ${event.version}${restore} by ${event.writer}`;
   }
   if (event.type === "conflict") {
     return `${event.user_id}: conflict (${event.policy}, ${event.resolution}): ` +
@@ -412,4 +719,8 @@ $("user-search").addEventListener("input", search);
 $("users-prev").addEventListener("click", () => turnPage(-1));
 $("users-next").addEventListener("click", () => turnPage(1));
 $("user-view-close").addEventListener("click", closeUser);
+$("history-compare").addEventListener("click", compare);
+$("history-confirm-yes").addEventListener("click", () => restore(userHistory.confirming, false));
+$("history-confirm-no").addEventListener("click", cancelRestore);
+$("history-undo").addEventListener("click", () => restore(userHistory.restored.undo, true));
 $("token-input").focus();

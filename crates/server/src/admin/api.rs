@@ -1,9 +1,11 @@
 //! The admin API's routes (`/v1/admin/…`), as the dashboard calls them; each needs the
-//! operator's token (see `gate`).
+//! operator's token (see `gate`). A user's history (versions, diff, restore) is served by
+//! the code of the user's own history routes (`routes::history`), for any user.
 
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
@@ -21,6 +23,9 @@ use super::state::Admin;
 use super::stats::{EVERY, Sample};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::relay::{relay, send};
+use crate::routes::history::{
+    self, DiffBody, DiffQuery, RestoreRequest, RestoredBody, VersionsBody, VersionsQuery,
+};
 use crate::state::Shutdown;
 
 /// Users on a page unless the caller says otherwise.
@@ -43,6 +48,24 @@ enum AdminErrors {
     /// `store_unavailable`: the object store failed or did not answer in time.
     #[response(status = 503)]
     Unavailable(ErrorBody),
+}
+
+/// The user a route is about.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct UserPath {
+    /// The user id.
+    #[param(pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")]
+    user: String,
+}
+
+impl UserPath {
+    /// The user the path names, checked to be a user id.
+    fn parse(path: Result<Path<Self>, PathRejection>) -> Result<UserId, ApiError> {
+        let Path(Self { user }) =
+            path.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        Ok(UserId::new(user)?)
+    }
 }
 
 /// The users table's query.
@@ -170,8 +193,7 @@ pub(super) async fn users(
     path = "/v1/admin/users/{user}",
     tag = "admin",
     security(("admin" = [])),
-    params(("user" = String, Path, description = "The user id",
-        pattern = "^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")),
+    params(UserPath),
     responses(
         (status = 200, description = "The user's database and recent events", body = UserDetail),
         (status = 400, description = "`bad_request`: not a user id", body = ErrorBody),
@@ -182,20 +204,117 @@ pub(super) async fn users(
 )]
 pub(super) async fn user(
     State(admin): State<Arc<Admin>>,
-    user: Result<Path<String>, PathRejection>,
+    path: Result<Path<UserPath>, PathRejection>,
 ) -> Result<Json<UserDetail>, ApiError> {
-    let Path(user) = user.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let user = UserId::new(user)?;
+    let user = UserPath::parse(path)?;
     let Some(summary) = describe(&admin, user.clone()).await? else {
-        return Err(ApiError::new(
-            ErrorCode::NotFound,
-            format!("user {user} has no database in the bucket"),
-        ));
+        return Err(no_database(&user));
     };
     Ok(Json(UserDetail {
         user: summary,
         events: admin.feed.of_user(user.as_str()),
     }))
+}
+
+/// One user's versions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user}/versions",
+    tag = "admin",
+    security(("admin" = [])),
+    description = "The user's versions inside the retention window, newest first, as the \
+        user's own `GET /v1/db/versions` lists them (same query, same answer). \
+        `Cellar-Version` is the newest.",
+    params(UserPath, VersionsQuery),
+    responses(
+        (status = 200, description = "The user's versions, newest first", body = VersionsBody,
+            headers(("Cellar-Version" = u64))),
+        (status = 400, description = "`bad_request`: not a user id, `limit` out of \
+            1–10 000, or a malformed query string", body = ErrorBody),
+        (status = 404, description = "`not_found`: the user has no database in the bucket",
+            body = ErrorBody),
+        AdminErrors,
+    )
+)]
+pub(super) async fn versions(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<UserPath>, PathRejection>,
+    query: Result<Query<VersionsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let user = UserPath::parse(path)?;
+    match history::list_versions(&admin.app.engine, &user, query).await? {
+        Some(versions) => Ok(history::versions_answer(&user, versions)),
+        None => Err(no_database(&user)),
+    }
+}
+
+/// Two of one user's versions compared row by row.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user}/diff",
+    tag = "admin",
+    security(("admin" = [])),
+    description = "The rows each table of the user's database gained, lost or changed from \
+        version `from` to version `to`, and the schema objects added, removed or rewritten, \
+        as the user's own `GET /v1/db/diff` tells them (same query, same answer).",
+    params(UserPath, DiffQuery),
+    responses(
+        (status = 200, description = "The differences", body = DiffBody),
+        (status = 400, description = "`bad_request`: not a user id, `from` or `to` missing \
+            or not a number, `max_rows` out of 1–1 000", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such version in the user's history \
+            (never written, or past the retention window), or no database", body = ErrorBody),
+        (status = 507, description = "`insufficient_storage`: the server's own disk is full",
+            body = ErrorBody),
+        AdminErrors,
+    )
+)]
+pub(super) async fn diff(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<UserPath>, PathRejection>,
+    query: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Json<DiffBody>, ApiError> {
+    let user = UserPath::parse(path)?;
+    history::compare_versions(&admin.app.engine, &user, query).await
+}
+
+/// Brings back an earlier version of one user's database as a new, newest version.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user}/restore",
+    tag = "admin",
+    security(("admin" = [])),
+    description = "Restores as the user's own `POST /v1/db/restore` does (same body, same \
+        answer: restoring `undo` undoes it), also when `history.user_restore` is off: that \
+        setting governs users only. The user's subscribers get a `version` event with \
+        `restored_from`.",
+    params(UserPath),
+    request_body = RestoreRequest,
+    responses(
+        (status = 200, description = "The restore, committed", body = RestoredBody,
+            headers(("Cellar-Version" = u64))),
+        (status = 400, description = "`bad_request`: not a user id, or a body that is not \
+            exactly one of `version` and `at`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such version in the user's history \
+            (never written, or past the retention window), or no database", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive in time",
+            body = ErrorBody),
+        (status = 409, description = "`conflict`: another writer uploaded first \
+            (`sync.conflict = \"strict\"`); nothing was restored", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is larger than the limit",
+            body = ErrorBody),
+        (status = 507, description = "`insufficient_storage`: the server's own disk is full",
+            body = ErrorBody),
+        AdminErrors,
+    )
+)]
+pub(super) async fn restore(
+    State(admin): State<Arc<Admin>>,
+    path: Result<Path<UserPath>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let user = UserPath::parse(path)?;
+    history::restore_as_asked(&admin.app, &user, body).await
 }
 
 /// Samples of the server's own vital signs.
@@ -266,6 +385,14 @@ async fn replay_then_relay(
         }
     }
     relay(socket, live, |_| true, shutdown).await;
+}
+
+/// The answer about a user who has no database.
+fn no_database(user: &UserId) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("user {user} has no database in the bucket"),
+    )
 }
 
 /// `user`'s row, read from the store; `None` if the user has no object.

@@ -7,6 +7,8 @@
 //!                                     └► directory  users in the bucket, listed into memory,
 //! BucketReader::list_users ───────────────►          searched and paged there ─► /v1/admin/users
 //! every second ─► stats  HTTP and engine counters, as rates ─► /v1/admin/stats
+//! routes::history (the user's own history routes' code) ─► /v1/admin/users/{user}/versions,
+//!                                                          …/diff, …/restore
 //! ```
 //!
 //! Every API route goes through `gate` (the admin token, compared in constant time); the
@@ -68,6 +70,9 @@ pub(crate) fn routes(token: AdminToken, app: &Arc<AppState>) -> OpenApiRouter<Ar
     let api = OpenApiRouter::new()
         .routes(routes!(api::users))
         .routes(routes!(api::user))
+        .routes(routes!(api::versions))
+        .routes(routes!(api::diff))
+        .routes(routes!(api::restore))
         .routes(routes!(api::stats))
         .route_layer(from_fn_with_state(
             Gate::header(token.clone()),

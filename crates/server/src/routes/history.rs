@@ -12,7 +12,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::response::{IntoResponse, Response};
 use cellar_engine::diff::{DatabaseDiff, DiffOptions, SchemaChange, TableDiff};
-use cellar_engine::{Holder, RestoreTarget, Restored, UserId, Version, VersionEntry};
+use cellar_engine::{Engine, Holder, RestoreTarget, Restored, UserId, Version, VersionEntry};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -107,6 +107,17 @@ pub(crate) async fn versions(
     Extension(user): Extension<UserId>,
     query: Result<Query<VersionsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let listed = list_versions(&state.engine, &user, query).await?;
+    Ok(versions_answer(&user, listed.unwrap_or_default()))
+}
+
+/// `user`'s versions as `query` asks, newest first; `None` when the user has no database.
+/// Shared with the operator's `GET /v1/admin/users/{user}/versions`.
+pub(crate) async fn list_versions(
+    engine: &Engine,
+    user: &UserId,
+    query: Result<Query<VersionsQuery>, QueryRejection>,
+) -> Result<Option<Vec<VersionBody>>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_VERSIONS);
     if !(1..=MAX_VERSIONS).contains(&limit) {
@@ -114,25 +125,26 @@ pub(crate) async fn versions(
             "limit must be from 1 to {MAX_VERSIONS}, not {limit}"
         )));
     }
-    let entries = state
-        .engine
-        .bucket_reader()
-        .versions(
-            &user,
-            if query.writers.unwrap_or(false) {
-                limit
-            } else {
-                0
-            },
-        )
-        .await?
-        .unwrap_or_default();
-    let versions: Vec<VersionBody> = entries
-        .into_iter()
-        .rev()
-        .take(limit)
-        .map(VersionBody::from)
-        .collect();
+    let writers = if query.writers.unwrap_or(false) {
+        limit
+    } else {
+        0
+    };
+    let Some(entries) = engine.bucket_reader().versions(user, writers).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        entries
+            .into_iter()
+            .rev()
+            .take(limit)
+            .map(VersionBody::from)
+            .collect(),
+    ))
+}
+
+/// The answer listing `versions` (newest first), `Cellar-Version` the newest.
+pub(crate) fn versions_answer(user: &UserId, versions: Vec<VersionBody>) -> Response {
     let newest = versions.first().map_or(0, |newest| newest.version);
     let mut response = Json(VersionsBody {
         user_id: user.as_str().to_owned(),
@@ -140,7 +152,7 @@ pub(crate) async fn versions(
     })
     .into_response();
     set_version(&mut response, Version::new(newest));
-    Ok(response)
+    response
 }
 
 /// `GET /v1/db/diff`'s query.
@@ -202,6 +214,16 @@ pub(crate) async fn diff(
     Extension(user): Extension<UserId>,
     query: Result<Query<DiffQuery>, QueryRejection>,
 ) -> Result<Json<DiffBody>, ApiError> {
+    compare_versions(&state.engine, &user, query).await
+}
+
+/// `user`'s two versions that `query` names, compared. Shared with the operator's
+/// `GET /v1/admin/users/{user}/diff`.
+pub(crate) async fn compare_versions(
+    engine: &Engine,
+    user: &UserId,
+    query: Result<Query<DiffQuery>, QueryRejection>,
+) -> Result<Json<DiffBody>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let max_rows = query.max_rows.unwrap_or(DEFAULT_DIFF_ROWS);
     if !(1..=MAX_DIFF_ROWS).contains(&max_rows) {
@@ -212,10 +234,9 @@ pub(crate) async fn diff(
     let options = DiffOptions {
         max_rows_per_table: max_rows,
     };
-    let DatabaseDiff { tables, schema } = state
-        .engine
+    let DatabaseDiff { tables, schema } = engine
         .diff(
-            &user,
+            user,
             Version::new(query.from),
             Version::new(query.to),
             options,
@@ -325,10 +346,21 @@ pub(crate) async fn restore(
              off)",
         ));
     }
+    restore_as_asked(&state, &user, body).await
+}
+
+/// Restores what `body` (a [`RestoreRequest`], read within the request limits) names of
+/// `user`'s history. Shared with the operator's `POST /v1/admin/users/{user}/restore`,
+/// which `history.user_restore` does not govern.
+pub(crate) async fn restore_as_asked(
+    state: &AppState,
+    user: &UserId,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_body(body, &state.limits).await?;
     let request: RestoreRequest = serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::bad_request(format!("invalid request body: {err}")))?;
-    let restored = state.engine.restore(&user, request.target()?).await?;
+    let restored = state.engine.restore(user, request.target()?).await?;
     let mut response = Json(RestoredBody::from(restored)).into_response();
     set_version(&mut response, restored.version);
     Ok(response)

@@ -17,7 +17,7 @@
 mod db;
 mod demo;
 mod events;
-mod history;
+pub(crate) mod history;
 mod openapi;
 mod query;
 mod values;

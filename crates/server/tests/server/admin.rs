@@ -1,6 +1,7 @@
 //! The operator's dashboard and admin API: absent without `auth.admin_token`, refused
 //! without the token, and what the dashboard shows (users, a user's events, every user's
-//! events live, the server's samples), with 100 000 users served from one listing.
+//! events live, the server's samples, a user's history: versions, diff, restore), with
+//! 100 000 users served from one listing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use cellar_engine::store::{Fault, FaultyStore, Operation, PutCondition};
 use cellar_engine::{
-    ConflictPolicy, Engine, MemoryStore, SnapshotMetadata, Store, UserId, Version,
+    ConflictPolicy, Engine, EngineConfig, MemoryStore, SnapshotMetadata, Store, UserId, Version,
 };
 use cellar_server::{AdminToken, ServerOptions};
 use chrono::Utc;
@@ -20,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::common::{Answer, Dirs, STEP, TestServer, answer, engine, local_server};
 use crate::events::next_event;
+use crate::history::{listed, notes, three_versions};
 
 const TOKEN: &str = "an-operator-token-for-the-tests-only-0123";
 
@@ -33,6 +35,17 @@ fn with_admin() -> ServerOptions {
 /// `GET path` with the admin token.
 async fn admin_get(server: &TestServer, path: &str) -> Answer {
     answer(server.client.get(server.url(path)).bearer_auth(TOKEN)).await
+}
+
+/// `POST path` with the admin token and `body` (sent as is).
+async fn admin_post(server: &TestServer, path: &str, body: impl Into<String>) -> Answer {
+    let request = server.client.post(server.url(path)).bearer_auth(TOKEN);
+    answer(
+        request
+            .header("content-type", "application/json")
+            .body(body.into()),
+    )
+    .await
 }
 
 /// `GET path` with the admin token until `done` holds, failing after `STEP`.
@@ -76,6 +89,8 @@ async fn without_an_admin_token_the_dashboard_and_the_admin_api_are_unknown_rout
         "/ui/app.js",
         "/v1/admin/users",
         "/v1/admin/users/alice",
+        "/v1/admin/users/alice/versions",
+        "/v1/admin/users/alice/diff?from=1&to=2",
         "/v1/admin/stats",
         "/v1/admin/events",
     ] {
@@ -246,6 +261,274 @@ async fn a_users_recent_events_are_shown_newest_first() {
     assert_eq!((nobody.status, nobody.code()), (404, "not_found"));
     let invalid = admin_get(&server, "/v1/admin/users/-x").await;
     assert_eq!((invalid.status, invalid.code()), (400, "bad_request"));
+}
+
+#[tokio::test]
+async fn an_operator_lists_compares_restores_and_undoes_a_users_versions() {
+    let (server, _engine, _dirs) = local_server(with_admin()).await;
+    three_versions(&server, "alice").await;
+    three_versions(&server, "bob").await;
+
+    let all = admin_get(&server, "/v1/admin/users/alice/versions").await;
+    assert_eq!((all.status, all.version), (200, Some(3)), "{:?}", all.body);
+    assert_eq!(all.body["user_id"], "alice");
+    assert_eq!(listed(&all), [3, 2, 1]);
+    let newest = &all.body["versions"][0];
+    assert!(newest["created_at"].is_string(), "{newest}");
+    assert!(newest["shipped_bytes"].as_u64() > Some(0), "{newest}");
+    let two = admin_get(
+        &server,
+        "/v1/admin/users/alice/versions?limit=2&writers=true",
+    )
+    .await;
+    assert_eq!(listed(&two), [3, 2]);
+    assert!(
+        two.body["versions"]
+            .as_array()
+            .expect("versions")
+            .iter()
+            .all(|entry| entry["writer"].is_string()),
+        "{:?}",
+        two.body
+    );
+
+    let grown = admin_get(&server, "/v1/admin/users/alice/diff?from=1&to=3").await;
+    assert_eq!(grown.status, 200, "{:?}", grown.body);
+    assert_eq!(
+        (
+            &grown.body["user_id"],
+            &grown.body["from"],
+            &grown.body["to"]
+        ),
+        (&json!("alice"), &json!(1), &json!(3))
+    );
+    let table = &grown.body["tables"][0];
+    assert_eq!(
+        (&table["table"], &table["added"], &table["removed"]),
+        (&json!("notes"), &json!(2), &json!(0))
+    );
+    let added: Vec<&Value> = table["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| &row["after"]["text"])
+        .collect();
+    assert_eq!(added, [&json!("two"), &json!("three")]);
+    let one_row = admin_get(&server, "/v1/admin/users/alice/diff?from=1&to=3&max_rows=1").await;
+    assert_eq!(one_row.body["tables"][0]["truncated"], true);
+    let same = admin_get(&server, "/v1/admin/users/alice/diff?from=2&to=2").await;
+    assert_eq!(
+        (&same.body["tables"], &same.body["schema"]),
+        (&json!([]), &json!([]))
+    );
+
+    let restored = admin_post(
+        &server,
+        "/v1/admin/users/alice/restore",
+        r#"{"version": 1}"#,
+    )
+    .await;
+    assert_eq!(
+        (restored.status, restored.version),
+        (200, Some(4)),
+        "{:?}",
+        restored.body
+    );
+    assert_eq!(
+        restored.body,
+        json!({ "version": 4, "restored": 1, "undo": 3 })
+    );
+    assert_eq!(notes(&server, "alice").await, json!([["one"]]));
+    assert_eq!(
+        notes(&server, "bob").await.as_array().map(Vec::len),
+        Some(3),
+        "only the named user's database"
+    );
+    let detail = admin_get_until(&server, "/v1/admin/users/alice", |detail| {
+        detail["events"][0]["version"] == 4
+    })
+    .await;
+    assert_eq!(detail["events"][0]["restored_from"], 1, "{detail}");
+
+    let undone = admin_post(
+        &server,
+        "/v1/admin/users/alice/restore",
+        r#"{"version": 3}"#,
+    )
+    .await;
+    assert_eq!(
+        undone.body,
+        json!({ "version": 5, "restored": 3, "undo": 4 })
+    );
+    assert_eq!(
+        notes(&server, "alice").await,
+        json!([["one"], ["two"], ["three"]])
+    );
+    let versions = admin_get(&server, "/v1/admin/users/alice/versions").await;
+    assert_eq!(listed(&versions), [5, 4, 3, 2, 1]);
+    let undo_diff = admin_get(&server, "/v1/admin/users/alice/diff?from=4&to=5").await;
+    assert_eq!(
+        undo_diff.body["tables"][0]["added"], 2,
+        "{:?}",
+        undo_diff.body
+    );
+}
+
+#[tokio::test]
+async fn the_admin_history_routes_refuse_no_token_bad_input_unknown_users_and_versions() {
+    let (server, _engine, _dirs) = local_server(with_admin()).await;
+    three_versions(&server, "alice").await;
+
+    let restore = "/v1/admin/users/alice/restore";
+    for path in [
+        "/v1/admin/users/alice/versions",
+        "/v1/admin/users/alice/diff?from=1&to=2",
+    ] {
+        let none = answer(server.client.get(server.url(path))).await;
+        assert_eq!((none.status, none.code()), (401, "unauthorized"), "{path}");
+        let as_user = server.get("alice", path).await;
+        assert_eq!(as_user.status, 401, "{path}: a user is not the operator");
+    }
+    let body = r#"{"version": 1}"#;
+    let none = answer(server.client.post(server.url(restore)).body(body)).await;
+    assert_eq!((none.status, none.code()), (401, "unauthorized"));
+    let as_user = answer(
+        server
+            .client
+            .post(server.url(restore))
+            .header("x-user-id", "alice")
+            .body(body),
+    )
+    .await;
+    assert_eq!(as_user.status, 401);
+
+    let no_paths = |got: &Answer| {
+        let message = got.message();
+        assert!(
+            !message.contains('/') && !message.contains("sqlite") && !message.contains(".log"),
+            "no paths or keys: {message}"
+        );
+    };
+    for nobody in [
+        admin_get(&server, "/v1/admin/users/nobody/versions").await,
+        admin_get(&server, "/v1/admin/users/nobody/diff?from=1&to=2").await,
+        admin_post(&server, "/v1/admin/users/nobody/restore", body).await,
+    ] {
+        assert_eq!(
+            (nobody.status, nobody.code()),
+            (404, "not_found"),
+            "{:?}",
+            nobody.body
+        );
+        assert!(nobody.message().contains("nobody"), "{}", nobody.message());
+        no_paths(&nobody);
+    }
+    for not_kept in [
+        admin_get(&server, "/v1/admin/users/alice/diff?from=1&to=99").await,
+        admin_post(&server, restore, r#"{"version": 99}"#).await,
+        admin_post(&server, restore, r#"{"version": 0}"#).await,
+    ] {
+        assert_eq!(
+            (not_kept.status, not_kept.code()),
+            (404, "not_found"),
+            "{:?}",
+            not_kept.body
+        );
+        assert!(
+            not_kept.message().contains("no version"),
+            "{}",
+            not_kept.message()
+        );
+        no_paths(&not_kept);
+    }
+
+    for (body, expected) in [
+        ("{}", "`version`, or a moment as `at`"),
+        (
+            r#"{"version": 1, "at": "2025-01-01T00:00:00Z"}"#,
+            "not both",
+        ),
+        (r#"{"at": "yesterday"}"#, "RFC 3339"),
+        (r#"{"version": 1, "force": true}"#, "unknown field `force`"),
+        ("{not json", "invalid request body"),
+    ] {
+        let got = admin_post(&server, restore, body).await;
+        assert_eq!((got.status, got.code()), (400, "bad_request"), "{body}");
+        assert!(
+            got.message().contains(expected),
+            "{body}: {}",
+            got.message()
+        );
+    }
+    for path in [
+        "/v1/admin/users/-x/versions",
+        "/v1/admin/users/alice/versions?limit=0",
+        "/v1/admin/users/alice/versions?writers=perhaps",
+        "/v1/admin/users/alice/diff?from=1",
+        "/v1/admin/users/alice/diff?from=1&to=x",
+        "/v1/admin/users/alice/diff?from=1&to=3&max_rows=1001",
+    ] {
+        let got = admin_get(&server, path).await;
+        assert_eq!((got.status, got.code()), (400, "bad_request"), "{path}");
+    }
+    let invalid = admin_post(&server, "/v1/admin/users/-x/restore", body).await;
+    assert_eq!((invalid.status, invalid.code()), (400, "bad_request"));
+
+    let status = server.get("alice", "/v1/db").await;
+    assert_eq!(status.body["version"], 3, "nothing was restored");
+
+    let description = server.get("alice", "/v1/openapi.json").await.body;
+    let paths = &description["paths"];
+    for (path, method) in [
+        ("/v1/admin/users/{user}/versions", "get"),
+        ("/v1/admin/users/{user}/diff", "get"),
+        ("/v1/admin/users/{user}/restore", "post"),
+    ] {
+        let operation = &paths[path][method];
+        assert_eq!(operation["tags"], json!(["admin"]), "{path}");
+        assert_eq!(operation["security"], json!([{ "admin": [] }]), "{path}");
+        assert!(operation["responses"]["404"].is_object(), "{path}");
+    }
+    assert!(
+        paths["/v1/admin/users/{user}/restore"]["post"]["requestBody"].is_object(),
+        "{paths}"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_restores_where_users_may_not() {
+    let dirs = Dirs::new();
+    let mut config = EngineConfig::new(dirs.data("a"));
+    config.history.user_restore = false;
+    let engine = Engine::open(config, dirs.bucket())
+        .await
+        .expect("engine opens");
+    let server = TestServer::start(engine, with_admin()).await;
+    three_versions(&server, "alice").await;
+
+    let refused = answer(
+        server
+            .client
+            .post(server.url("/v1/db/restore"))
+            .header("x-user-id", "alice")
+            .json(&json!({ "version": 1 })),
+    )
+    .await;
+    assert_eq!((refused.status, refused.code()), (403, "forbidden"));
+
+    let restored = admin_post(
+        &server,
+        "/v1/admin/users/alice/restore",
+        r#"{"version": 2}"#,
+    )
+    .await;
+    assert_eq!(
+        (restored.status, restored.body.clone()),
+        (200, json!({ "version": 4, "restored": 2, "undo": 3 }))
+    );
+    assert_eq!(notes(&server, "alice").await, json!([["one"], ["two"]]));
+    let status = server.get("alice", "/v1/db").await;
+    assert_eq!(status.body["version"], 4);
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::events::{connect, next_event};
 
 /// Versions 1 to 3 of `user`'s notes: `one`, then `two`, then `three` added, a little
 /// apart so that each has a moment of its own.
-async fn three_versions(server: &TestServer, user: &str) {
+pub(crate) async fn three_versions(server: &TestServer, user: &str) {
     let writes = [
         json!({ "statements": ["CREATE TABLE notes(text)", "INSERT INTO notes VALUES ('one')"] }),
         json!({ "statements": ["INSERT INTO notes VALUES ('two')"] }),
@@ -27,7 +27,7 @@ async fn three_versions(server: &TestServer, user: &str) {
 }
 
 /// The notes as `server` serves them to `user` now.
-async fn notes(server: &TestServer, user: &str) -> Value {
+pub(crate) async fn notes(server: &TestServer, user: &str) -> Value {
     let read = server
         .query(
             user,
@@ -65,7 +65,7 @@ async fn restore(server: &TestServer, user: &str, body: Value) -> Answer {
     .await
 }
 
-fn listed(answer: &Answer) -> Vec<u64> {
+pub(crate) fn listed(answer: &Answer) -> Vec<u64> {
     answer.body["versions"]
         .as_array()
         .expect("versions")
