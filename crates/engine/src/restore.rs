@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tracing::warn;
 
 use crate::admin::BucketReader;
+use crate::config::ConflictPolicy;
 use crate::context::blocking;
 use crate::diff::{DatabaseDiff, DiffOptions, diff_databases};
 use crate::engine::{Engine, Export};
@@ -180,7 +182,30 @@ impl Engine {
     /// one can be undone, the restore is those changes undone, shipped and applied as one
     /// change (no snapshot read, no database rewritten); else the version is rebuilt from
     /// the bucket as it streams past the copy, and the pages that differ are shipped.
+    ///
+    /// A restore that loses a race to another writer is made again on top of it under
+    /// `last-write-wins` and `rebase` (its content does not depend on what it lands on; the
+    /// other write stays in history, and `undo` names it), within `max_conflict_retries`;
+    /// under `strict` it is refused.
     pub async fn restore(&self, user: &UserId, target: RestoreTarget) -> Result<Restored> {
+        let mut tries = 0;
+        loop {
+            match self.restore_once(user, target).await {
+                Err(Error::Conflict { found, .. })
+                    if self.config().conflict != ConflictPolicy::Strict
+                        && tries < self.config().max_conflict_retries =>
+                {
+                    tries += 1;
+                    warn!(user = %user, winner = found.get(),
+                        "a restore lost a race to another writer: made again on top of it");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// One try of [`Engine::restore`].
+    async fn restore_once(&self, user: &UserId, target: RestoreTarget) -> Result<Restored> {
         let reader = self.bucket_reader();
         let (restored, catalog) = reader.resolve_in_catalog(user, target).await?;
         let session = self.begin(user).await?;

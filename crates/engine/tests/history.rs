@@ -510,3 +510,68 @@ async fn a_restore_rebuilt_from_a_snapshot_is_exact_and_refuses_a_bad_snapshot()
     assert_eq!(done.version, Version::new(9));
     assert_eq!(values(&a, &alice).await, expected[&Version::new(5)]);
 }
+
+/// A restore that loses a race to another writer is made again on top of it under
+/// last-write-wins and rebase (the other write stays in history: `undo` names it), and
+/// refused under strict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_loses_a_race_follows_the_policy() {
+    for policy in [
+        ConflictPolicy::LastWriteWins,
+        ConflictPolicy::Rebase,
+        ConflictPolicy::Strict,
+    ] {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        // Two instances on one folder: the restoring one's reads can be slowed down alone.
+        let faulty = Arc::new(FaultyStore::new(LocalStore::new(dirs[0].path())));
+        let slowed: Arc<dyn Store> = faulty.clone();
+        let plain: Arc<dyn Store> = Arc::new(LocalStore::new(dirs[0].path()));
+        let configured = |dir: &std::path::Path, writer: &str| {
+            let mut config = history_config(dir, writer);
+            config.conflict = policy;
+            config
+        };
+        let a = open(&slowed, configured(dirs[1].path(), "a")).await;
+        let b = open(&plain, configured(dirs[2].path(), "b")).await;
+        let alice = user("alice");
+        for value in 1..=4 {
+            append(&a, &alice, value).await.unwrap();
+        }
+        assert_eq!(values(&b, &alice).await, [1, 2, 3, 4]);
+        // The restore's reads after its version check wait while b writes version 5.
+        faulty.inject(Operation::Get, Fault::Latency(std::time::Duration::ZERO));
+        faulty.inject(
+            Operation::Get,
+            Fault::Latency(std::time::Duration::from_millis(1500)),
+        );
+        let (restored, written) = tokio::join!(
+            a.restore(&alice, RestoreTarget::Version(Version::new(2))),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                append(&b, &alice, 5).await.unwrap().version
+            }
+        );
+        assert_eq!(written, Version::new(5), "{policy:?}");
+        match policy {
+            ConflictPolicy::Strict => {
+                let err = restored.unwrap_err();
+                assert!(matches!(err, Error::Conflict { .. }), "{policy:?}: {err}");
+                assert_eq!(values(&a, &alice).await, [1, 2, 3, 4, 5], "{policy:?}");
+            }
+            _ => {
+                let restored = restored.unwrap();
+                assert_eq!(
+                    (restored.version, restored.restored, restored.undo),
+                    (Version::new(6), Version::new(2), Version::new(5)),
+                    "{policy:?}"
+                );
+                assert_eq!(values(&b, &alice).await, [1, 2], "{policy:?}");
+                // Undone, b's write is back.
+                a.restore(&alice, RestoreTarget::Version(restored.undo))
+                    .await
+                    .unwrap();
+                assert_eq!(values(&b, &alice).await, [1, 2, 3, 4, 5], "{policy:?}");
+            }
+        }
+    }
+}
