@@ -250,7 +250,8 @@ impl Engine {
     }
 
     /// [`BucketReader::diff`], with the versions read from this instance's copy where it
-    /// can: the version it holds copied, an older one rebuilt backwards from it.
+    /// can: the version it holds copied, an older one rebuilt backwards from it (both
+    /// older ones from one walk back, each change fetched once).
     pub async fn diff(
         &self,
         user: &UserId,
@@ -269,12 +270,60 @@ impl Engine {
         );
         let session = self.begin(user).await?;
         let local = LocalCopy::of(&session);
-        self.version_into(user, &local, &catalog, from, &before)
+        let walked = self
+            .walk_back_both(user, &local, &catalog, (from, &before), (to, &after))
             .await?;
-        self.version_into(user, &local, &catalog, to, &after)
-            .await?;
+        if !walked {
+            self.version_into(user, &local, &catalog, from, &before)
+                .await?;
+            self.version_into(user, &local, &catalog, to, &after)
+                .await?;
+        }
         drop(session);
         compare(user, before, after, options).await
+    }
+
+    /// Both versions of a diff (each with the file it goes into) walked back from the
+    /// `local` copy in one walk: the changes back to the older fetched once, the newer
+    /// version taken on the way. `false` when the walk cannot be made (the caller takes
+    /// each version its own way).
+    async fn walk_back_both(
+        &self,
+        user: &UserId,
+        local: &LocalCopy,
+        catalog: &Catalog,
+        one: (Version, &Path),
+        other: (Version, &Path),
+    ) -> Result<bool> {
+        let (older, newer) = match one.0 <= other.0 {
+            true => (one, other),
+            false => (other, one),
+        };
+        let listed = |version| catalog.entries.iter().any(|entry| entry.version == version);
+        let Some(checksum) = local.checksum else {
+            return Ok(false);
+        };
+        if catalog.newest() != local.version || !listed(newer.0) || newer.0 == local.version {
+            return Ok(false);
+        }
+        let most = self.config().history.walk_back_changes;
+        let reader = self.bucket_reader();
+        let Some(mut inverses) =
+            changes_back(reader.remote(), user, catalog, older.0, most).await?
+        else {
+            return Ok(false);
+        };
+        // Newest first, one per version: those past the newer version lead to it.
+        let to_newer = catalog
+            .entries
+            .iter()
+            .filter(|entry| entry.version > newer.0)
+            .count();
+        let to_older = inverses.split_off(to_newer);
+        let at_newer = inverses.last().map_or(checksum, |last| last.checksum_after);
+        apply_to_copy(user, &local.path, checksum, inverses, newer.1).await?;
+        apply_to_copy(user, newer.1, at_newer, to_older, older.1).await?;
+        Ok(true)
     }
 
     /// `user`'s database at `version` in the file `into`: the `local` copy when it is at

@@ -93,6 +93,21 @@ async fn run(store: Arc<dyn Store>, name: &str) {
         .await
         .unwrap();
     assert_eq!(from_bucket, diff, "{name}");
+    // Two versions older than the copy, both walked back from it (either order).
+    for (older, newer) in [(2, 5), (5, 2)] {
+        let (older, newer) = (Version::new(older), Version::new(newer));
+        let walked = a
+            .diff(&alice, older, newer, DiffOptions::default())
+            .await
+            .unwrap();
+        let rebuilt = reader
+            .diff(&alice, older, newer, DiffOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(walked, rebuilt, "{name}");
+        let table = walked.tables.iter().find(|t| t.table == "t").unwrap();
+        assert_eq!(table.added + table.removed, 3, "{name}");
+    }
     let created = a
         .diff(
             &alice,
