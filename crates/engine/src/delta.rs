@@ -339,7 +339,8 @@ impl Delta {
     /// (read once, page by page, to its end; at `snapshot_checksum`, summed on the way when
     /// unknown): how a restore rebuilt from a snapshot ships only the pages that differ from
     /// the copy without the version ever being whole in memory. Only the pages the run
-    /// touches, and those where the copy differs, are held. Checked: the copy's checksum
+    /// touches are held (on both sides); where the copy differs on the others, the record
+    /// is made as they stream past. Checked: the copy's checksum
     /// with the records must give the run's, so a copy that drifted from `old_checksum` is
     /// refused. Databases of different page sizes are [`DeltaError::Unsupported`]. Its
     /// versions are zero: the caller sets them.
@@ -378,11 +379,10 @@ impl Delta {
         // run does not touch is the snapshot's up to it, and gone past it (a whole image
         // can leave fewer pages than the snapshot had).
         let version_pages = deltas.last().map(|delta| delta.pages_after);
-        // The snapshot's pages the run reads, and the copy's beside them; the pages the run
-        // leaves as the snapshot has them where the copy differs (each side `None` past its
-        // end).
+        // The snapshot's pages the run reads, and the copy's beside them; the records of the
+        // pages the run leaves as the snapshot has them, made as they stream past.
         let (mut held, mut held_old) = (BTreeMap::new(), BTreeMap::new());
-        let mut differing: BTreeMap<u32, Sides> = BTreeMap::new();
+        let mut untouched = Records::new(0);
         let (mut snapshot_pages, mut summed) = (0, 0);
         for pgno in 1..u32::MAX {
             let in_snapshot =
@@ -416,12 +416,12 @@ impl Delta {
                         "page {pgno} of the version is in neither the snapshot nor a change"
                     )));
                 }
-                if !(in_version && in_old && page == old_page) {
-                    let sides = (
-                        in_old.then(|| old_page.clone()),
-                        in_version.then(|| page.clone()),
-                    );
-                    differing.insert(pgno, sides);
+                // Page 1 is always touched: no page count to set in a header here.
+                match (in_old, in_version) {
+                    (true, true) => untouched.changed(pgno, &old_page, &page),
+                    (true, false) => untouched.push(pgno, RecordKind::Removed, old_page.clone()),
+                    (false, true) => untouched.push(pgno, RecordKind::New, page.clone()),
+                    (false, false) => {}
                 }
             }
         }
@@ -434,39 +434,24 @@ impl Delta {
             count: snapshot_pages,
         };
         let run = Run::of(&source, page_size, deltas.into_iter().map(Ok), checksum)?;
+        // The run's page count is its last change's: `version_pages` when there is one.
         let pages_after = run.count;
         let mut records = Records::new(old_checksum);
-        for pgno in 1..=pages_before.max(pages_after) {
-            let (old, new) = match touched.contains(&pgno) {
-                true => {
-                    let new = (pgno <= pages_after).then(|| run.page(pgno)).transpose()?;
-                    (held_old.remove(&pgno), new)
-                }
-                false => match differing.remove(&pgno) {
-                    Some(sides) => sides,
-                    None => continue, // the same page on both sides
-                },
-            };
-            // A page the run did not touch is where the snapshot has it: the page counts
-            // only differ by pages the run added or removed.
-            let sides_due = (pgno <= pages_before, pgno <= pages_after);
-            match (old, new) {
-                (Some(old), Some(new)) if sides_due == (true, true) => {
+        for &pgno in &touched {
+            let new = (pgno <= pages_after).then(|| run.page(pgno)).transpose()?;
+            match (held_old.remove(&pgno), new) {
+                (Some(old), Some(new)) => {
                     records.changed_counted(pgno, old, new, (pages_before, pages_after));
                 }
-                (Some(old), None) if sides_due == (true, false) => {
-                    records.push(pgno, RecordKind::Removed, old);
-                }
-                (None, Some(new)) if sides_due == (false, true) => {
-                    records.push(pgno, RecordKind::New, new);
-                }
-                _ => {
-                    return Err(DeltaError::Corrupt(format!(
-                        "page {pgno} of the rebuilt version is not where its page count says"
-                    )));
-                }
+                (Some(old), None) => records.push(pgno, RecordKind::Removed, old),
+                (None, Some(new)) => records.push(pgno, RecordKind::New, new),
+                (None, None) => {} // past both ends
             }
         }
+        // The two sets of records, in page order; the checksum changes of both.
+        records.checksum ^= untouched.checksum;
+        records.records.append(&mut untouched.records);
+        records.records.sort_by_key(|record| record.pgno);
         records.into_change(
             page_size,
             (pages_before, pages_after),
@@ -542,9 +527,6 @@ impl Fields<'_> {
 fn be32(bytes: &[u8], at: usize) -> u32 {
     Fields(&bytes[at..]).u32()
 }
-
-/// A page of two databases, the old and the new (`None` past that one's end).
-type Sides = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// How many pages of `page_size` a database of `len` bytes holds.
 fn whole_pages(len: u64, page_size: u32) -> Result<u32, DeltaError> {
