@@ -418,10 +418,11 @@ impl Delta {
                 }
                 // Page 1 is always touched: no page count to set in a header here.
                 match (in_old, in_version) {
-                    (true, true) => untouched.changed(pgno, &old_page, &page),
+                    // Most pages are the same on both sides: compared before any XOR.
+                    (true, true) if page != old_page => untouched.changed(pgno, &old_page, &page),
                     (true, false) => untouched.push(pgno, RecordKind::Removed, old_page.clone()),
                     (false, true) => untouched.push(pgno, RecordKind::New, page.clone()),
-                    (false, false) => {}
+                    _ => {}
                 }
             }
         }
