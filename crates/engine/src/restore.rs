@@ -125,11 +125,7 @@ impl BucketReader {
         to: Version,
         options: DiffOptions,
     ) -> Result<DatabaseDiff> {
-        let scratch = scratch_dir()?;
-        let (before, after) = (
-            scratch.path().join("before.sqlite"),
-            scratch.path().join("after.sqlite"),
-        );
+        let (_scratch, before, after) = scratch_pair()?;
         futures::try_join!(
             self.rebuild_into(user, from, before.clone()),
             self.rebuild_into(user, to, after.clone())
@@ -165,10 +161,13 @@ impl BucketReader {
     /// `user`'s database at `version`, rebuilt from the newest snapshot at or before it
     /// and the log after it, every piece checked.
     pub async fn download_version(&self, user: &UserId, version: Version) -> Result<Bytes> {
-        let scratch = scratch_dir()?;
-        let path = scratch.path().join("version.sqlite");
-        self.rebuild_into(user, version, path.clone()).await?;
-        let image = blocking(move || std::fs::read(&path).map_err(Error::io("a scratch file")));
+        let Export { mut file, .. } = self.export_version(user, version).await?;
+        let image = blocking(move || {
+            let mut image = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut image)
+                .map_err(Error::io("a scratch file"))?;
+            Ok(image)
+        });
         Ok(Bytes::from(image.await?))
     }
 }
@@ -263,11 +262,7 @@ impl Engine {
         let Some(catalog) = Catalog::read(reader.remote(), user).await? else {
             return Err(not_kept(user, from, "the user has no database".into()));
         };
-        let scratch = scratch_dir()?;
-        let (before, after) = (
-            scratch.path().join("before.sqlite"),
-            scratch.path().join("after.sqlite"),
-        );
+        let (_scratch, before, after) = scratch_pair()?;
         let session = self.begin(user).await?;
         let local = LocalCopy::of(&session);
         let walked = self
@@ -411,6 +406,17 @@ impl LocalCopy {
             path: session.file_path(),
         }
     }
+}
+
+/// A scratch folder with the paths of a diff's two versions in it (removed when dropped:
+/// keep it while they are read).
+fn scratch_pair() -> Result<(tempfile::TempDir, PathBuf, PathBuf)> {
+    let scratch = scratch_dir()?;
+    let (before, after) = (
+        scratch.path().join("before.sqlite"),
+        scratch.path().join("after.sqlite"),
+    );
+    Ok((scratch, before, after))
 }
 
 /// A scratch folder for the versions a restore or a diff rebuilds (removed when dropped).
